@@ -1,0 +1,47 @@
+"""One CLI, one subcommand per stage: ``vsearch data synth | train | evaluate | demo``.
+
+Each subcommand is the ``main(argv)`` of its stage module. Bad input (DataError) and bad
+configs (ConfigError) end with one line on stderr and exit status 2, never a traceback.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+COMMANDS = {
+    ("data", "synth"): ("vsearch.data.synth", "generate the street-to-shop benchmark"),
+    ("train",): ("vsearch.training.loop", "train image-only / 3-tower / 4-tower"),
+    ("evaluate",): ("vsearch.evaluation.evaluate", "evaluate models, write metrics.json and report.html"),
+    ("demo",): ("vsearch.demo", "synth -> train three models -> evaluate, end to end"),
+}
+
+
+def _usage() -> str:
+    lines = ["usage: vsearch <command> [options]", "", "commands:"]
+    lines += [f"  {' '.join(words):<14} {help_}" for words, (_, help_) in COMMANDS.items()]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help"):
+        print(_usage())
+        return 0 if argv else 2
+    for words, (module, _) in sorted(COMMANDS.items(), key=lambda kv: -len(kv[0])):
+        if tuple(argv[: len(words)]) == words:
+            stage = importlib.import_module(module)
+            from vsearch.config import ConfigError
+            from vsearch.schema import DataError
+
+            try:
+                return int(stage.main(argv[len(words) :]) or 0)
+            except (DataError, ConfigError) as err:
+                print(f"vsearch {' '.join(words)}: error: {err}", file=sys.stderr)
+                return 2
+    print(f"vsearch: unknown command '{' '.join(argv[:2])}'\n\n{_usage()}", file=sys.stderr)
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

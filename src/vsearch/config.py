@@ -1,0 +1,278 @@
+"""Typed configuration: dataclasses loaded from named YAML presets plus dotted overrides.
+
+A preset lives in ``vsearch/configs/<name>.yaml`` (or any YAML path). A preset may name a
+``base:`` preset it extends. Overrides are ``section.key=value`` strings parsed as YAML
+scalars (``train.lr=3e-4``, ``loss.pairs=[...]``). Each stage receives only the
+sub-config it needs (``ModelConfig``, ``LossConfig`` ...), never the whole tree.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from vsearch import schema
+
+
+@dataclass
+class BackboneConfig:
+    """One encoder backbone.
+
+    Either ``pretrained`` (a local folder or hub id for ``AutoModel.from_pretrained``) or
+    ``type`` plus ``kwargs`` for a config built from code (tiny models for tests and CPU).
+    ``type`` is a transformers model type: "vit", "resnet", "convnext", "clip_vision_model",
+    "bert", "clip_text_model" ...
+    """
+
+    type: str = ""
+    kwargs: dict[str, Any] = field(default_factory=dict)
+    pretrained: str | None = None
+    pooling: str = "auto"  # auto | cls | mean | pooler
+    freeze: bool = False
+
+
+@dataclass
+class ModelConfig:
+    """The multi-tower model: shared image encoder, shared text encoder, projections.
+
+    ``towers`` lists the towers trained; query_image and product_image share the image
+    encoder, product_text and query_text share the text encoder (the paper's weight sharing).
+    """
+
+    towers: list[str] = field(default_factory=lambda: [schema.QUERY_IMAGE, schema.PRODUCT_IMAGE])
+    image: BackboneConfig = field(default_factory=BackboneConfig)
+    text: BackboneConfig = field(default_factory=BackboneConfig)
+    embed_dim: int = 128
+    projection: str = "linear"  # linear | mlp
+    init_logit_scale: float = 2.6593  # log(1/0.07), as CLIP
+    max_logit_scale: float = 100.0
+    fusion_text_weight: float = 0.3  # fused query = normalise((1-w) * image + w * text)
+    image_size: int = 64
+    image_mean: list[float] = field(default_factory=lambda: [0.5, 0.5, 0.5])
+    image_std: list[float] = field(default_factory=lambda: [0.5, 0.5, 0.5])
+    max_text_length: int = 32
+    tokenizer_vocab_size: int = 512  # for the tokenizer trained on catalog titles
+
+
+@dataclass
+class LossPair:
+    """One InfoNCE term between two feature keys (towers or ``fused_query``)."""
+
+    a: str
+    b: str
+    weight: float = 1.0
+    name: str = ""
+
+    def __post_init__(self) -> None:
+        if not self.name:
+            self.name = f"{self.a}_{self.b}"
+
+
+@dataclass
+class LossConfig:
+    pairs: list[LossPair] = field(default_factory=lambda: [LossPair(schema.QUERY_IMAGE, schema.PRODUCT_IMAGE)])
+
+
+@dataclass
+class DataConfig:
+    batch_size: int = 64  # global batch, independent of world size
+    num_workers: int = 0
+    cache_images: bool = True
+    augment: str = "none"  # none | light
+
+
+@dataclass
+class TrainConfig:
+    lr: float = 1e-3
+    weight_decay: float = 0.05
+    warmup_steps: int = 50
+    epochs: float = 10.0
+    max_steps: int = 0  # if > 0, overrides epochs
+    grad_clip: float = 1.0
+    checkpoint_every: int = 200
+    log_every: int = 10
+    seed: int = 0
+    precision: str = "auto"  # auto (bf16 on cuda, fp32 on cpu) | fp32 | bf16
+    device: str = "auto"
+
+
+@dataclass
+class EvalConfig:
+    ks: list[int] = field(default_factory=lambda: [1, 5, 10])
+    fusion_text_weight: float | None = None  # None: the model's own
+    n_boot: int = 1000
+    seed: int = 0
+    batch_size: int = 256
+    n_examples: int = 12
+
+
+@dataclass
+class RunConfig:
+    name: str = "image_only"
+    model: ModelConfig = field(default_factory=ModelConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+
+
+class ConfigError(ValueError):
+    """A preset or override that does not fit the config schema."""
+
+
+def _build(cls: type, raw: Any, where: str) -> Any:
+    """Build dataclass ``cls`` from plain YAML data, rejecting unknown keys."""
+    if not dataclasses.is_dataclass(cls):
+        return raw
+    if isinstance(raw, cls):
+        return raw
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{where}: expected a mapping for {cls.__name__}, got {type(raw).__name__}")
+    hints = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = set(raw) - set(hints)
+    if unknown:
+        raise ConfigError(f"{where}: unknown key(s) {sorted(unknown)} for {cls.__name__}")
+    kwargs = {}
+    for key, value in raw.items():
+        f = hints[key]
+        sub = _FIELD_TYPES.get((cls, key))
+        if sub is list_of_pairs:
+            if not isinstance(value, list):
+                raise ConfigError(f"{where}.{key}: expected a list of loss pairs")
+            kwargs[key] = [_build(LossPair, v, f"{where}.{key}[{i}]") for i, v in enumerate(value)]
+        elif sub is not None:
+            kwargs[key] = _build(sub, value, f"{where}.{key}")
+        else:
+            kwargs[key] = value
+    try:
+        return cls(**kwargs)
+    except TypeError as err:
+        raise ConfigError(f"{where}: {err}") from err
+
+
+list_of_pairs = object()
+_FIELD_TYPES: dict[tuple[type, str], Any] = {
+    (RunConfig, "model"): ModelConfig,
+    (RunConfig, "loss"): LossConfig,
+    (RunConfig, "data"): DataConfig,
+    (RunConfig, "train"): TrainConfig,
+    (RunConfig, "eval"): EvalConfig,
+    (ModelConfig, "image"): BackboneConfig,
+    (ModelConfig, "text"): BackboneConfig,
+    (LossConfig, "pairs"): list_of_pairs,
+}
+
+
+def _deep_merge(base: dict, over: dict) -> dict:
+    out = dict(base)
+    for key, value in over.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _deep_merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def preset_names() -> list[str]:
+    return sorted(p.name[:-5] for p in resources.files("vsearch.configs").iterdir() if p.name.endswith(".yaml"))
+
+
+def _load_raw(name_or_path: str | os.PathLike, seen: tuple[str, ...] = ()) -> dict:
+    text_path = str(name_or_path)
+    if text_path.endswith((".yaml", ".yml")) or os.sep in text_path:
+        path = Path(text_path)
+        if not path.is_file():
+            raise ConfigError(f"{path}: config file not found")
+        text = path.read_text()
+    else:
+        res = resources.files("vsearch.configs") / f"{text_path}.yaml"
+        if not res.is_file():
+            raise ConfigError(f"unknown config preset '{text_path}' (known: {', '.join(preset_names())})")
+        text = res.read_text()
+    if text_path in seen:
+        raise ConfigError(f"config preset cycle: {' -> '.join(seen + (text_path,))}")
+    raw = yaml.safe_load(text) or {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{text_path}: top level must be a mapping")
+    base = raw.pop("base", None)
+    if base:
+        raw = _deep_merge(_load_raw(base, seen + (text_path,)), raw)
+    return raw
+
+
+def apply_overrides(raw: dict, overrides: list[str] | tuple[str, ...]) -> dict:
+    """Apply ``a.b.c=value`` overrides (values parsed as YAML) to a raw config mapping."""
+    raw = dict(raw)
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"override '{item}' must look like section.key=value")
+        dotted, value_text = item.split("=", 1)
+        keys = dotted.strip().split(".")
+        node = raw
+        for key in keys[:-1]:
+            child = node.get(key)
+            child = dict(child) if isinstance(child, dict) else {}
+            node[key] = child
+            node = child
+        node[keys[-1]] = yaml.safe_load(value_text)
+    return raw
+
+
+def load_config(name_or_path: str | os.PathLike, overrides: list[str] | tuple[str, ...] = ()) -> RunConfig:
+    """Load a named preset (``tiny``, ``three_tower`` ...) or YAML file, then overrides."""
+    raw = apply_overrides(_load_raw(name_or_path), overrides)
+    cfg = _build(RunConfig, raw, str(name_or_path))
+    validate(cfg)
+    return cfg
+
+
+def config_from_dict(raw: dict) -> RunConfig:
+    cfg = _build(RunConfig, raw, "config")
+    validate(cfg)
+    return cfg
+
+
+def to_dict(cfg: Any) -> dict:
+    return dataclasses.asdict(cfg)
+
+
+def validate(cfg: RunConfig) -> None:
+    towers = cfg.model.towers
+    for tower in towers:
+        if tower not in schema.TOWERS:
+            raise ConfigError(f"model.towers: unknown tower '{tower}' (known: {list(schema.TOWERS)})")
+    if schema.QUERY_IMAGE not in towers or schema.PRODUCT_IMAGE not in towers:
+        raise ConfigError("model.towers: query_image and product_image are required (the main loss)")
+    keys = set(towers)
+    if schema.QUERY_IMAGE in keys and schema.QUERY_TEXT in keys:
+        keys.add(schema.FUSED_QUERY)
+    names = set()
+    for pair in cfg.loss.pairs:
+        for end in (pair.a, pair.b):
+            if end not in keys:
+                raise ConfigError(f"loss pair '{pair.name}': '{end}' is not produced by towers {towers}")
+        if pair.name in names:
+            raise ConfigError(f"loss pair name '{pair.name}' used twice")
+        if pair.weight < 0:
+            raise ConfigError(f"loss pair '{pair.name}': weight must be >= 0")
+        names.add(pair.name)
+    if not cfg.loss.pairs:
+        raise ConfigError("loss.pairs: at least one pair is required")
+    if any(t in towers for t in schema.TEXT_TOWERS) and not (cfg.model.text.type or cfg.model.text.pretrained):
+        raise ConfigError("model.text: text towers need a backbone (type or pretrained)")
+    if not (cfg.model.image.type or cfg.model.image.pretrained):
+        raise ConfigError("model.image: a backbone is required (type or pretrained)")
+    if not 0.0 <= cfg.model.fusion_text_weight <= 1.0:
+        raise ConfigError("model.fusion_text_weight must be in [0, 1]")
+    if cfg.data.batch_size < 2:
+        raise ConfigError("data.batch_size must be >= 2 (in-batch negatives)")
+
+
+def save_config(cfg: RunConfig, path: str | os.PathLike) -> None:
+    Path(path).write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))

@@ -1,0 +1,1 @@
+"""Named YAML presets (package data)."""

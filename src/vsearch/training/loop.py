@@ -1,0 +1,360 @@
+"""The training loop: AdamW + warmup/cosine, grad clipping, bf16 on GPU, exact resume.
+
+``train`` works in ``<out>.partial`` (checkpoints, tokenizer, metrics log) and publishes the
+finished model folder to ``<out>`` by rename at the end. A rerun with the same config
+resumes from the newest checkpoint and continues the same loss curve.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import math
+import os
+import shutil
+import sys
+import time
+from pathlib import Path
+
+import torch
+import yaml
+
+from vsearch import artifacts, schema
+from vsearch.config import ConfigError, RunConfig, TrainConfig, to_dict
+from vsearch.data.dataset import Collator, EngagementDataset, UniqueProductBatchSampler
+from vsearch.losses import MultiTowerLoss
+from vsearch.models.multitower import TOKENIZER_DIR, MultiTowerModel, build_model, load_model
+from vsearch.models.tokenizer import load_tokenizer, train_title_tokenizer
+from vsearch.schema import DataError
+from vsearch.training import checkpoint, distributed
+
+METRICS_LOG = "metrics.jsonl"
+SUMMARY_FILE = "train_summary.json"
+RUN_CONFIG_FILE = "run_config.yaml"
+FINGERPRINT_FILE = "fingerprint.json"
+
+
+def pick_device(name: str, env: distributed.DistEnv) -> torch.device:
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cuda":
+        return torch.device("cuda", env.local_rank)
+    return torch.device(name)
+
+
+def lr_lambda(warmup_steps: int, total_steps: int):
+    """Linear warmup to 1 then cosine decay to 0 (multiplier of the base lr)."""
+
+    def f(step: int) -> float:
+        if step < warmup_steps:
+            return (step + 1) / warmup_steps
+        progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
+        return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+
+    return f
+
+
+def build_optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
+    """AdamW; no weight decay on biases, norms and the temperature (as CLIP/open_clip)."""
+    decay, no_decay = [], []
+    for name, param in model.named_parameters():
+        if not param.requires_grad:
+            continue
+        (no_decay if param.ndim < 2 or "logit_scale" in name else decay).append(param)
+    groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    return torch.optim.AdamW(groups, lr=cfg.lr, betas=(0.9, 0.98), eps=1e-6)
+
+
+def _fingerprint(cfg: RunConfig, data_dir: str, init: str | None) -> str:
+    payload = json.dumps({"config": to_dict(cfg), "data": str(Path(data_dir).resolve()), "init": init}, sort_keys=True)
+    return hashlib.sha256(payload.encode()).hexdigest()[:16]
+
+
+def _prepare_staging(out: Path, fingerprint: str, restart: bool) -> tuple[Path, bool]:
+    """Return (staging dir, resuming?). A leftover staging dir of another config is refused."""
+    staging = artifacts.staging_path(out)
+    marker = staging / FINGERPRINT_FILE
+    if staging.exists() and restart:
+        shutil.rmtree(staging)
+    if staging.exists():
+        if marker.is_file() and json.loads(marker.read_text()).get("fingerprint") == fingerprint:
+            return staging, True
+        raise ConfigError(
+            f"{staging}: an unfinished run with a different config, data or init is there; "
+            "pass --restart to discard it"
+        )
+    staging.mkdir(parents=True)
+    marker.write_text(json.dumps({"fingerprint": fingerprint}))
+    return staging, False
+
+
+def _training_rows(data_dir: str):
+    catalog, interactions, _ = schema.read_dataset(data_dir)
+    schema.product_splits(interactions)  # leakage between splits stops training here
+    train_rows = interactions[interactions["split"] == "train"]
+    if train_rows.empty:
+        raise DataError(Path(data_dir) / schema.INTERACTIONS_FILE, "no rows with split == 'train'")
+    return catalog, train_rows
+
+
+def _tokenizer_for(cfg: RunConfig, staging: Path, init_tokenizer, catalog, train_rows):
+    if not any(t in schema.TEXT_TOWERS for t in cfg.model.towers) and init_tokenizer is None:
+        return None
+    tok_dir = staging / TOKENIZER_DIR
+    if tok_dir.is_dir():
+        return load_tokenizer(str(tok_dir))
+    if init_tokenizer is not None:
+        tokenizer = init_tokenizer
+    elif cfg.model.text.pretrained:
+        tokenizer = load_tokenizer(cfg.model.text.pretrained)
+    else:
+        # Trained on training-split titles and query texts only: nothing from test products.
+        train_products = catalog[catalog["product_id"].isin(train_rows["product_id"])]
+        texts = list(train_products["title"]) + list(train_rows["query_text"])
+        tokenizer = train_title_tokenizer(texts, cfg.model.tokenizer_vocab_size, cfg.model.max_text_length)
+    tokenizer.save_pretrained(tok_dir)
+    return tokenizer
+
+
+def _model_for(cfg: RunConfig, init: str | None, tokenizer) -> tuple[MultiTowerModel, RunConfig]:
+    if init is None:
+        return build_model(cfg.model, tokenizer), cfg
+    model, _ = load_model(init)
+    if any(t in schema.TEXT_TOWERS for t in cfg.model.towers) and not model.has_text:
+        raise ConfigError(f"--init {init}: that model has no text encoder; towers {cfg.model.towers} need one")
+    model.cfg = dataclasses.replace(
+        model.cfg, towers=list(cfg.model.towers), fusion_text_weight=cfg.model.fusion_text_weight
+    )
+    model.set_towers(cfg.model.towers)
+    # The architecture is the init model's; record that in the run config.
+    return model, dataclasses.replace(cfg, model=model.cfg)
+
+
+class _Progress:
+    """tqdm bar on an interactive main process; plain periodic lines otherwise."""
+
+    def __init__(self, total: int, initial: int, enabled: bool):
+        self.bar = None
+        if enabled and sys.stderr.isatty():
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=total, initial=initial, unit="step", dynamic_ncols=True)
+        self.enabled, self.total = enabled, total
+
+    def update(self, step: int, record: dict, every: int) -> None:
+        if not self.enabled:
+            return
+        if self.bar is not None:
+            self.bar.update(1)
+            self.bar.set_postfix(loss=f"{record['loss']:.4f}", sps=f"{record['samples_per_s']:.0f}")
+        elif step % every == 0 or step == self.total:
+            print(
+                f"step {step}/{self.total} loss {record['loss']:.4f} lr {record['lr']:.2e} "
+                f"{record['samples_per_s']:.0f} samples/s",
+                file=sys.stderr,
+                flush=True,
+            )
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+def train(
+    cfg: RunConfig,
+    data_dir: str | os.PathLike,
+    out_dir: str | os.PathLike,
+    init: str | os.PathLike | None = None,
+    *,
+    restart: bool = False,
+    stop_after: int | None = None,
+    progress: bool = True,
+) -> dict:
+    """Train one model and publish it to ``out_dir``.
+
+    Args:
+        cfg: the run config (towers, loss pairs, data, optimisation).
+        data_dir: folder with the manifests of the data contract.
+        out_dir: where the finished model folder is published.
+        init: a model folder to start from (the 4-tower model starts from the 3-tower one).
+        restart: discard an unfinished run in ``<out_dir>.partial`` instead of resuming it.
+        stop_after: stop (without publishing) once this step is reached: simulates a
+            preemption in tests; the next call resumes.
+        progress: show a progress bar / progress lines on the main process.
+
+    Returns:
+        The training summary (steps, seconds, samples/s, final loss terms, output path).
+
+    Raises:
+        DataError: a manifest or image is missing or broken (before any training step).
+        ConfigError: a config that does not fit, or an unfinished run of another config.
+    """
+    data_dir, out = str(data_dir), Path(out_dir)
+    init = str(init) if init is not None else None
+    env = distributed.detect()
+    device = pick_device(cfg.train.device, env)
+    distributed.init(env, device)
+    torch.manual_seed(cfg.train.seed)
+
+    catalog, train_rows = _training_rows(data_dir)
+    dataset = EngagementDataset(data_dir, catalog, train_rows, cfg.model.image_size, cache=cfg.data.cache_images)
+    if cfg.data.cache_images:
+        dataset.preload()  # every bad image fails here, before a staging folder exists
+
+    staging, resuming = _prepare_staging(out, _fingerprint(cfg, data_dir, init), restart)
+    init_model_tokenizer = load_model(init)[1] if init is not None else None
+    tokenizer = _tokenizer_for(cfg, staging, init_model_tokenizer, catalog, train_rows)
+    model, cfg = _model_for(cfg, init, tokenizer)
+    if env.is_main:
+        (staging / RUN_CONFIG_FILE).write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
+    model.to(device)
+    loss_fn = MultiTowerLoss(cfg.loss.pairs)
+
+    sampler = UniqueProductBatchSampler(dataset.product_index, cfg.data.batch_size, cfg.train.seed, env.rank, env.world_size)
+    steps_per_epoch = len(sampler)
+    if steps_per_epoch == 0:
+        raise DataError(Path(data_dir) / schema.INTERACTIONS_FILE, "too few training rows for one batch", detail=f"batch {cfg.data.batch_size}")
+    total_steps = cfg.train.max_steps or max(1, math.ceil(cfg.train.epochs * steps_per_epoch))
+    optimizer = build_optimizer(model, cfg.train)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(cfg.train.warmup_steps, total_steps))
+    collator = Collator(cfg.model.towers, tokenizer, cfg.model.max_text_length, cfg.model.image_mean, cfg.model.image_std)
+
+    step = 0
+    ckpt_root = staging / "checkpoints"
+    latest = checkpoint.latest_checkpoint(ckpt_root) if resuming else None
+    if latest is not None:
+        step = checkpoint.load_checkpoint(latest, model, optimizer, scheduler, device)
+    log_path = staging / METRICS_LOG
+    if env.is_main:
+        _truncate_log(log_path, step)
+
+    train_model = model
+    if env.enabled:
+        train_model = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+    use_bf16 = cfg.train.precision == "bf16" or (cfg.train.precision == "auto" and device.type == "cuda")
+    bar = _Progress(total_steps, step, progress and env.is_main)
+    started, samples = time.perf_counter(), 0
+    last: dict = {}
+    model.train()
+    while step < total_steps and (stop_after is None or step < stop_after):
+        epoch, offset = divmod(step, steps_per_epoch)
+        sampler.set_epoch(epoch, offset)
+        loader = torch.utils.data.DataLoader(
+            dataset, batch_sampler=sampler, collate_fn=collator, num_workers=cfg.data.num_workers
+        )
+        for batch in loader:
+            t0 = time.perf_counter()
+            batch = _to_device(batch, device)
+            with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=use_bf16):
+                out_features = train_model(batch)
+            terms = loss_fn(**{k: (v.float() if torch.is_floating_point(v) else v) for k, v in out_features.items()})
+            loss = sum(terms.values())
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.train.grad_clip) if cfg.train.grad_clip > 0 else None
+            optimizer.step()
+            scheduler.step()
+            step += 1
+            dt = time.perf_counter() - t0
+            samples += cfg.data.batch_size
+            last = {
+                "step": step,
+                "epoch": epoch,
+                "lr": scheduler.get_last_lr()[0],
+                "loss": distributed.all_reduce_mean(float(loss.detach())),
+                **{k: float(v.detach()) for k, v in terms.items()},
+                "logit_scale": float(out_features["logit_scale"].detach()),
+                "grad_norm": float(grad_norm) if grad_norm is not None else None,
+                "samples_per_s": cfg.data.batch_size / dt if dt > 0 else 0.0,
+            }
+            if not math.isfinite(last["loss"]):
+                raise FloatingPointError(f"loss is {last['loss']} at step {step}; see {log_path}")
+            if env.is_main:
+                with log_path.open("a") as fh:
+                    fh.write(json.dumps(last) + "\n")
+            bar.update(step, last, cfg.train.log_every)
+            if env.is_main and cfg.train.checkpoint_every and step % cfg.train.checkpoint_every == 0:
+                checkpoint.save_checkpoint(ckpt_root, step, model, optimizer, scheduler)
+            if step >= total_steps or (stop_after is not None and step >= stop_after):
+                break
+    bar.close()
+    seconds = time.perf_counter() - started
+    summary = {
+        "name": cfg.name,
+        "steps": step,
+        "total_steps": total_steps,
+        "steps_per_epoch": steps_per_epoch,
+        "global_batch": cfg.data.batch_size,
+        "world_size": env.world_size,
+        "device": str(device),
+        "seconds": seconds,
+        "samples_per_s": samples / seconds if seconds > 0 else 0.0,
+        "final": last,
+        "init": init,
+        "data": str(Path(data_dir).resolve()),
+        "train_rows": len(dataset),
+        "towers": list(cfg.model.towers),
+        "loss_terms": loss_fn.term_names,
+    }
+    if stop_after is not None and step < total_steps:
+        if env.is_main:  # a preemption: the state to resume from is the checkpoint
+            checkpoint.save_checkpoint(ckpt_root, step, model, optimizer, scheduler)
+        return {**summary, "published": False, "out": str(staging)}
+    if env.is_main:
+        model.save_pretrained(staging, tokenizer=tokenizer)
+        summary["published"] = True
+        summary["out"] = str(out)
+        (staging / SUMMARY_FILE).write_text(json.dumps(summary, indent=2))
+        shutil.rmtree(ckpt_root, ignore_errors=True)
+        (staging / FINGERPRINT_FILE).unlink(missing_ok=True)
+        artifacts.publish(staging, out)
+    distributed.shutdown(env)
+    return summary
+
+
+def _to_device(batch: dict, device: torch.device) -> dict:
+    out = {}
+    for key, value in batch.items():
+        if isinstance(value, dict):
+            out[key] = {k: v.to(device, non_blocking=True) for k, v in value.items()}
+        elif torch.is_tensor(value):
+            out[key] = value.to(device, non_blocking=True)
+        else:
+            out[key] = value
+    return out
+
+
+def _truncate_log(path: Path, step: int) -> None:
+    """Drop log lines after ``step`` (written after the checkpoint we resume from)."""
+    if not path.exists():
+        return
+    kept = [line for line in path.read_text().splitlines() if line and json.loads(line)["step"] <= step]
+    path.write_text("".join(line + "\n" for line in kept))
+
+
+def read_metrics_log(model_dir: str | os.PathLike) -> list[dict]:
+    path = Path(model_dir) / METRICS_LOG
+    return [json.loads(line) for line in path.read_text().splitlines() if line]
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``vsearch train --config NAME --data DIR --out DIR [--init MODEL] [key=value ...]``."""
+    import argparse
+
+    from vsearch.config import load_config
+
+    parser = argparse.ArgumentParser(prog="vsearch train", description="Train an image-only, 3-tower or 4-tower model.")
+    parser.add_argument("--config", required=True, help="preset name (image_only, three_tower, four_tower, tiny ...) or YAML path")
+    parser.add_argument("--data", required=True, help="dataset folder (catalog/interactions parquet + images)")
+    parser.add_argument("--out", required=True, help="model folder to publish (written atomically)")
+    parser.add_argument("--init", help="start from this model folder (4-tower from the 3-tower model)")
+    parser.add_argument("--restart", action="store_true", help="discard an unfinished run instead of resuming it")
+    parser.add_argument("--quiet", action="store_true", help="no progress output")
+    parser.add_argument("overrides", nargs="*", help="dotted overrides, e.g. train.lr=3e-4 data.batch_size=32")
+    args = parser.parse_args(argv)
+    cfg = load_config(args.config, args.overrides)
+    summary = train(cfg, args.data, args.out, args.init, restart=args.restart, progress=not args.quiet)
+    final = summary["final"]
+    print(json.dumps({k: summary[k] for k in ("name", "steps", "seconds", "samples_per_s", "out")} | {"loss": final.get("loss")}))
+    return 0
