@@ -149,11 +149,28 @@ def _build(cls: type, raw: Any, where: str) -> Any:
         elif sub is not None:
             kwargs[key] = _build(sub, value, f"{where}.{key}")
         else:
-            kwargs[key] = value
+            kwargs[key] = _coerce(value, hints[key].type, f"{where}.{key}")
     try:
         return cls(**kwargs)
     except TypeError as err:
         raise ConfigError(f"{where}: {err}") from err
+
+
+def _coerce(value: Any, annotation: Any, where: str) -> Any:
+    """Coerce YAML scalars to the field's type: PyYAML reads ``5e-3`` as a string."""
+    kind = annotation if isinstance(annotation, str) else getattr(annotation, "__name__", "")
+    kind = kind.replace(" ", "")
+    if value is None or kind.endswith("|None") and value is None:
+        return value
+    base = kind.split("|")[0]
+    try:
+        if base == "float" and isinstance(value, (str, int)) and not isinstance(value, bool):
+            return float(value)
+        if base == "int" and isinstance(value, str):
+            return int(value)
+    except ValueError as err:
+        raise ConfigError(f"{where}: expected {base}, got {value!r}") from err
+    return value
 
 
 list_of_pairs = object()

@@ -74,6 +74,11 @@ NON_EMPTY_TEXT = {
     INTERACTIONS_FILE: ("query_id", "query_image_uri", "product_id"),
     REFORMULATIONS_FILE: ("query_image_uri", "reformulation_text", "product_id"),
 }
+URI_COLUMNS = {
+    CATALOG_FILE: ("image_uri",),
+    INTERACTIONS_FILE: ("query_image_uri",),
+    REFORMULATIONS_FILE: ("query_image_uri",),
+}
 UNIQUE_KEYS = {CATALOG_FILE: "product_id", INTERACTIONS_FILE: "query_id"}
 
 
@@ -150,6 +155,15 @@ def read_manifest(data_dir: str | os.PathLike, name: str) -> pd.DataFrame:
         empty = df[name_].str.strip() == ""
         if empty.any():
             raise DataError(path, f"column '{name_}' must not be empty", int(empty.to_numpy().nonzero()[0][0]))
+    for uri_col in URI_COLUMNS.get(name, ()):
+        # Lexical check of every row (cheap); symlink escapes are caught when resolving.
+        local = ~df[uri_col].str.contains("://", regex=False)
+        escapes = local & (
+            df[uri_col].str.startswith(("/", "\\")) | df[uri_col].str.contains(r"(?:^|[\\/])\.\.(?:[\\/]|$)", regex=True)
+        )
+        if escapes.any():
+            row = int(escapes.to_numpy().nonzero()[0][0])
+            raise DataError(path, f"column '{uri_col}': URI resolves outside the data folder", row, repr(df[uri_col].iloc[row]))
     key = UNIQUE_KEYS.get(name)
     if key is not None:
         dup = df[key].duplicated()

@@ -240,8 +240,14 @@ def train(
     while step < total_steps and (stop_after is None or step < stop_after):
         epoch, offset = divmod(step, steps_per_epoch)
         sampler.set_epoch(epoch, offset)
+        # Its own generator: making a loader must not draw from the global RNG, or a run
+        # resumed mid-epoch would see other dropout masks than the uninterrupted one.
         loader = torch.utils.data.DataLoader(
-            dataset, batch_sampler=sampler, collate_fn=collator, num_workers=cfg.data.num_workers
+            dataset,
+            batch_sampler=sampler,
+            collate_fn=collator,
+            num_workers=cfg.data.num_workers,
+            generator=torch.Generator().manual_seed(cfg.train.seed * 100_003 + epoch),
         )
         for batch in loader:
             t0 = time.perf_counter()

@@ -1,0 +1,44 @@
+import pytest
+
+from vsearch.config import ConfigError, load_config, preset_names
+
+
+def test_presets_load_and_differ_only_in_towers_and_losses():
+    names = set(preset_names())
+    assert {"image_only", "three_tower", "four_tower", "tiny", "tiny_image_only", "tiny_four_tower"} <= names
+    io, three, four = load_config("image_only"), load_config("three_tower"), load_config("four_tower")
+    assert io.model.towers == ["query_image", "product_image"]
+    assert three.model.towers == ["query_image", "product_image", "product_text"]
+    assert four.model.towers == three.model.towers + ["query_text"]
+    # Same backbones: 3-tower vs 4-tower is a config difference, not another architecture.
+    assert io.model.image == three.model.image == four.model.image
+    assert [p.name for p in three.loss.pairs] == ["image_image", "query_image_title", "product_image_title"]
+    assert "fused_query_product_image" in [p.name for p in four.loss.pairs]
+
+
+def test_dotted_overrides_are_parsed_as_yaml():
+    cfg = load_config("tiny", ["train.lr=0.5", "data.batch_size=4", "model.towers=[query_image, product_image]",
+                               "loss.pairs=[{a: query_image, b: product_image}]"])
+    assert cfg.train.lr == 0.5 and cfg.data.batch_size == 4
+    assert cfg.loss.pairs[0].name == "query_image_product_image"
+
+
+@pytest.mark.parametrize(
+    "overrides,message",
+    [
+        (["train.lrr=1"], "unknown key"),
+        (["model.towers=[query_image, product_image]"], "not produced by towers"),
+        (["model.towers=[query_image, sound]"], "unknown tower"),
+        (["data.batch_size=1"], "batch_size"),
+        (["noequals"], "section.key=value"),
+        (["loss.pairs=[]"], "at least one pair"),
+    ],
+)
+def test_bad_configs_fail_with_a_clear_message(overrides, message):
+    with pytest.raises(ConfigError, match=message):
+        load_config("tiny", overrides)
+
+
+def test_unknown_preset_lists_known_ones():
+    with pytest.raises(ConfigError, match="known: .*three_tower"):
+        load_config("five_tower")
