@@ -249,8 +249,8 @@ def train(
             num_workers=cfg.data.num_workers,
             generator=torch.Generator().manual_seed(cfg.train.seed * 100_003 + epoch),
         )
+        t0 = time.perf_counter()  # a step's time includes fetching and collating its batch
         for batch in loader:
-            t0 = time.perf_counter()
             batch = _to_device(batch, device)
             with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=use_bf16):
                 out_features = train_model(batch)
@@ -272,6 +272,7 @@ def train(
                 **{k: float(v.detach()) for k, v in terms.items()},
                 "logit_scale": float(out_features["logit_scale"].detach()),
                 "grad_norm": float(grad_norm) if grad_norm is not None else None,
+                "step_seconds": dt,
                 "samples_per_s": cfg.data.batch_size / dt if dt > 0 else 0.0,
             }
             if not math.isfinite(last["loss"]):
@@ -284,6 +285,7 @@ def train(
                 checkpoint.save_checkpoint(ckpt_root, step, model, optimizer, scheduler)
             if step >= total_steps or (stop_after is not None and step >= stop_after):
                 break
+            t0 = time.perf_counter()
     bar.close()
     seconds = time.perf_counter() - started
     summary = {
