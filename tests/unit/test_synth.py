@@ -163,7 +163,8 @@ def test_reformulations_target_the_same_design_in_the_named_colour(tiny_data):
 def test_images_have_the_preset_size_white_catalog_corners_and_cluttered_queries(tiny_dir, tiny_data):
     catalog, interactions, _ = tiny_data
     size = TINY.image_size
-    corners = (slice(0, 2), slice(0, 2)), (slice(0, 2), slice(-2, None)), (slice(-2, None), slice(0, 2)), (slice(-2, None), slice(-2, None))
+    edge = (slice(0, 2), slice(-2, None))
+    corners = [(r, c) for r in edge for c in edge]  # 2x2 pixel blocks at the four corners
     for uri in catalog["image_uri"]:
         img = Image.open(tiny_dir / uri)
         assert img.size == (size, size) and img.mode == "RGB"
@@ -331,3 +332,15 @@ def test_cli_prints_a_json_summary_and_refuses_to_overwrite(tmp_path, capsys):
     assert "overwrite" in capsys.readouterr().err
     assert synth.main(["--out", str(out), "--preset", "tiny", "--overwrite"]) == 0
     assert json.loads(capsys.readouterr().out)["seed"] == 0
+
+
+def test_the_parameter_table_in_the_docs_matches_the_presets():
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "benchmark.md").read_text()
+    rows = {}
+    for line in doc.splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if len(cells) == 5 and cells[0].startswith("`"):
+            rows[cells[0].strip("`")] = cells[1:4]
+    for field in dataclasses.fields(synth.SynthConfig):
+        expected = [str(getattr(synth.PRESETS[k], field.name)) for k in ("tiny", "default", "holdout")]
+        assert rows.get(field.name) == expected, field.name

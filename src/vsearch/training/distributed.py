@@ -69,6 +69,11 @@ def gather_with_grad(tensor: torch.Tensor) -> torch.Tensor:
     return torch.cat(all_gather(tensor.contiguous()), dim=0)
 
 
+def barrier() -> None:
+    if world_size() > 1:
+        torch.distributed.barrier()
+
+
 def all_reduce_mean(value: float) -> float:
     if world_size() == 1:
         return value

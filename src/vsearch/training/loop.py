@@ -202,9 +202,15 @@ def train(
     if cfg.data.cache_images:
         dataset.preload()  # every bad image fails here, before a staging folder exists
 
-    staging, resuming = _prepare_staging(out, _fingerprint(cfg, data_dir, init), restart)
     init_model_tokenizer = load_model(init)[1] if init is not None else None
-    tokenizer = _tokenizer_for(cfg, staging, init_model_tokenizer, catalog, train_rows)
+    # The main rank owns the staging folder and trains the tokenizer; the others then read.
+    if env.is_main:
+        staging, _ = _prepare_staging(out, _fingerprint(cfg, data_dir, init), restart)
+        tokenizer = _tokenizer_for(cfg, staging, init_model_tokenizer, catalog, train_rows)
+    distributed.barrier()
+    if not env.is_main:
+        staging = artifacts.staging_path(out)
+        tokenizer = _tokenizer_for(cfg, staging, init_model_tokenizer, catalog, train_rows)
     model, cfg = _model_for(cfg, init, tokenizer)
     if env.is_main:
         (staging / RUN_CONFIG_FILE).write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
@@ -222,7 +228,7 @@ def train(
 
     step = 0
     ckpt_root = staging / "checkpoints"
-    latest = checkpoint.latest_checkpoint(ckpt_root) if resuming else None
+    latest = checkpoint.latest_checkpoint(ckpt_root)
     if latest is not None:
         step = checkpoint.load_checkpoint(latest, model, optimizer, scheduler, device)
     log_path = staging / METRICS_LOG
@@ -317,6 +323,7 @@ def train(
         shutil.rmtree(ckpt_root, ignore_errors=True)
         (staging / FINGERPRINT_FILE).unlink(missing_ok=True)
         artifacts.publish(staging, out)
+    distributed.barrier()
     distributed.shutdown(env)
     return summary
 

@@ -1,0 +1,1 @@
+"""Data: manifests, datasets, transforms and the generated street-to-shop benchmark."""

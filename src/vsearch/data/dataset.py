@@ -1,0 +1,223 @@
+"""Datasets that yield dict batches keyed by tower, a unique-product batch sampler, a collator.
+
+Images are decoded with PIL (no torchvision on CPU: shared NOTES) into uint8 tensors; the
+collator normalises them and tokenizes the texts, so one dataset serves every tower set.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+import torch
+from torch.utils.data import Dataset, Sampler
+
+from vsearch import schema
+from vsearch.schema import DataError
+
+
+def decode_image(data_dir: str | os.PathLike, uri: str, size: int, *, manifest: str = "", row: int | None = None) -> torch.Tensor:
+    """Read and decode one image to a (3, size, size) uint8 tensor (RGB, bilinear resize).
+
+    Raises:
+        DataError: missing, empty or undecodable file; the message names file, row and rule.
+    """
+    from PIL import Image, UnidentifiedImageError
+
+    path = schema.resolve_uri(data_dir, uri, manifest=manifest, row=row)
+    where = f"{manifest or data_dir}, row {row}: {path}" if row is not None else path
+    try:
+        if "://" in path:
+            import fsspec
+
+            with fsspec.open(path, "rb") as fh:
+                raw = fh.read()
+        else:
+            with open(path, "rb") as fh:
+                raw = fh.read()
+    except FileNotFoundError as err:
+        raise DataError(where, "image file is missing") from err
+    except OSError as err:
+        raise DataError(where, "image file is unreadable", detail=str(err)) from err
+    if not raw:
+        raise DataError(where, "image file is empty (0 bytes)")
+    try:
+        with Image.open(io.BytesIO(raw)) as img:
+            img.load()
+            rgb = img.convert("RGB")
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
+        raise DataError(where, "image cannot be decoded", detail=f"{type(err).__name__}: {err}") from err
+    if rgb.size != (size, size):
+        rgb = rgb.resize((size, size), Image.BILINEAR)
+    array = np.asarray(rgb, dtype=np.uint8)
+    return torch.from_numpy(array.copy()).permute(2, 0, 1).contiguous()
+
+
+class ImageStore:
+    """Decodes images on demand, optionally caching the uint8 tensors (small presets)."""
+
+    def __init__(self, data_dir: str | os.PathLike, size: int, cache: bool = True):
+        self.data_dir, self.size, self.cache = str(data_dir), size, cache
+        self._cache: dict[str, torch.Tensor] = {}
+
+    def get(self, uri: str, *, manifest: str = "", row: int | None = None) -> torch.Tensor:
+        if self.cache and uri in self._cache:
+            return self._cache[uri]
+        image = decode_image(self.data_dir, uri, self.size, manifest=manifest, row=row)
+        if self.cache:
+            self._cache[uri] = image
+        return image
+
+    def preload(self, uris: Sequence[str], manifest: str = "") -> None:
+        """Decode every URI now so bad images fail before training starts."""
+        for row, uri in enumerate(uris):
+            self.get(uri, manifest=manifest, row=row)
+
+
+@dataclass
+class PairRecord:
+    query_image_uri: str
+    product_image_uri: str
+    title: str
+    query_text: str
+    product_index: int
+    row: int
+
+
+class EngagementDataset(Dataset):
+    """(query image, clicked product image, title, query text) per engagement row.
+
+    Items are dicts: ``query_image`` and ``product_image`` (3, S, S) uint8, ``product_text``
+    and ``query_text`` str, ``product_index`` int (dense id of the product, for the sampler).
+    """
+
+    def __init__(self, data_dir: str | os.PathLike, catalog: pd.DataFrame, interactions: pd.DataFrame, image_size: int, cache: bool = True):
+        products = catalog.set_index("product_id")
+        product_ids = sorted(interactions["product_id"].unique())
+        index = {pid: i for i, pid in enumerate(product_ids)}
+        self.records = [
+            PairRecord(
+                query_image_uri=r.query_image_uri,
+                product_image_uri=products.at[r.product_id, "image_uri"],
+                title=products.at[r.product_id, "title"],
+                query_text=r.query_text,
+                product_index=index[r.product_id],
+                row=int(r.Index),
+            )
+            for r in interactions.itertuples()
+        ]
+        self.product_index = np.array([r.product_index for r in self.records], dtype=np.int64)
+        self.images = ImageStore(data_dir, image_size, cache)
+        self.data_dir = str(data_dir)
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def preload(self) -> None:
+        for r in self.records:
+            self.images.get(r.query_image_uri, manifest=schema.INTERACTIONS_FILE, row=r.row)
+            self.images.get(r.product_image_uri, manifest=schema.CATALOG_FILE)
+
+    def __getitem__(self, i: int) -> dict:
+        r = self.records[i]
+        return {
+            schema.QUERY_IMAGE: self.images.get(r.query_image_uri, manifest=schema.INTERACTIONS_FILE, row=r.row),
+            schema.PRODUCT_IMAGE: self.images.get(r.product_image_uri, manifest=schema.CATALOG_FILE),
+            schema.PRODUCT_TEXT: r.title,
+            schema.QUERY_TEXT: r.query_text,
+            "product_index": r.product_index,
+        }
+
+
+class UniqueProductBatchSampler(Sampler[list[int]]):
+    """Global batches in which no product appears twice (so in-batch negatives are true ones).
+
+    The order depends only on (seed, epoch); each rank takes its contiguous slice of every
+    global batch, so the global batch is the same whatever the world size. ``start_batch``
+    skips batches already consumed in this epoch (exact resume).
+    """
+
+    def __init__(self, product_index: np.ndarray, global_batch: int, seed: int = 0, rank: int = 0, world_size: int = 1):
+        if global_batch % world_size:
+            raise ValueError(f"global batch {global_batch} must be divisible by world size {world_size}")
+        self.product_index = np.asarray(product_index)
+        self.global_batch, self.seed, self.rank, self.world_size = global_batch, seed, rank, world_size
+        self.epoch, self.start_batch = 0, 0
+        n_products = len(np.unique(self.product_index))
+        if n_products < global_batch:
+            raise ValueError(f"batch size {global_batch} exceeds the {n_products} distinct training products")
+        self._len = len(self._global_batches(0))
+
+    def set_epoch(self, epoch: int, start_batch: int = 0) -> None:
+        self.epoch, self.start_batch = epoch, start_batch
+
+    def _global_batches(self, epoch: int) -> list[list[int]]:
+        rng = np.random.default_rng([self.seed, epoch])
+        order = rng.permutation(len(self.product_index))
+        batches: list[list[int]] = []
+        open_batches: list[tuple[list[int], set[int]]] = []
+        for i in order:
+            pid = int(self.product_index[i])
+            # First open batch that lacks this product; a new one if none does.
+            for members, seen in open_batches:
+                if pid not in seen:
+                    members.append(int(i))
+                    seen.add(pid)
+                    if len(members) == self.global_batch:
+                        batches.append(members)
+                        open_batches.remove((members, seen))
+                    break
+            else:
+                open_batches.append(([int(i)], {pid}))
+        return batches  # incomplete batches are dropped (drop_last)
+
+    def __len__(self) -> int:
+        return self._len
+
+    def __iter__(self) -> Iterator[list[int]]:
+        per_rank = self.global_batch // self.world_size
+        for batch in self._global_batches(self.epoch)[self.start_batch :]:
+            yield batch[self.rank * per_rank : (self.rank + 1) * per_rank]
+
+
+class Collator:
+    """Stack images (normalised float) and tokenize texts for the towers asked for.
+
+    Output keys: ``query_image``/``product_image`` (B, 3, S, S) float; ``product_text`` and
+    ``query_text`` dicts of ``input_ids``/``attention_mask`` (B, T); ``query_text_valid``
+    (B,) bool (False for empty query texts); ``product_index`` (B,) long.
+    """
+
+    def __init__(self, towers: Sequence[str], tokenizer=None, max_length: int = 32, mean=(0.5,) * 3, std=(0.5,) * 3):
+        self.towers = list(towers)
+        self.tokenizer, self.max_length = tokenizer, max_length
+        self.mean = torch.tensor(mean).view(1, 3, 1, 1)
+        self.std = torch.tensor(std).view(1, 3, 1, 1)
+        if any(t in schema.TEXT_TOWERS for t in self.towers) and tokenizer is None:
+            raise ValueError("text towers need a tokenizer")
+
+    def normalize(self, images: torch.Tensor) -> torch.Tensor:
+        """(B, 3, S, S) uint8 -> float normalised with the model's mean/std."""
+        return (images.float() / 255.0 - self.mean) / self.std
+
+    def tokenize(self, texts: Sequence[str]) -> dict[str, torch.Tensor]:
+        enc = self.tokenizer(
+            list(texts), padding=True, truncation=True, max_length=self.max_length, return_tensors="pt"
+        )
+        return {"input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"]}
+
+    def __call__(self, items: list[dict]) -> dict:
+        batch: dict = {"product_index": torch.tensor([it["product_index"] for it in items], dtype=torch.long)}
+        for tower in self.towers:
+            if tower in schema.IMAGE_TOWERS:
+                batch[tower] = self.normalize(torch.stack([it[tower] for it in items]))
+            else:
+                texts = [it[tower] for it in items]
+                batch[tower] = self.tokenize(texts)
+                if tower == schema.QUERY_TEXT:
+                    batch[f"{tower}_valid"] = torch.tensor([bool(t.strip()) for t in texts])
+        return batch
