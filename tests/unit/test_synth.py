@@ -334,8 +334,9 @@ def test_cli_prints_a_json_summary_and_refuses_to_overwrite(tmp_path, capsys):
     assert json.loads(capsys.readouterr().out)["seed"] == 0
 
 
-def test_the_parameter_table_in_the_docs_matches_the_presets():
-    doc = (Path(__file__).resolve().parents[2] / "docs" / "benchmark.md").read_text()
+@pytest.mark.parametrize("doc_path", ["docs/benchmark.md", "README.md"])
+def test_the_parameter_table_in_the_docs_matches_the_presets(doc_path):
+    doc = (Path(__file__).resolve().parents[2] / doc_path).read_text()
     rows = {}
     for line in doc.splitlines():
         cells = [c.strip() for c in line.strip().strip("|").split("|")]
