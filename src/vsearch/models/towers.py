@@ -125,6 +125,9 @@ class Encoder(nn.Module):
         super().__init__()
         self.backbone = backbone
         self.pooling = resolve_pooling(backbone, pooling)
+        if self.pooling != "pooler" and getattr(backbone, "pooler", None) is not None:
+            # An unused pooler head would hold parameters without gradients (DDP rejects that).
+            backbone.pooler = None
         width = backbone_width(backbone)
         if projection == "linear":
             self.proj = nn.Linear(width, embed_dim)

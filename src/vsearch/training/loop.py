@@ -237,6 +237,8 @@ def train(
 
     train_model = model
     if env.enabled:
+        if device.type == "cuda":  # batch-norm statistics over the global batch (CUDA only)
+            model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
         train_model = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
     use_bf16 = cfg.train.precision == "bf16" or (cfg.train.precision == "auto" and device.type == "cuda")
     bar = _Progress(total_steps, step, progress and env.is_main)
@@ -315,10 +317,9 @@ def train(
         if env.is_main:  # a preemption: the state to resume from is the checkpoint
             checkpoint.save_checkpoint(ckpt_root, step, model, optimizer, scheduler)
         return {**summary, "published": False, "out": str(staging)}
+    summary["published"], summary["out"] = True, str(out)
     if env.is_main:
         model.save_pretrained(staging, tokenizer=tokenizer)
-        summary["published"] = True
-        summary["out"] = str(out)
         (staging / SUMMARY_FILE).write_text(json.dumps(summary, indent=2))
         shutil.rmtree(ckpt_root, ignore_errors=True)
         (staging / FINGERPRINT_FILE).unlink(missing_ok=True)
@@ -370,6 +371,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     cfg = load_config(args.config, args.overrides)
     summary = train(cfg, args.data, args.out, args.init, restart=args.restart, progress=not args.quiet)
+    if distributed.detect().rank != 0:
+        return 0
     final = summary["final"]
     print(json.dumps({k: summary[k] for k in ("name", "steps", "seconds", "samples_per_s", "out")} | {"loss": final.get("loss")}))
     return 0
