@@ -84,7 +84,10 @@ class DataConfig:
     batch_size: int = 64  # global batch, independent of world size
     num_workers: int = 0
     cache_images: bool = True
-    augment: str = "none"  # none | light
+    augment: str = "none"  # query images: none | light | strong (vsearch.data.transforms)
+    augment_product: str = "none"  # product images, same levels
+    group_by: str = ""  # catalog column for hard-negative batches ("" = random batches)
+    groups_per_batch: int = 0
 
 
 @dataclass

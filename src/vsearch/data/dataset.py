@@ -111,11 +111,20 @@ class EngagementDataset(Dataset):
             for r in interactions.itertuples()
         ]
         self.product_index = np.array([r.product_index for r in self.records], dtype=np.int64)
+        self._products = products
+        self._product_ids = [interactions.at[r.row, "product_id"] for r in self.records]
         self.images = ImageStore(data_dir, image_size, cache)
         self.data_dir = str(data_dir)
 
     def __len__(self) -> int:
         return len(self.records)
+
+    def groups(self, column: str) -> np.ndarray:
+        """(N,) int group id per row from a catalog attribute column (for hard negatives)."""
+        if column not in self._products.columns:
+            raise DataError(schema.CATALOG_FILE, f"batch grouping column '{column}' is not in the catalog")
+        values = self._products.loc[self._product_ids, column].astype(str).to_numpy()
+        return np.unique(values, return_inverse=True)[1]
 
     def preload(self) -> None:
         for r in self.records:
@@ -141,12 +150,25 @@ class UniqueProductBatchSampler(Sampler[list[int]]):
     skips batches already consumed in this epoch (exact resume).
     """
 
-    def __init__(self, product_index: np.ndarray, global_batch: int, seed: int = 0, rank: int = 0, world_size: int = 1):
+    def __init__(
+        self,
+        product_index: np.ndarray,
+        global_batch: int,
+        seed: int = 0,
+        rank: int = 0,
+        world_size: int = 1,
+        groups: np.ndarray | None = None,
+        groups_per_batch: int = 0,
+    ):
         if global_batch % world_size:
             raise ValueError(f"global batch {global_batch} must be divisible by world size {world_size}")
         self.product_index = np.asarray(product_index)
         self.global_batch, self.seed, self.rank, self.world_size = global_batch, seed, rank, world_size
         self.epoch, self.start_batch = 0, 0
+        # Hard negatives: with groups (e.g. a pattern id per row) each batch is drawn from
+        # about `groups_per_batch` groups, so in-batch negatives share that attribute.
+        self.groups = None if groups is None or groups_per_batch <= 0 else np.asarray(groups)
+        self.groups_per_batch = groups_per_batch
         n_products = len(np.unique(self.product_index))
         if n_products < global_batch:
             raise ValueError(f"batch size {global_batch} exceeds the {n_products} distinct training products")
@@ -158,6 +180,12 @@ class UniqueProductBatchSampler(Sampler[list[int]]):
     def _global_batches(self, epoch: int) -> list[list[int]]:
         rng = np.random.default_rng([self.seed, epoch])
         order = rng.permutation(len(self.product_index))
+        if self.groups is not None:
+            # Group-contiguous blocks of batch/groups_per_batch rows, blocks shuffled.
+            order = order[np.argsort(self.groups[order], kind="stable")]
+            size = max(1, self.global_batch // self.groups_per_batch)
+            blocks = [order[i : i + size] for i in range(0, len(order), size)]
+            order = np.concatenate([blocks[i] for i in rng.permutation(len(blocks))])
         batches: list[list[int]] = []
         open_batches: list[tuple[list[int], set[int]]] = []
         for i in order:
@@ -192,17 +220,29 @@ class Collator:
     (B,) bool (False for empty query texts); ``product_index`` (B,) long.
     """
 
-    def __init__(self, towers: Sequence[str], tokenizer=None, max_length: int = 32, mean=(0.5,) * 3, std=(0.5,) * 3):
+    def __init__(
+        self,
+        towers: Sequence[str],
+        tokenizer=None,
+        max_length: int = 32,
+        mean=(0.5,) * 3,
+        std=(0.5,) * 3,
+        augment: dict | None = None,
+    ):
         self.towers = list(towers)
+        self.augment = {k: v for k, v in (augment or {}).items() if v is not None}
         self.tokenizer, self.max_length = tokenizer, max_length
         self.mean = torch.tensor(mean).view(1, 3, 1, 1)
         self.std = torch.tensor(std).view(1, 3, 1, 1)
         if any(t in schema.TEXT_TOWERS for t in self.towers) and tokenizer is None:
             raise ValueError("text towers need a tokenizer")
 
-    def normalize(self, images: torch.Tensor) -> torch.Tensor:
-        """(B, 3, S, S) uint8 -> float normalised with the model's mean/std."""
-        return (images.float() / 255.0 - self.mean) / self.std
+    def normalize(self, images: torch.Tensor, augment=None) -> torch.Tensor:
+        """(B, 3, S, S) uint8 -> float normalised with the model's mean/std (augmented first)."""
+        images = images.float() / 255.0
+        if augment is not None:
+            images = augment(images).clamp(0.0, 1.0)
+        return (images - self.mean) / self.std
 
     def tokenize(self, texts: Sequence[str]) -> dict[str, torch.Tensor]:
         enc = self.tokenizer(
@@ -214,7 +254,7 @@ class Collator:
         batch: dict = {"product_index": torch.tensor([it["product_index"] for it in items], dtype=torch.long)}
         for tower in self.towers:
             if tower in schema.IMAGE_TOWERS:
-                batch[tower] = self.normalize(torch.stack([it[tower] for it in items]))
+                batch[tower] = self.normalize(torch.stack([it[tower] for it in items]), self.augment.get(tower))
             else:
                 texts = [it[tower] for it in items]
                 batch[tower] = self.tokenize(texts)

@@ -23,6 +23,7 @@ import yaml
 from vsearch import artifacts, schema
 from vsearch.config import ConfigError, RunConfig, TrainConfig, to_dict
 from vsearch.data.dataset import Collator, EngagementDataset, UniqueProductBatchSampler
+from vsearch.data.transforms import build_augment
 from vsearch.losses import MultiTowerLoss
 from vsearch.models.multitower import TOKENIZER_DIR, MultiTowerModel, build_model, load_model
 from vsearch.models.tokenizer import load_tokenizer, train_title_tokenizer
@@ -217,14 +218,22 @@ def train(
     model.to(device)
     loss_fn = MultiTowerLoss(cfg.loss.pairs)
 
-    sampler = UniqueProductBatchSampler(dataset.product_index, cfg.data.batch_size, cfg.train.seed, env.rank, env.world_size)
+    groups = dataset.groups(cfg.data.group_by) if cfg.data.group_by else None
+    sampler = UniqueProductBatchSampler(
+        dataset.product_index, cfg.data.batch_size, cfg.train.seed, env.rank, env.world_size, groups, cfg.data.groups_per_batch
+    )
     steps_per_epoch = len(sampler)
     if steps_per_epoch == 0:
         raise DataError(Path(data_dir) / schema.INTERACTIONS_FILE, "too few training rows for one batch", detail=f"batch {cfg.data.batch_size}")
     total_steps = cfg.train.max_steps or max(1, math.ceil(cfg.train.epochs * steps_per_epoch))
     optimizer = build_optimizer(model, cfg.train)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(cfg.train.warmup_steps, total_steps))
-    collator = Collator(cfg.model.towers, tokenizer, cfg.model.max_text_length, cfg.model.image_mean, cfg.model.image_std)
+    size = cfg.model.image_size
+    augment = {
+        schema.QUERY_IMAGE: build_augment(cfg.data.augment, size),
+        schema.PRODUCT_IMAGE: build_augment(cfg.data.augment_product, size),
+    }
+    collator = Collator(cfg.model.towers, tokenizer, cfg.model.max_text_length, cfg.model.image_mean, cfg.model.image_std, augment)
 
     step = 0
     ckpt_root = staging / "checkpoints"

@@ -1,0 +1,170 @@
+"""Model quality over seeds: image-only vs 3-tower vs 4-tower, with paired differences.
+
+For each seed s: the benchmark preset generated with seed s (``--data-seeds vary``, the
+default; ``fixed`` keeps the preset's own seed), then image-only, 3-tower and 4-tower (from
+that 3-tower) trained with ``train.seed=s``, all evaluated on the same split. Prints one
+JSON object with, per model and metric, the mean over seeds and a 95% CI, and the paired
+differences the paper's claim is about:
+
+- 3-tower minus image-only on recall@1 (want > 0) and cross_category_fp@10 (want < 0);
+- 4-tower minus 3-tower on multimodal_recall@10 (want > 0).
+
+CIs come from a stratified bootstrap: queries are resampled within each seed (the same
+resample for both models of a paired difference) and the per-seed means averaged, so the
+interval reflects query sampling over all seeds' test sets. The per-seed values and a
+t-interval across seeds are reported too, so seed-to-seed spread is visible.
+
+Tune on ``--split val`` (test products never influence a choice); report on ``test``.
+
+    python benchmarks/quality.py --preset default --seeds 0 1 2
+    python benchmarks/quality.py --preset default --seeds 0 --split val --set train.epochs=20
+    python benchmarks/quality.py --three-set loss.pairs=[...]   # per-model overrides
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+PAIRED = (
+    ("three_tower", "image_only", "recall@1", "higher"),
+    ("three_tower", "image_only", "cross_category_fp@10", "lower"),
+    ("four_tower", "three_tower", "multimodal_recall@10", "higher"),
+)
+
+
+def stratified_ci(per_seed: list[np.ndarray], n_boot: int, seed: int, other: list[np.ndarray] | None = None):
+    """Mean over seeds of per-seed means (of a - b if ``other``) and its 95% bootstrap CI."""
+    rng = np.random.default_rng(seed)
+    boots = np.zeros(n_boot)
+    point = []
+    for i, values in enumerate(per_seed):
+        values = values if other is None else values - other[i]
+        point.append(values.mean())
+        idx = rng.integers(0, len(values), size=(n_boot, len(values)))
+        boots += values[idx].mean(axis=1)
+    boots /= len(per_seed)
+    lo, hi = np.percentile(boots, [2.5, 97.5])
+    return float(np.mean(point)), [float(lo), float(hi)], [float(p) for p in point]
+
+
+def t_interval(points: list[float]) -> list[float] | None:
+    """95% Student-t interval of the mean across seeds (None for one seed)."""
+    if len(points) < 2:
+        return None
+    from scipy import stats
+
+    mean, sem = statistics.mean(points), statistics.stdev(points) / math.sqrt(len(points))
+    half = float(stats.t.ppf(0.975, len(points) - 1)) * sem
+    return [mean - half, mean + half]
+
+
+def run_seed(args, seed: int, work: Path) -> dict[str, dict[str, np.ndarray]]:
+    from vsearch.config import load_config
+    from vsearch.data import synth
+    from vsearch.evaluation.evaluate import evaluate_model, load_eval_set
+    from vsearch.models import load_model
+    from vsearch.training.loop import train
+
+    data_seed = seed if args.data_seeds == "vary" else None
+    data = Path(args.cache) / f"{args.preset}-seed{data_seed if data_seed is not None else 'preset'}"
+    if not (data / "synth_config.json").is_file():
+        synth.generate(data, args.preset, seed=data_seed, overwrite=True)
+    evalset = load_eval_set(data, split=args.split)
+    results, dirs = {}, {}
+    specs = (
+        ("image_only", args.image_only, args.image_only_set, None),
+        ("three_tower", args.three, args.three_set, None),
+        ("four_tower", args.four, args.four_set, "three_tower"),
+    )
+    for name, preset, extra, init in specs:
+        if name not in args.models:
+            continue
+        cfg = load_config(preset, [f"train.seed={seed}", *args.set, *extra])
+        dirs[name] = work / f"seed{seed}" / name
+        t0 = time.perf_counter()
+        train(cfg, data, dirs[name], init=dirs[init] if init else None, restart=True, progress=False)
+        model, tokenizer = load_model(dirs[name])
+        result = evaluate_model(model, tokenizer, evalset, cfg.eval)
+        results[name] = result.per_query
+        print(
+            f"[quality] seed {seed} {name}: {time.perf_counter() - t0:.0f} s "
+            + " ".join(f"{k}={v.mean():.3f}" for k, v in result.per_query.items()),
+            file=sys.stderr,
+            flush=True,
+        )
+    return results
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--preset", default="default")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--data-seeds", choices=("vary", "fixed"), default="vary")
+    parser.add_argument("--split", default="test", choices=("val", "test"))
+    parser.add_argument("--image-only", default="image_only", help="config preset of the baseline")
+    parser.add_argument("--three", default="three_tower")
+    parser.add_argument("--four", default="four_tower")
+    parser.add_argument("--models", nargs="+", default=["image_only", "three_tower", "four_tower"])
+    parser.add_argument("--set", nargs="*", default=[], help="overrides for every model")
+    parser.add_argument("--image-only-set", nargs="*", default=[])
+    parser.add_argument("--three-set", nargs="*", default=[])
+    parser.add_argument("--four-set", nargs="*", default=[])
+    parser.add_argument("--cache", default="runs/quality-data", help="generated datasets are kept here")
+    parser.add_argument("--work", default="runs/quality", help="models are written here")
+    parser.add_argument("--n-boot", type=int, default=2000)
+    parser.add_argument("--label", default="", help="free text recorded in the output")
+    args = parser.parse_args(argv)
+    if "four_tower" in args.models and "three_tower" not in args.models:
+        parser.error("four_tower starts from three_tower: include both")
+
+    started = time.perf_counter()
+    per_seed = [run_seed(args, s, Path(args.work)) for s in args.seeds]
+    models = list(per_seed[0])
+    summary: dict = {}
+    for name in models:
+        summary[name] = {}
+        for metric in per_seed[0][name]:
+            mean, ci, points = stratified_ci([r[name][metric] for r in per_seed], args.n_boot, 0)
+            summary[name][metric] = {"mean": mean, "ci95": ci, "per_seed": points, "t95_across_seeds": t_interval(points)}
+    paired = {}
+    for a, b, metric, want in PAIRED:
+        if a in models and b in models and metric in per_seed[0][a]:
+            mean, ci, points = stratified_ci(
+                [r[a][metric] for r in per_seed], args.n_boot, 1, other=[r[b][metric] for r in per_seed]
+            )
+            holds = ci[0] > 0 if want == "higher" else ci[1] < 0
+            entry = {"mean": mean, "ci95": ci, "per_seed": points, "t95_across_seeds": t_interval(points), "want": want, "holds": holds}
+            if metric == "cross_category_fp@10":
+                base = summary[b][metric]["mean"]
+                entry["relative"] = mean / base if base else None
+            paired[f"{a}-{b}:{metric}"] = entry
+    print(
+        json.dumps(
+            {
+                "benchmark": "quality",
+                "label": args.label,
+                "preset": args.preset,
+                "split": args.split,
+                "seeds": args.seeds,
+                "data_seeds": args.data_seeds,
+                "configs": {"image_only": args.image_only, "three_tower": args.three, "four_tower": args.four},
+                "overrides": {"all": args.set, "image_only": args.image_only_set, "three_tower": args.three_set, "four_tower": args.four_set},
+                "models": summary,
+                "paired": paired,
+                "seconds": round(time.perf_counter() - started, 1),
+            }
+        )
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
