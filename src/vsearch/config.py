@@ -68,6 +68,8 @@ class LossPair:
     b: str
     weight: float = 1.0
     name: str = ""
+    start_step: int = 0  # the term is off before this step ...
+    ramp_steps: int = 0  # ... then its weight ramps linearly to `weight` over this many steps
 
     def __post_init__(self) -> None:
         if not self.name:

@@ -42,6 +42,19 @@ class MultiTowerLoss(nn.Module):
     def __init__(self, pairs: list[LossPair]):
         super().__init__()
         self.pairs = list(pairs)
+        self.step = 0
+
+    def set_step(self, step: int) -> None:
+        """Training step (0-based) for scheduled terms (``start_step`` / ``ramp_steps``)."""
+        self.step = step
+
+    def schedule(self, pair: LossPair) -> float:
+        """Multiplier in [0, 1] of ``pair.weight`` at the current step."""
+        if self.step < pair.start_step:
+            return 0.0
+        if pair.ramp_steps <= 0:
+            return 1.0
+        return min(1.0, (self.step - pair.start_step + 1) / pair.ramp_steps)
 
     @property
     def term_names(self) -> list[str]:
@@ -69,5 +82,5 @@ class MultiTowerLoss(nn.Module):
                 # No negatives: a zero that keeps the graph (and DDP's gradient buckets) intact.
                 losses[f"{pair.name}_loss"] = (model_out[f"{pair.a}_features"].sum() * 0.0)
                 continue
-            losses[f"{pair.name}_loss"] = pair.weight * info_nce(a, b, logit_scale)
+            losses[f"{pair.name}_loss"] = pair.weight * self.schedule(pair) * info_nce(a, b, logit_scale)
         return losses

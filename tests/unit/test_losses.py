@@ -79,3 +79,18 @@ def test_term_with_fewer_than_two_valid_rows_is_zero_but_differentiable():
     assert value.item() == 0.0
     value.backward()
     assert a.grad is not None
+
+
+def test_scheduled_terms_start_late_and_ramp_linearly():
+    pair = LossPair("query_image", "product_image", 2.0, "ii", start_step=10, ramp_steps=4)
+    loss = MultiTowerLoss([pair])
+    factors = []
+    for step in (0, 9, 10, 11, 13, 50):
+        loss.set_step(step)
+        factors.append(loss.schedule(pair))
+    assert factors == [0.0, 0.0, 0.25, 0.5, 1.0, 1.0]
+    g = torch.Generator().manual_seed(3)
+    a, b = (F.normalize(torch.randn(4, 3, generator=g), dim=-1) for _ in range(2))
+    loss.set_step(11)
+    out = loss(logit_scale=torch.tensor(5.0), query_image_features=a, product_image_features=b)
+    assert out["ii_loss"].item() == pytest.approx(2.0 * 0.5 * info_nce(a, b, torch.tensor(5.0)).item())

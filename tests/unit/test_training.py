@@ -111,3 +111,25 @@ def _tok(data_dir):
     import pandas as pd
 
     return train_title_tokenizer(pd.read_parquet(data_dir / schema.CATALOG_FILE)["title"], 300, 24)
+
+
+def test_sampler_gives_the_same_number_of_unique_product_batches_every_epoch():
+    from vsearch.data.dataset import UniqueProductBatchSampler
+
+    rng = np.random.default_rng(0)
+    products = rng.integers(0, 40, size=300)  # many repeats: greedy filling varies per epoch
+    groups = products % 5
+    for kwargs in ({}, {"groups": groups, "groups_per_batch": 2}):
+        sampler = UniqueProductBatchSampler(products, 16, seed=1, **kwargs)
+        for epoch in range(6):
+            sampler.set_epoch(epoch)
+            batches = list(sampler)
+            assert len(batches) == len(sampler) > 0
+            assert all(len(b) == 16 and len(set(products[b])) == 16 for b in batches)
+        sampler.set_epoch(2, start_batch=3)
+        assert len(list(sampler)) == len(sampler) - 3
+    # Two ranks take disjoint halves of the same global batches.
+    r0 = list(UniqueProductBatchSampler(products, 16, seed=1, rank=0, world_size=2))
+    r1 = list(UniqueProductBatchSampler(products, 16, seed=1, rank=1, world_size=2))
+    whole = list(UniqueProductBatchSampler(products, 16, seed=1))
+    assert [a + b for a, b in zip(r0, r1)] == whole

@@ -172,13 +172,22 @@ class UniqueProductBatchSampler(Sampler[list[int]]):
         n_products = len(np.unique(self.product_index))
         if n_products < global_batch:
             raise ValueError(f"batch size {global_batch} exceeds the {n_products} distinct training products")
-        self._len = len(self._global_batches(0))
+        self._len = len(self._fill_batches(np.random.default_rng([seed, 0, 0])))
 
     def set_epoch(self, epoch: int, start_batch: int = 0) -> None:
         self.epoch, self.start_batch = epoch, start_batch
 
     def _global_batches(self, epoch: int) -> list[list[int]]:
-        rng = np.random.default_rng([self.seed, epoch])
+        """Exactly ``len(self)`` batches for every epoch (greedy filling varies in count:
+        a short epoch is topped up from another shuffle, a long one truncated)."""
+        batches: list[list[int]] = []
+        stream = 0
+        while len(batches) < self._len:
+            batches += self._fill_batches(np.random.default_rng([self.seed, epoch, stream]))
+            stream += 1
+        return batches[: self._len]
+
+    def _fill_batches(self, rng: np.random.Generator) -> list[list[int]]:
         order = rng.permutation(len(self.product_index))
         if self.groups is not None:
             # Group-contiguous blocks of batch/groups_per_batch rows, blocks shuffled.

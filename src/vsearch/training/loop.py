@@ -267,10 +267,13 @@ def train(
             generator=torch.Generator().manual_seed(cfg.train.seed * 100_003 + epoch),
         )
         t0 = time.perf_counter()  # a step's time includes fetching and collating its batch
+        progressed = False
         for batch in loader:
+            progressed = True
             batch = _to_device(batch, device)
             with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=use_bf16):
                 out_features = train_model(batch)
+            loss_fn.set_step(step)
             terms = loss_fn(**{k: (v.float() if torch.is_floating_point(v) else v) for k, v in out_features.items()})
             loss = sum(terms.values())
             optimizer.zero_grad(set_to_none=True)
@@ -303,6 +306,8 @@ def train(
             if step >= total_steps or (stop_after is not None and step >= stop_after):
                 break
             t0 = time.perf_counter()
+        if not progressed:
+            raise RuntimeError(f"the sampler yielded no batch for epoch {epoch} at offset {offset}")
     bar.close()
     seconds = time.perf_counter() - started
     summary = {
