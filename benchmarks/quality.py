@@ -33,10 +33,11 @@ from pathlib import Path
 
 import numpy as np
 
+# (model a, model b, metric, direction, required relative change of a vs b): the bar.
 PAIRED = (
-    ("three_tower", "image_only", "recall@1", "higher"),
-    ("three_tower", "image_only", "cross_category_fp@10", "lower"),
-    ("four_tower", "three_tower", "multimodal_recall@10", "higher"),
+    ("three_tower", "image_only", "recall@1", "higher", None),
+    ("three_tower", "image_only", "cross_category_fp@10", "lower", -0.20),
+    ("four_tower", "three_tower", "multimodal_recall@10", "higher", None),
 )
 
 
@@ -135,16 +136,18 @@ def main(argv: list[str] | None = None) -> int:
             mean, ci, points = stratified_ci([r[name][metric] for r in per_seed], args.n_boot, 0)
             summary[name][metric] = {"mean": mean, "ci95": ci, "per_seed": points, "t95_across_seeds": t_interval(points)}
     paired = {}
-    for a, b, metric, want in PAIRED:
+    for a, b, metric, want, relative_bar in PAIRED:
         if a in models and b in models and metric in per_seed[0][a]:
             mean, ci, points = stratified_ci(
                 [r[a][metric] for r in per_seed], args.n_boot, 1, other=[r[b][metric] for r in per_seed]
             )
             holds = ci[0] > 0 if want == "higher" else ci[1] < 0
             entry = {"mean": mean, "ci95": ci, "per_seed": points, "t95_across_seeds": t_interval(points), "want": want, "holds": holds}
-            if metric == "cross_category_fp@10":
-                base = summary[b][metric]["mean"]
-                entry["relative"] = mean / base if base else None
+            base = summary[b][metric]["mean"]
+            entry["relative"] = mean / base if base else None
+            if relative_bar is not None:
+                entry["relative_required"] = relative_bar
+                entry["holds"] = holds and entry["relative"] is not None and entry["relative"] <= relative_bar
             paired[f"{a}-{b}:{metric}"] = entry
     print(
         json.dumps(

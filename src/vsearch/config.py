@@ -35,6 +35,7 @@ class BackboneConfig:
     pretrained: str | None = None
     pooling: str = "auto"  # auto | cls | mean | pooler
     freeze: bool = False
+    projection: str = ""  # "" = the model's `projection`; or linear | mlp | none (identity)
 
 
 @dataclass
@@ -70,6 +71,13 @@ class LossPair:
     name: str = ""
     start_step: int = 0  # the term is off before this step ...
     ramp_steps: int = 0  # ... then its weight ramps linearly to `weight` over this many steps
+    logit_scale: float | None = None  # fixed inverse temperature for this term (None: the learnt one)
+    # Relational text constraint: mix one-hot targets with soft targets from the in-batch
+    # similarity of another feature (e.g. product_text), so image-image similarity follows
+    # the text's notion of which products are alike. 0 = plain InfoNCE.
+    soft_targets: str = ""
+    soft_mix: float = 0.0
+    soft_temperature: float = 0.05
 
     def __post_init__(self) -> None:
         if not self.name:
@@ -281,6 +289,10 @@ def validate(cfg: RunConfig) -> None:
                 raise ConfigError(f"loss pair '{pair.name}': '{end}' is not produced by towers {towers}")
         if pair.name in names:
             raise ConfigError(f"loss pair name '{pair.name}' used twice")
+        if pair.soft_targets and pair.soft_targets not in keys:
+            raise ConfigError(f"loss pair '{pair.name}': soft_targets '{pair.soft_targets}' is not produced by towers {towers}")
+        if not 0.0 <= pair.soft_mix <= 1.0:
+            raise ConfigError(f"loss pair '{pair.name}': soft_mix must be in [0, 1]")
         if pair.weight < 0:
             raise ConfigError(f"loss pair '{pair.name}': weight must be >= 0")
         names.add(pair.name)

@@ -30,6 +30,37 @@ def info_nce(a: torch.Tensor, b: torch.Tensor, logit_scale: torch.Tensor) -> tor
     return 0.5 * (F.cross_entropy(logits_per_a, labels) + F.cross_entropy(logits_per_a.t(), labels))
 
 
+def soft_info_nce(
+    a: torch.Tensor, b: torch.Tensor, logit_scale: torch.Tensor, target_features: torch.Tensor, mix: float, temperature: float
+) -> torch.Tensor:
+    """Symmetric InfoNCE whose targets mix the one-hot positive with soft in-batch targets.
+
+    Soft targets for row i: softmax over j != i of ``target_features[i] . target_features[j]
+    / temperature`` (no gradient through them). Targets = (1 - mix) * one-hot + mix * soft.
+
+    Args:
+        a, b: (N, D) L2-normalised features, row i of each is the positive pair.
+        logit_scale: scalar inverse temperature of the logits.
+        target_features: (N, E) L2-normalised features defining which rows are alike.
+        mix: share of the soft part in [0, 1]; 0 gives ``info_nce``.
+        temperature: sharpness of the soft targets.
+
+    Returns:
+        Scalar: mean cross-entropy of both directions against those targets.
+    """
+    n = a.shape[0]
+    eye = torch.eye(n, device=a.device, dtype=a.dtype)
+    with torch.no_grad():
+        tf = target_features.detach().to(a.dtype)
+        sim = tf @ tf.t()
+        soft = (sim / temperature).masked_fill(eye.bool(), float("-inf")).softmax(dim=1).to(a.dtype)
+        targets = (1.0 - mix) * eye + mix * soft
+    logits_per_a = logit_scale * a @ b.t()
+    loss_a = -(targets * logits_per_a.log_softmax(dim=1)).sum(dim=1).mean()
+    loss_b = -(targets * logits_per_a.t().log_softmax(dim=1)).sum(dim=1).mean()  # sim is symmetric
+    return 0.5 * (loss_a + loss_b)
+
+
 class MultiTowerLoss(nn.Module):
     """Sum of weighted InfoNCE terms over configured pairs of feature keys.
 
@@ -76,11 +107,18 @@ class MultiTowerLoss(nn.Module):
                 if f"{end}_valid" in model_out:
                     mask = get(f"{end}_valid").bool()
                     valid = mask if valid is None else valid & mask
+            target = get(f"{pair.soft_targets}_features") if pair.soft_targets and pair.soft_mix > 0 else None
             if valid is not None:
                 a, b = a[valid], b[valid]
+                target = target[valid] if target is not None else None
             if a.shape[0] < 2:
                 # No negatives: a zero that keeps the graph (and DDP's gradient buckets) intact.
                 losses[f"{pair.name}_loss"] = (model_out[f"{pair.a}_features"].sum() * 0.0)
                 continue
-            losses[f"{pair.name}_loss"] = pair.weight * self.schedule(pair) * info_nce(a, b, logit_scale)
+            scale = logit_scale if pair.logit_scale is None else logit_scale.new_tensor(pair.logit_scale)
+            if target is not None:
+                term = soft_info_nce(a, b, scale, target, pair.soft_mix, pair.soft_temperature)
+            else:
+                term = info_nce(a, b, scale)
+            losses[f"{pair.name}_loss"] = pair.weight * self.schedule(pair) * term
         return losses

@@ -94,3 +94,52 @@ def test_scheduled_terms_start_late_and_ramp_linearly():
     loss.set_step(11)
     out = loss(logit_scale=torch.tensor(5.0), query_image_features=a, product_image_features=b)
     assert out["ii_loss"].item() == pytest.approx(2.0 * 0.5 * info_nce(a, b, torch.tensor(5.0)).item())
+
+
+def test_a_pair_with_a_fixed_temperature_ignores_the_learnt_one():
+    g = torch.Generator().manual_seed(4)
+    a, b = (F.normalize(torch.randn(6, 3, generator=g), dim=-1) for _ in range(2))
+    loss = MultiTowerLoss([LossPair("query_image", "product_text", 1.0, "it", logit_scale=5.0), LossPair("query_image", "product_image", 1.0, "ii")])
+    out = loss(logit_scale=torch.tensor(20.0), query_image_features=a, product_text_features=b, product_image_features=b)
+    assert out["it_loss"].item() == pytest.approx(info_nce(a, b, torch.tensor(5.0)).item())
+    assert out["ii_loss"].item() == pytest.approx(info_nce(a, b, torch.tensor(20.0)).item())
+
+
+def naive_soft_info_nce(a, b, scale, t, mix, temp):
+    n = a.shape[0]
+    total = 0.0
+    for direction in (0, 1):
+        for i in range(n):
+            sims = [float(t[i] @ t[j]) / temp for j in range(n) if j != i]
+            z = sum(math.exp(x) for x in sims)
+            soft = {j: math.exp(float(t[i] @ t[j]) / temp) / z for j in range(n) if j != i}
+            logits = [scale * float((a[i] @ b[j]) if direction == 0 else (b[i] @ a[j])) for j in range(n)]
+            lse = math.log(sum(math.exp(x) for x in logits))
+            for j in range(n):
+                target = (1 - mix) * (i == j) + mix * soft.get(j, 0.0)
+                total -= target * (logits[j] - lse)
+    return total / (2 * n)
+
+
+def test_soft_info_nce_matches_naive_reference_and_reduces_to_info_nce():
+    from vsearch.losses import soft_info_nce
+
+    g = torch.Generator().manual_seed(7)
+    a, b, t = (F.normalize(torch.randn(5, 4, generator=g, dtype=torch.float64), dim=-1) for _ in range(3))
+    got = soft_info_nce(a, b, torch.tensor(8.0, dtype=torch.float64), t, 0.4, 0.1)
+    assert got.item() == pytest.approx(naive_soft_info_nce(a, b, 8.0, t, 0.4, 0.1), rel=1e-9)
+    plain = soft_info_nce(a, b, torch.tensor(8.0, dtype=torch.float64), t, 0.0, 0.1)
+    assert plain.item() == pytest.approx(info_nce(a, b, torch.tensor(8.0, dtype=torch.float64)).item(), rel=1e-12)
+
+
+def test_soft_targets_pull_text_similar_rows_together():
+    """With soft targets, the loss prefers b-rows alike (in text) to the positive."""
+    from vsearch.losses import soft_info_nce
+
+    t = F.normalize(torch.tensor([[1.0, 0.0], [0.9, 0.1], [0.0, 1.0]]), dim=-1)  # rows 0 and 1 alike
+    a = F.normalize(torch.tensor([[1.0, 0.0, 0.0]]).repeat(3, 1) + torch.eye(3), dim=-1)
+    near = F.normalize(torch.tensor([[1.0, 0.5, 0.0], [0.5, 1.0, 0.0], [0.0, 0.0, 1.0]]), dim=-1)
+    far = F.normalize(torch.tensor([[1.0, 0.0, 0.5], [0.0, 1.0, 0.5], [0.5, 0.0, 1.0]]), dim=-1)
+    scale = torch.tensor(5.0)
+    # `near` puts rows 0 and 1 close (as the text does); `far` puts 0 near 2 instead.
+    assert soft_info_nce(a, near, scale, t, 0.5, 0.05) < soft_info_nce(a, far, scale, t, 0.5, 0.05)

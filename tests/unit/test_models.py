@@ -147,3 +147,13 @@ def test_pretrained_clip_checkpoint_is_split_into_vision_and_text(tmp_path, toke
     model.save_pretrained(tmp_path / "m", tokenizer=tokenizer)
     loaded, _ = load_model(tmp_path / "m")
     assert torch.equal(loaded.eval()(_batch(cfg, tokenizer))["query_image_features"], out["query_image_features"])
+
+
+def test_projection_none_keeps_the_backbone_geometry_and_checks_width(tokenizer):
+    cfg = load_config("tiny", ["model.text.projection=none", "model.embed_dim=32"])  # tiny BERT width is 32
+    model = build_model(cfg.model, tokenizer).eval()
+    assert isinstance(model.text_encoder.proj, torch.nn.Identity)
+    assert isinstance(model.image_encoder.proj, torch.nn.Linear)
+    bad = load_config("tiny", ["model.text.projection=none", "model.embed_dim=16"])
+    with pytest.raises(ValueError, match="projection 'none' needs embed_dim"):
+        build_model(bad.model, tokenizer)

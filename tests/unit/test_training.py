@@ -37,8 +37,8 @@ def test_four_tower_starts_from_the_three_tower_weights(tiny_models):
 
 
 def test_resume_after_a_crash_continues_the_same_loss_curve(tiny_data, tmp_path, monkeypatch):
-    overrides = ["train.max_steps=8", "train.checkpoint_every=3"]
-    # The text tower has dropout: the RNG state must be restored too for the curves to match.
+    overrides = ["train.max_steps=8", "train.checkpoint_every=3", "data.augment=light", "data.augment_product=strong"]
+    # Dropout in the text tower and random augmentation: the RNG state must be restored too.
     cfg = load_config("tiny", overrides)
     train(cfg, tiny_data, tmp_path / "straight", progress=False)
     straight = [r["loss"] for r in read_metrics_log(tmp_path / "straight")]
@@ -133,3 +133,17 @@ def test_sampler_gives_the_same_number_of_unique_product_batches_every_epoch():
     r1 = list(UniqueProductBatchSampler(products, 16, seed=1, rank=1, world_size=2))
     whole = list(UniqueProductBatchSampler(products, 16, seed=1))
     assert [a + b for a, b in zip(r0, r1)] == whole
+
+
+def test_augmentation_changes_training_images_but_not_their_shape_or_range():
+    from vsearch.data.transforms import build_augment
+
+    torch.manual_seed(0)
+    images = torch.rand(4, 3, 32, 32)
+    for level in ("light", "strong"):
+        out = build_augment(level, 32)(images)
+        assert out.shape == images.shape
+        assert not torch.allclose(out, images)
+    assert build_augment("none", 32) is None
+    with pytest.raises(ValueError, match="unknown augmentation level"):
+        build_augment("extreme", 32)

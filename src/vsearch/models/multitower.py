@@ -58,9 +58,11 @@ class MultiTowerModel(nn.Module):
     def __init__(self, cfg: ModelConfig, image_backbone: nn.Module, text_backbone: nn.Module | None, pad_token_id: int = 0):
         super().__init__()
         self.cfg = cfg
-        self.image_encoder = Encoder(image_backbone, cfg.embed_dim, cfg.image.pooling, cfg.projection)
+        self.image_encoder = Encoder(image_backbone, cfg.embed_dim, cfg.image.pooling, cfg.image.projection or cfg.projection)
         self.text_encoder = (
-            Encoder(text_backbone, cfg.embed_dim, cfg.text.pooling, cfg.projection) if text_backbone is not None else None
+            Encoder(text_backbone, cfg.embed_dim, cfg.text.pooling, cfg.text.projection or cfg.projection)
+            if text_backbone is not None
+            else None
         )
         self.logit_scale = nn.Parameter(torch.tensor(float(cfg.init_logit_scale)))
         self.pad_token_id = pad_token_id

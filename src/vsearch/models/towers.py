@@ -133,6 +133,11 @@ class Encoder(nn.Module):
             self.proj = nn.Linear(width, embed_dim)
         elif projection == "mlp":
             self.proj = nn.Sequential(nn.Linear(width, width), nn.GELU(), nn.Linear(width, embed_dim))
+        elif projection == "none":
+            # Keep the backbone's own geometry (e.g. a frozen pretrained text space).
+            if width != embed_dim:
+                raise ValueError(f"projection 'none' needs embed_dim == backbone width ({width}), got {embed_dim}")
+            self.proj = nn.Identity()
         else:
             raise ValueError(f"unknown projection '{projection}'")
 

@@ -1,0 +1,54 @@
+"""Markdown table from `benchmarks/quality.py` JSON outputs (one row per run and model).
+
+    python benchmarks/ablation_table.py docs/quality-runs/*.json
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from quality import PAIRED  # noqa: E402  (the bar lives with the benchmark)
+
+METRICS = ("recall@1", "recall@10", "mrr", "cross_category_fp@10", "multimodal_recall@10")
+
+
+def fmt(entry: dict | None) -> str:
+    if entry is None:
+        return "-"
+    lo, hi = entry["ci95"]
+    return f"{entry['mean']:.3f} [{lo:.3f}, {hi:.3f}]"
+
+
+def main(paths: list[str]) -> int:
+    print("| run | split, seeds | model | " + " | ".join(METRICS) + " |")
+    print("|---|---|---|" + "---|" * len(METRICS))
+    for path in paths:
+        run = json.loads(Path(path).read_text())
+        where = f"{run['preset']}/{run['split']}, {','.join(map(str, run['seeds']))}"
+        for model, metrics in run["models"].items():
+            cells = " | ".join(fmt(metrics.get(m)) for m in METRICS)
+            print(f"| {run['label'] or Path(path).stem} | {where} | {model} | {cells} |")
+    print()
+    print("| run | paired difference | mean [95% CI] | holds |")
+    print("|---|---|---|---|")
+    bars = {f"{a}-{b}:{metric}": (want, rel) for a, b, metric, want, rel in PAIRED}
+    for path in paths:
+        run = json.loads(Path(path).read_text())
+        for name, entry in run["paired"].items():
+            # Judge every run by today's bar (older outputs predate the relative requirement).
+            want, bar = bars[name]
+            holds = entry["ci95"][0] > 0 if want == "higher" else entry["ci95"][1] < 0
+            if bar is not None:
+                entry["relative_required"] = bar
+                holds = holds and entry.get("relative") is not None and entry["relative"] <= bar
+            entry["holds"] = holds
+            rel = f" (relative {entry['relative']:+.1%}" + (f", required {entry['relative_required']:+.0%}" if "relative_required" in entry else "") + ")" if entry.get("relative") is not None else ""
+            print(f"| {run['label'] or Path(path).stem} | {name} | {fmt(entry)}{rel} | {'yes' if entry['holds'] else 'no'} |")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
