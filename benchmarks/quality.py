@@ -91,7 +91,10 @@ def run_seed(args, seed: int, work: Path) -> dict[str, dict[str, np.ndarray]]:
         cfg = load_config(preset, [f"train.seed={seed}", *args.set, *extra])
         dirs[name] = work / f"seed{seed}" / name
         t0 = time.perf_counter()
-        train(cfg, data, dirs[name], init=dirs[init] if init else None, restart=True, progress=False)
+        if name in args.reuse and (dirs[name] / "train_summary.json").is_file():
+            pass  # an earlier run's model of the same seed (e.g. the 3-tower a 4-tower variant starts from)
+        else:
+            train(cfg, data, dirs[name], init=dirs[init] if init else None, restart=True, progress=False)
         model, tokenizer = load_model(dirs[name])
         result = evaluate_model(model, tokenizer, evalset, cfg.eval)
         results[name] = result.per_query
@@ -120,6 +123,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--four-set", nargs="*", default=[])
     parser.add_argument("--cache", default="runs/quality-data", help="generated datasets are kept here")
     parser.add_argument("--work", default="runs/quality", help="models are written here")
+    parser.add_argument("--reuse", nargs="*", default=[], help="models to reuse from --work if already trained (same seed)")
     parser.add_argument("--n-boot", type=int, default=2000)
     parser.add_argument("--label", default="", help="free text recorded in the output")
     args = parser.parse_args(argv)

@@ -172,34 +172,29 @@ def _examples(evalset: EvalSet, results: dict[str, ModelResult], n: int, seed: i
             for g, s in zip(topk_row[:5], score_row[:5])
         ]
 
+    def example(row, label: str, ranking: str, text: str = "") -> RetrievalExample:
+        q, target = row.name, int(row["target"])
+        return RetrievalExample(
+            query_image=schema.resolve_uri(data_dir, row["query_image_uri"]),
+            query_label=label,
+            true_product_id=str(row["product_id"]),
+            results={
+                name: items(getattr(r, f"{ranking}topk")[q], getattr(r, f"{ranking}scores_topk")[q], target)
+                for name, r in results.items()
+            },
+            query_text=text,
+            true_category=str(gallery.at[target, "category"]),
+            true_image=schema.resolve_uri(data_dir, gallery.at[target, "image_uri"]),
+        )
+
     examples = []
     for q in sorted(rng.choice(len(evalset.queries), size=n_q, replace=False)):
         row = evalset.queries.iloc[q]
-        target = int(row["target"])
-        examples.append(
-            RetrievalExample(
-                query_image=schema.resolve_uri(data_dir, row["query_image_uri"]),
-                query_label=f"{row['query_id']}: {gallery.at[target, 'title']}",
-                true_product_id=str(row["product_id"]),
-                results={name: items(r.topk[q], r.scores_topk[q], target) for name, r in results.items()},
-                true_category=str(gallery.at[target, "category"]),
-                true_image=schema.resolve_uri(data_dir, gallery.at[target, "image_uri"]),
-            )
-        )
+        examples.append(example(row, f"{row['query_id']}: {gallery.at[int(row['target']), 'title']}", ""))
     for q in sorted(rng.choice(len(evalset.reformulations), size=n_mm, replace=False)) if n_mm else []:
         row = evalset.reformulations.iloc[q]
-        target = int(row["target"])
-        examples.append(
-            RetrievalExample(
-                query_image=schema.resolve_uri(data_dir, row["query_image_uri"]),
-                query_label=f"multimodal -> {gallery.at[target, 'title']}",
-                true_product_id=str(row["product_id"]),
-                results={name: items(r.mm_topk[q], r.mm_scores_topk[q], target) for name, r in results.items()},
-                query_text=str(row["reformulation_text"]),
-                true_category=str(gallery.at[target, "category"]),
-                true_image=schema.resolve_uri(data_dir, gallery.at[target, "image_uri"]),
-            )
-        )
+        label = f"multimodal -> {gallery.at[int(row['target']), 'title']}"
+        examples.append(example(row, label, "mm_", str(row["reformulation_text"])))
     return examples
 
 
