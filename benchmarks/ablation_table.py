@@ -1,6 +1,7 @@
 """Markdown table from `benchmarks/quality.py` JSON outputs (one row per run and model).
 
     python benchmarks/ablation_table.py docs/quality-runs/*.json
+    python benchmarks/ablation_table.py --doc   # regenerate the tables in docs/model-quality.md
 """
 
 from __future__ import annotations
@@ -50,5 +51,37 @@ def main(paths: list[str]) -> int:
     return 0
 
 
+def render_doc(doc_path: str, tables: dict[str, list[str]]) -> None:
+    """Replace each ``<!-- table:KEY -->...<!-- /table -->`` block with the table of its files."""
+    import contextlib
+    import io
+    import re
+
+    doc = Path(doc_path).read_text()
+    for key, files in tables.items():
+        buf = io.StringIO()
+        with contextlib.redirect_stdout(buf):
+            main(files)
+        block = f"<!-- table:{key} -->\n{buf.getvalue().strip()}\n<!-- /table -->"
+        doc, n = re.subn(rf"<!-- table:{key} -->.*?<!-- /table -->", lambda _: block, doc, flags=re.S)
+        if n != 1:
+            raise SystemExit(f"{doc_path}: marker table:{key} not found")
+    Path(doc_path).write_text(doc)
+
+
+DOC_TABLES = {
+    "final_default": ["docs/quality-runs/final_default.json"],
+    "final_holdout": ["docs/quality-runs/final_holdout.json"],
+    "dev": [
+        "docs/quality-runs/dev_4t_base.json",
+        "docs/quality-runs/dev_4t_epochs8.json",
+        "docs/quality-runs/dev_4t_textw.json",
+        "docs/quality-runs/dev_4t_textw_epochs8.json",
+    ],
+}
+
 if __name__ == "__main__":
+    if sys.argv[1:] == ["--doc"]:
+        render_doc("docs/model-quality.md", DOC_TABLES)
+        sys.exit(0)
     sys.exit(main(sys.argv[1:]))
