@@ -172,10 +172,9 @@ def _build(cls: type, raw: Any, where: str) -> Any:
 def _coerce(value: Any, annotation: Any, where: str) -> Any:
     """Coerce YAML scalars to the field's type: PyYAML reads ``5e-3`` as a string."""
     kind = annotation if isinstance(annotation, str) else getattr(annotation, "__name__", "")
-    kind = kind.replace(" ", "")
-    if value is None or kind.endswith("|None") and value is None:
+    if value is None:
         return value
-    base = kind.split("|")[0]
+    base = kind.replace(" ", "").split("|")[0]
     try:
         if base == "float" and isinstance(value, (str, int)) and not isinstance(value, bool):
             return float(value)
