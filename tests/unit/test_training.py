@@ -147,3 +147,20 @@ def test_augmentation_changes_training_images_but_not_their_shape_or_range():
     assert build_augment("none", 32) is None
     with pytest.raises(ValueError, match="unknown augmentation level"):
         build_augment("extreme", 32)
+
+
+def test_hard_negative_batches_group_by_a_catalog_column(tiny_data, tmp_path):
+    from vsearch.schema import DataError, read_dataset
+    from vsearch.data.dataset import EngagementDataset
+
+    catalog, interactions, _ = read_dataset(tiny_data)
+    dataset = EngagementDataset(tiny_data, catalog, interactions, 32, cache=False)
+    groups = dataset.groups("colour")
+    colours = catalog.set_index("product_id").loc[interactions["product_id"], "colour"].to_numpy()
+    # Same group id exactly when the clicked products share the colour.
+    assert ((groups[:, None] == groups[None, :]) == (colours[:, None] == colours[None, :])).all()
+    with pytest.raises(DataError, match="grouping column 'material' is not in the catalog"):
+        dataset.groups("material")
+    summary = train(load_config("tiny", ["train.max_steps=3", "data.group_by=pattern", "data.groups_per_batch=2"]),
+                    tiny_data, tmp_path / "m", progress=False)
+    assert summary["steps"] == 3
