@@ -72,22 +72,23 @@ def _fingerprint(cfg: RunConfig, data_dir: str, init: str | None) -> str:
     return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
 
-def _prepare_staging(out: Path, fingerprint: str, restart: bool) -> tuple[Path, bool]:
-    """Return (staging dir, resuming?). A leftover staging dir of another config is refused."""
+def _prepare_staging(out: Path, fingerprint: str, restart: bool) -> Path:
+    """The staging dir of ``out``: kept when it holds a run of this fingerprint (to resume),
+    created when absent; a leftover run of another config is refused unless ``restart``."""
     staging = artifacts.staging_path(out)
     marker = staging / FINGERPRINT_FILE
     if staging.exists() and restart:
         shutil.rmtree(staging)
     if staging.exists():
         if marker.is_file() and json.loads(marker.read_text()).get("fingerprint") == fingerprint:
-            return staging, True
+            return staging
         raise ConfigError(
             f"{staging}: an unfinished run with a different config, data or init is there; "
             "pass --restart to discard it"
         )
     staging.mkdir(parents=True)
     marker.write_text(json.dumps({"fingerprint": fingerprint}))
-    return staging, False
+    return staging
 
 
 def _training_rows(data_dir: str):
@@ -124,10 +125,8 @@ def _model_for(cfg: RunConfig, init: str | None, tokenizer) -> tuple[MultiTowerM
     model, _ = load_model(init)
     if any(t in schema.TEXT_TOWERS for t in cfg.model.towers) and not model.has_text:
         raise ConfigError(f"--init {init}: that model has no text encoder; towers {cfg.model.towers} need one")
-    model.cfg = dataclasses.replace(
-        model.cfg, towers=list(cfg.model.towers), fusion_text_weight=cfg.model.fusion_text_weight
-    )
     model.set_towers(cfg.model.towers)
+    model.cfg = dataclasses.replace(model.cfg, fusion_text_weight=cfg.model.fusion_text_weight)
     # The architecture is the init model's; record that in the run config.
     return model, dataclasses.replace(cfg, model=model.cfg)
 
@@ -206,7 +205,7 @@ def train(
     init_model_tokenizer = load_model(init)[1] if init is not None else None
     # The main rank owns the staging folder and trains the tokenizer; the others then read.
     if env.is_main:
-        staging, _ = _prepare_staging(out, _fingerprint(cfg, data_dir, init), restart)
+        staging = _prepare_staging(out, _fingerprint(cfg, data_dir, init), restart)
         tokenizer = _tokenizer_for(cfg, staging, init_model_tokenizer, catalog, train_rows)
     distributed.barrier()
     if not env.is_main:
