@@ -10,9 +10,17 @@ export DO_NOT_TRACK := 1
 export FEAST_USAGE := False
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: demo test test-fast venv bench clean
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+.PHONY: demo test test-fast venv sysdeps bench clean
 
 venv: $(STAMP)
+
+# Debian packages the tests drive for real: redis-server (Feast online store) and chromium
+# (browser tests of the search page and reports). Installed once, only when missing.
+sysdeps:
+	@command -v redis-server >/dev/null && command -v chromium >/dev/null || \
+	  { $(SUDO) apt-get update -q && $(SUDO) apt-get install -y -q --no-install-recommends redis-server chromium; }
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -23,7 +31,7 @@ $(STAMP): pyproject.toml constraints.txt
 demo: $(STAMP)
 	$(BIN)/vsearch demo --out $(DEMO_OUT)
 
-test: $(STAMP)
+test: $(STAMP) sysdeps
 	$(BIN)/python -m pytest
 
 test-fast: $(STAMP)

@@ -42,3 +42,21 @@ def fresh_staging(out: str | os.PathLike, tag: str = "partial") -> Path:
     staging = staging_path(out, f"{tag}-{uuid.uuid4().hex[:8]}")
     staging.mkdir(parents=True)
     return staging
+
+
+def model_version(model_dir: str | os.PathLike) -> str:
+    """A stable, content-derived id for a saved model: ``<towers>t-<sha256(weights)[:12]>``.
+
+    Names the Milvus collection a backfill writes, and identifies candidates and champions
+    in blessings, the registry and rollout configs. Same weights -> same id, anywhere.
+    """
+    import hashlib
+    import json
+
+    model_dir = Path(model_dir)
+    meta = json.loads((model_dir / "vsearch_model.json").read_text())
+    digest = hashlib.sha256()
+    with open(model_dir / "model.safetensors", "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return f"{int(meta['model']['towers'])}t-{digest.hexdigest()[:12]}"

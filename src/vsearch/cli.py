@@ -1,4 +1,4 @@
-"""One CLI, one subcommand per stage: ``vsearch data synth | train | evaluate | demo``.
+"""One CLI, one subcommand per stage: ``vsearch data synth | train | evaluate | demo | ...``.
 
 Each subcommand is the ``main(argv)`` of its stage module. Bad input (DataError) and bad
 configs (ConfigError) end with one line on stderr and exit status 2, never a traceback.
@@ -14,12 +14,21 @@ COMMANDS = {
     ("train",): ("vsearch.training.loop", "train image-only / 3-tower / 4-tower"),
     ("evaluate",): ("vsearch.evaluation.evaluate", "evaluate models, write metrics.json and report.html"),
     ("demo",): ("vsearch.demo", "synth -> train three models -> evaluate, end to end"),
+    ("data", "validate"): ("vsearch.validation.cli", "validate a dataset (Great Expectations), JSON + HTML summary"),
+    ("features",): ("vsearch.features.cli", "Feast: build-training-set | materialize | lookup"),
+    ("index",): ("vsearch.index.cli", "Milvus: backfill | rollback | gc | status"),
+    ("search",): ("vsearch.serving.search", "search the index with a photo (+ reformulation text)"),
+    ("serve",): ("vsearch.serving.app", "HTTP search service (FastAPI) with A/B routing and a web page"),
+    ("gate",): ("vsearch.evaluation.gate", "bless or reject a candidate vs baseline and champion"),
+    ("registry",): ("vsearch.registry", "champion registry: show | promote | rollback | history"),
+    ("rollout",): ("vsearch.rollout.writer", "write rollout.yaml + KServe canary manifest from a blessing"),
+    ("drift",): ("vsearch.monitoring.drift", "Evidently drift report: exit 0 (no drift) or 3 (drift)"),
 }
 
 
 def _usage() -> str:
     lines = ["usage: vsearch <command> [options]", "", "commands:"]
-    lines += [f"  {' '.join(words):<14} {help_}" for words, (_, help_) in COMMANDS.items()]
+    lines += [f"  {' '.join(words):<16} {help_}" for words, (_, help_) in COMMANDS.items()]
     return "\n".join(lines)
 
 
