@@ -16,13 +16,14 @@ COMMANDS = {
     ("demo",): ("vsearch.demo", "synth -> train three models -> evaluate, end to end"),
     ("data", "validate"): ("vsearch.validation.cli", "validate a dataset (Great Expectations), JSON + HTML summary"),
     ("features",): ("vsearch.features.cli", "Feast: build-training-set | materialize | lookup"),
-    ("index",): ("vsearch.index.cli", "Milvus: backfill | rollback | gc | status"),
+    ("index",): ("vsearch.indexing.cli", "Milvus: backfill | rollback | gc | status"),
     ("search",): ("vsearch.serving.search", "search the index with a photo (+ reformulation text)"),
     ("serve",): ("vsearch.serving.app", "HTTP search service (FastAPI) with A/B routing and a web page"),
     ("gate",): ("vsearch.evaluation.gate", "bless or reject a candidate vs baseline and champion"),
     ("registry",): ("vsearch.registry", "champion registry: show | promote | rollback | history"),
     ("rollout",): ("vsearch.rollout.writer", "write rollout.yaml + KServe canary manifest from a blessing"),
     ("drift",): ("vsearch.monitoring.drift", "Evidently drift report: exit 0 (no drift) or 3 (drift)"),
+    ("pipeline",): ("pipelines.cli", "Kubeflow: compile | run-local | submit | schedule"),
 }
 
 
