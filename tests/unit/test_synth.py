@@ -285,6 +285,10 @@ def test_presets_hold_the_numbers_fixed_before_training():
     assert world(tiny) == (4, 4, 4, 3, 16, 2, 2.0, 32, (0.5, 0.25, 0.25))
     assert world(default) == (8, 8, 8, 6, 200, 3, 4.0, 64, (0.6, 0.1, 0.3))
     assert world(holdout) == (10, 6, 10, 5, 240, 2, 3.0, 64, (0.6, 0.1, 0.3))
+    large = synth.PRESETS["large"]
+    assert world(large) == (8, 8, 8, 6, 384, 3, 10.0, 64, (0.6, 0.1, 0.3))
+    changed = {f.name for f in dataclasses.fields(synth.SynthConfig) if getattr(large, f.name) != getattr(default, f.name)}
+    assert changed == {"name", "n_designs", "mean_queries_per_product"}
     assert (default.empty_query_text_fraction, holdout.empty_query_text_fraction) == (0.15, 0.25)
     assert (tiny.default_seed, default.default_seed, holdout.default_seed) == (0, 0, 1000)
     # clutter: low < medium < high

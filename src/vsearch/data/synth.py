@@ -212,6 +212,10 @@ PRESETS: dict[str, SynthConfig] = {
         brightness_jitter=0.1, contrast_jitter=0.1, colour_cast=0.05, noise_std_max=3.0, blur_radius_max=0.3,
     ),
     "default": SynthConfig(name="default"),
+    # Data scale: the default world and generator settings, with every design of that world
+    # (8 x 8 x 6 = 384) and 10 street photos per product on average (about 1.9x default's
+    # products and 4.8x its queries). Fixed before any model was trained on it.
+    "large": SynthConfig(name="large", n_designs=384, mean_queries_per_product=10.0),
     "holdout": SynthConfig(
         name="holdout", default_seed=1000,
         n_categories=10, n_patterns=6, n_colours=10, n_brands=5, n_designs=240, colours_per_design=2,
