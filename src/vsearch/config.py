@@ -98,6 +98,11 @@ class DataConfig:
     augment_product: str = "none"  # product images, same levels
     group_by: str = ""  # catalog column for hard-negative batches ("" = random batches)
     groups_per_batch: int = 0
+    # Reformulation-style rows mined from the training split (vsearch.data.reformulations):
+    # per training click, this many (photo, "in <sibling's attribute>", sibling) rows; 0 = off.
+    mine_reformulations: int = 0
+    reformulation_group: str = "design_id"
+    reformulation_attribute: str = "colour"
 
 
 @dataclass

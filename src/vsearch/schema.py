@@ -17,6 +17,8 @@ import pandas as pd
 CATALOG_FILE = "catalog.parquet"
 INTERACTIONS_FILE = "interactions.parquet"
 REFORMULATIONS_FILE = "reformulations.parquet"
+# Optional: product feature history (one row per product version) for point-in-time joins.
+PRODUCT_HISTORY_FILE = "product_history.parquet"
 
 SPLITS = ("train", "val", "test")
 
@@ -63,21 +65,39 @@ REFORMULATION_COLUMNS = (
     Column("product_id", "string", description="The product the reformulated query should find."),
 )
 
+PRODUCT_HISTORY_COLUMNS = (
+    Column("product_id", "string", description="Product id (the Feast entity key)."),
+    Column("image_uri", "string", description="Catalog image of this product version."),
+    Column("title", "string", description="Title of this product version."),
+    Column("category", "string", description="Category of this product version."),
+    Column("event_timestamp", "timestamp", description="When this version became effective (UTC)."),
+)
+# Optional columns: checked when present. A training set built point-in-time carries, per
+# click, the title the product had at that moment (the dataset uses it instead of the catalog's).
+OPTIONAL_COLUMNS: dict[str, tuple[Column, ...]] = {
+    INTERACTIONS_FILE: (Column("title", "string", description="Title of the clicked product at event_timestamp."),),
+}
+# Longest title accepted by validation (characters); tokenizers truncate far earlier.
+TITLE_MAX_CHARS = 512
+
 MANIFESTS: dict[str, tuple[Column, ...]] = {
     CATALOG_FILE: CATALOG_COLUMNS,
     INTERACTIONS_FILE: INTERACTION_COLUMNS,
     REFORMULATIONS_FILE: REFORMULATION_COLUMNS,
+    PRODUCT_HISTORY_FILE: PRODUCT_HISTORY_COLUMNS,
 }
 # Columns whose value must be non-empty text (query_text may be empty by contract).
 NON_EMPTY_TEXT = {
     CATALOG_FILE: ("product_id", "image_uri", "title", "category"),
     INTERACTIONS_FILE: ("query_id", "query_image_uri", "product_id"),
     REFORMULATIONS_FILE: ("query_image_uri", "reformulation_text", "product_id"),
+    PRODUCT_HISTORY_FILE: ("product_id", "image_uri", "title", "category"),
 }
 URI_COLUMNS = {
     CATALOG_FILE: ("image_uri",),
     INTERACTIONS_FILE: ("query_image_uri",),
     REFORMULATIONS_FILE: ("query_image_uri",),
+    PRODUCT_HISTORY_FILE: ("image_uri",),
 }
 UNIQUE_KEYS = {CATALOG_FILE: "product_id", INTERACTIONS_FILE: "query_id"}
 
@@ -151,6 +171,9 @@ def read_manifest(data_dir: str | os.PathLike, name: str) -> pd.DataFrame:
     df = df.reset_index(drop=True)
     for col in columns:
         _check_column(df, col, path)
+    for col in OPTIONAL_COLUMNS.get(name, ()):
+        if col.name in df.columns:
+            _check_column(df, col, path)
     for name_ in NON_EMPTY_TEXT[name]:
         empty = df[name_].str.strip() == ""
         if empty.any():

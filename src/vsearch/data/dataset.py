@@ -86,10 +86,14 @@ class PairRecord:
     query_text: str
     product_index: int
     row: int
+    engagement: bool = True  # False for mined reformulation rows (vsearch.data.reformulations)
 
 
 class EngagementDataset(Dataset):
     """(query image, clicked product image, title, query text) per engagement row.
+
+    The title is the interaction's own ``title`` column when present (point in time), else
+    the catalog's.
 
     Items are dicts: ``query_image`` and ``product_image`` (3, S, S) uint8, ``product_text``
     and ``query_text`` str, ``product_index`` int (dense id of the product, for the sampler).
@@ -97,16 +101,20 @@ class EngagementDataset(Dataset):
 
     def __init__(self, data_dir: str | os.PathLike, catalog: pd.DataFrame, interactions: pd.DataFrame, image_size: int, cache: bool = True):
         products = catalog.set_index("product_id")
+        # A point-in-time training set (vsearch features build-training-set) carries per click
+        # the title the product had then; otherwise the catalog's current title is used.
+        pit_title = "title" in interactions.columns
         product_ids = sorted(interactions["product_id"].unique())
         index = {pid: i for i, pid in enumerate(product_ids)}
         self.records = [
             PairRecord(
                 query_image_uri=r.query_image_uri,
                 product_image_uri=products.at[r.product_id, "image_uri"],
-                title=products.at[r.product_id, "title"],
+                title=r.title if pit_title else products.at[r.product_id, "title"],
                 query_text=r.query_text,
                 product_index=index[r.product_id],
                 row=int(r.Index),
+                engagement=bool(getattr(r, "engagement", True)),
             )
             for r in interactions.itertuples()
         ]
@@ -139,6 +147,7 @@ class EngagementDataset(Dataset):
             schema.PRODUCT_TEXT: r.title,
             schema.QUERY_TEXT: r.query_text,
             "product_index": r.product_index,
+            "engagement": r.engagement,
         }
 
 
@@ -269,4 +278,8 @@ class Collator:
                 batch[tower] = self.tokenize(texts)
                 if tower == schema.QUERY_TEXT:
                     batch[f"{tower}_valid"] = torch.tensor([bool(t.strip()) for t in texts])
+        if schema.QUERY_IMAGE in self.towers and not all(it.get("engagement", True) for it in items):
+            # Mined reformulation rows: the photo shows a sibling of the target, so terms that
+            # pair the photo with the target itself skip them (the fused query keeps them).
+            batch[f"{schema.QUERY_IMAGE}_valid"] = torch.tensor([bool(it.get("engagement", True)) for it in items])
         return batch

@@ -17,12 +17,14 @@ import sys
 import time
 from pathlib import Path
 
+import pandas as pd
 import torch
 import yaml
 
 from vsearch import artifacts, schema
 from vsearch.config import ConfigError, RunConfig, TrainConfig, to_dict
 from vsearch.data.dataset import Collator, EngagementDataset, UniqueProductBatchSampler
+from vsearch.data.reformulations import mine_reformulations
 from vsearch.data.transforms import build_augment
 from vsearch.losses import MultiTowerLoss
 from vsearch.models.multitower import TOKENIZER_DIR, MultiTowerModel, build_model, load_model
@@ -198,6 +200,13 @@ def train(
     torch.manual_seed(cfg.train.seed)
 
     catalog, train_rows = _training_rows(data_dir)
+    if cfg.data.mine_reformulations > 0:
+        mined = mine_reformulations(
+            catalog, train_rows, group_by=cfg.data.reformulation_group, attribute=cfg.data.reformulation_attribute,
+            per_row=cfg.data.mine_reformulations, seed=cfg.train.seed,
+        )
+        mined.index = pd.RangeIndex(int(train_rows.index.max()) + 1, int(train_rows.index.max()) + 1 + len(mined))
+        train_rows = pd.concat([train_rows.assign(engagement=True), mined])
     dataset = EngagementDataset(data_dir, catalog, train_rows, cfg.model.image_size, cache=cfg.data.cache_images)
     if cfg.data.cache_images:
         dataset.preload()  # every bad image fails here, before a staging folder exists

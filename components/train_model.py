@@ -1,0 +1,49 @@
+"""train_model: train one image-only / 3-tower / 4-tower model from a named config."""
+
+from typing import List, Optional
+
+from kfp import dsl
+from kfp.dsl import Dataset, Input, Metrics, Model, Output
+
+from components.image import IMAGE
+
+
+@dsl.component(base_image=IMAGE, install_kfp_package=False)
+def train_model(
+    data: Input[Dataset],
+    config: str,
+    model: Output[Model],
+    metrics: Output[Metrics],
+    overrides: Optional[List[str]] = None,
+    init_model: Optional[Input[Model]] = None,
+) -> None:
+    """Train one multi-tower model and publish its folder (safetensors, config, tokenizer).
+
+    Args:
+        data: Dataset folder following the vsearch data contract.
+        config: Config preset name (image_only, three_tower, four_tower, tiny ...) or a
+            YAML path inside the image.
+        overrides: Dotted config overrides such as "train.max_steps=20".
+        init_model: A model folder to start from (the 4-tower model starts from the
+            3-tower one).
+
+    Returns:
+        model: The trained model folder (model.safetensors, vsearch_model.json, backbone
+            configs, tokenizer, train_summary.json).
+        metrics: Training summary: steps, seconds, samples per second, final loss.
+    """
+    from vsearch.artifacts import model_version
+    from vsearch.config import load_config
+    from vsearch.training.loop import train
+
+    cfg = load_config(config, list(overrides or []))
+    init = init_model.path if init_model is not None else None
+    # restart: a retried attempt starts clean rather than resuming another pod's leftovers.
+    summary = train(cfg, data.path, model.path, init=init, restart=True)
+    model.metadata.update(
+        {"config": config, "name": cfg.name, "towers": list(cfg.model.towers), "version": model_version(model.path)}
+    )
+    metrics.log_metric("steps", float(summary["steps"]))
+    metrics.log_metric("seconds", round(float(summary["seconds"]), 3))
+    metrics.log_metric("samples_per_s", round(float(summary["samples_per_s"]), 3))
+    metrics.log_metric("final_loss", round(float(summary["final"]["loss"]), 6))

@@ -1,0 +1,211 @@
+"""``vsearch pipeline compile | run-local | submit | schedule``.
+
+    vsearch pipeline compile [--out build/] [--config FILE] [--name NAME ...] [--set key=value ...]
+    vsearch pipeline run-local NAME [--out runs/pipelines] [--tiny] [--param k=v ...] [--expect TASK ...]
+    vsearch pipeline submit NAME|--package FILE [--host URL] [--namespace NS] [--experiment E]
+                            [--run-name R] [--param k=v ...]
+    vsearch pipeline schedule NAME|--package FILE --cron "0 0 3 * * 1" [--name N] [...]
+
+``--set key=value`` overrides and ``--config`` change the compile-time config (pipelines.config).
+``--param`` values are parsed as YAML (``seed=3`` is an int, ``train_overrides=[a, b]`` a list).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from vsearch.config import ConfigError
+
+
+def _params(items: list[str]) -> dict[str, Any]:
+    params: dict[str, Any] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"--param '{item}' must look like name=value")
+        params[key.strip()] = yaml.safe_load(value) if value else ""
+    return params
+
+
+def _add_config_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", help="pipeline config YAML (image, gpu, secrets, retry, caching); default: built-in")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="dotted compile-time override, e.g. gpu.accelerator_limit=2 (repeatable)")
+
+
+def _add_connection_args(p: argparse.ArgumentParser) -> None:
+    from pipelines.client import DEFAULT_TOKEN_ENV
+
+    p.add_argument("name", nargs="?", help="pipeline to compile and upload (see `compile --help`)")
+    p.add_argument("--package", help="an already compiled pipeline YAML instead of NAME")
+    p.add_argument("--pipeline-name", help="pipeline name in KFP (default: the package's pipelineInfo.name)")
+    p.add_argument("--version-name", help="pipeline version name (default: <pipeline>-<sha256 of the YAML>[:12])")
+    p.add_argument("--host", help="KFP API endpoint (default: $KF_PIPELINES_ENDPOINT)")
+    p.add_argument("--namespace", help="Kubeflow profile namespace (multi-user deployments)")
+    p.add_argument("--token-env", default=DEFAULT_TOKEN_ENV,
+                   help=f"environment variable holding the bearer token (default: {DEFAULT_TOKEN_ENV})")
+    p.add_argument("--experiment", default="vsearch", help="experiment name (created if missing)")
+    p.add_argument("--param", action="append", default=[], metavar="NAME=VALUE", help="pipeline parameter (repeatable)")
+    p.add_argument("--pipeline-root", help="artifact root for the run (default: the deployment's)")
+    p.add_argument("--service-account", help="Kubernetes service account of the run")
+    _add_config_args(p)
+
+
+def _parser() -> argparse.ArgumentParser:
+    from pipelines.compiler import PIPELINES
+
+    names = ", ".join(sorted(PIPELINES))
+    parser = argparse.ArgumentParser(prog="vsearch pipeline", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("compile", help="compile pipelines to deterministic YAML")
+    p.add_argument("--out", default="build", help="output folder (default: build/)")
+    p.add_argument("--name", action="append", choices=sorted(PIPELINES), help=f"pipeline(s) to compile (default: all: {names})")
+    _add_config_args(p)
+
+    p = sub.add_parser("run-local", help="run a compiled pipeline here with kfp.local.SubprocessRunner")
+    p.add_argument("name", choices=sorted(PIPELINES))
+    p.add_argument("--out", default="runs/pipelines", help="pipeline root; each run gets <pipeline>-<timestamp>/ in it")
+    p.add_argument("--tiny", action="store_true", help="tiny data and configs, a few steps (smoke run, about a minute)")
+    p.add_argument("--expect", action="append", default=[], metavar="TASK",
+                   help="a task (name or display name) inside dsl.If/ParallelFor that this run must execute (repeatable)")
+    p.add_argument("--param", action="append", default=[], metavar="NAME=VALUE", help="pipeline parameter (repeatable)")
+    _add_config_args(p)
+
+    p = sub.add_parser("submit", help="upload the pipeline (or a new version) and start a run on Kubeflow")
+    _add_connection_args(p)
+    p.add_argument("--run-name", help="run name (default: <pipeline> <UTC time>)")
+
+    p = sub.add_parser("schedule", help="create or replace a recurring run (cron with 6 fields: seconds first)")
+    _add_connection_args(p)
+    p.add_argument("--cron", required=True, help='6-field cron, seconds first: "0 0 3 * * 1" = Mondays 03:00')
+    p.add_argument("--schedule-name", dest="schedule_name", help="recurring run name (default: <pipeline>-recurring)")
+    p.add_argument("--max-concurrency", type=int, default=1)
+    p.add_argument("--catchup", action="store_true", help="run missed intervals after a pause (default: no catch-up)")
+    p.add_argument("--disabled", action="store_true", help="create the recurring run paused")
+    p.add_argument("--start-time", help="RFC 3339 time before which no run starts")
+    return parser
+
+
+def _package(args, tmp: Path) -> tuple[Path, str]:
+    """(package path, pipeline name) from NAME (compiled now) or --package."""
+    from pipelines.compiler import check_package, compile_pipeline
+    from pipelines.config import load_pipeline_config
+
+    if bool(args.name) == bool(args.package):
+        raise ConfigError("give either a pipeline NAME or --package FILE")
+    if args.package:
+        package = Path(args.package)
+        if not package.is_file():
+            raise ConfigError(f"{package}: pipeline package not found")
+        try:
+            spec, _ = check_package(package)
+        except ValueError as err:
+            raise ConfigError(str(err)) from err
+    else:
+        package = compile_pipeline(args.name, load_pipeline_config(args.config, args.overrides), tmp)
+        spec, _ = check_package(package)
+    return package, args.pipeline_name or spec.pipeline_info.name
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    from pipelines.config import load_pipeline_config
+
+    if args.command == "compile":
+        import time
+
+        from pipelines.compiler import compile_all
+
+        cfg = load_pipeline_config(args.config, args.overrides)
+        t0 = time.perf_counter()
+        paths = compile_all(cfg, args.out, args.name)
+        for path in paths:
+            print(path)
+        print(f"compiled {len(paths)} pipeline(s) in {time.perf_counter() - t0:.1f} s", file=sys.stderr)
+        return 0
+
+    if args.command == "run-local":
+        from pipelines.local import TINY_PARAMS, run_local
+
+        # No retries locally: a local failure is a bug or bad input, not a lost node, and
+        # kfp.local would replay it with the cluster's backoff (minutes). --set retry.num_retries=N
+        # restores them.
+        cfg = load_pipeline_config(args.config, ["retry.num_retries=0", *args.overrides])
+        params = {**(TINY_PARAMS.get(args.name, {}) if args.tiny else {}), **_params(args.param)}
+        try:
+            manifest = run_local(args.name, cfg, args.out, params, args.expect)
+        except RuntimeError as err:
+            print(f"vsearch pipeline run-local: error: {err}", file=sys.stderr)
+            return 1
+        print(f"run folder: {manifest['run_dir']} ({len(manifest['tasks'])} tasks, {manifest['seconds']:.0f} s)")
+        return 0
+
+    from pipelines import client as kfp_client
+
+    params = _params(args.param)
+    if args.command == "schedule":
+        kfp_client.validate_cron(args.cron)  # before any network call
+    try:
+        result, pipeline_name = _remote(args, params, kfp_client)
+    except Exception as err:
+        import kfp_server_api
+        import urllib3
+
+        if isinstance(err, kfp_server_api.ApiException):
+            detail = (err.body or b"").decode() if isinstance(err.body, bytes) else (err.body or "")
+            print(f"vsearch pipeline {args.command}: error: KFP API {err.status} {err.reason}: {detail.strip()}", file=sys.stderr)
+            return 1
+        if isinstance(err, urllib3.exceptions.HTTPError):
+            print(f"vsearch pipeline {args.command}: error: cannot reach KFP: {err}", file=sys.stderr)
+            return 1
+        raise
+    print(json.dumps({"pipeline": pipeline_name, **result.to_dict()}, indent=2))
+    return 0
+
+
+def _remote(args, params: dict[str, Any], kfp_client):
+    with tempfile.TemporaryDirectory(prefix="vsearch-pipeline-") as tmp:
+        package, pipeline_name = _package(args, Path(tmp))
+        # kfp.Client prints links on stdout: keep stdout for the JSON result.
+        with contextlib.redirect_stdout(sys.stderr):
+            client = kfp_client.connect(args.host, args.namespace, args.token_env)
+            common = dict(
+                pipeline_name=pipeline_name,
+                experiment=args.experiment,
+                params=params,
+                version_name=args.version_name,
+                namespace=args.namespace,
+                pipeline_root=args.pipeline_root,
+                service_account=args.service_account,
+            )
+            if args.command == "submit":
+                import datetime
+
+                run_name = args.run_name or f"{pipeline_name} {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M:%S}"
+                result = kfp_client.submit(client, package, run_name=run_name, **common)
+            else:
+                result = kfp_client.schedule(
+                    client,
+                    package,
+                    cron=args.cron,
+                    name=args.schedule_name or f"{pipeline_name}-recurring",
+                    max_concurrency=args.max_concurrency,
+                    catchup=args.catchup,
+                    enabled=not args.disabled,
+                    start_time=args.start_time,
+                    **common,
+                )
+    return result, pipeline_name
+
+
+if __name__ == "__main__":
+    sys.exit(main())

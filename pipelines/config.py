@@ -1,0 +1,181 @@
+"""Compile-time pipeline configuration: image, GPUs, secrets, retries, caching.
+
+Everything Kubernetes-specific about a compiled pipeline lives here, not in the components
+or the package: which steps get an accelerator (type, count, node selector, tolerations,
+CPU/memory limits), which Kubernetes Secrets become environment variables of which steps,
+which steps retry, and which never use the cache. Steps are named by their component
+(``train_model``, ``evaluate_model`` ...), so one config serves every pipeline.
+
+The defaults below are the built-in config. A YAML file (``--config FILE``, same keys,
+unknown keys rejected) and dotted overrides (``gpu.accelerator_limit=2``) change it. The
+environment is never read: the same inputs always compile to the same YAML.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from components.image import IMAGE
+from vsearch.config import ConfigError, apply_overrides
+
+
+@dataclass
+class Toleration:
+    """A Kubernetes toleration (kfp.kubernetes.add_toleration)."""
+
+    key: str = ""
+    operator: str = "Equal"  # Equal | Exists
+    value: str = ""
+    effect: str = ""  # NoSchedule | PreferNoSchedule | NoExecute | "" (all)
+    toleration_seconds: int | None = None
+
+
+@dataclass
+class GpuConfig:
+    """Accelerators for GPU steps."""
+
+    enabled: bool = True
+    steps: list[str] = field(default_factory=lambda: ["train_model"])
+    accelerator_type: str = "nvidia.com/gpu"
+    accelerator_limit: int = 1
+    cpu_limit: str = "8"
+    memory_limit: str = "32G"
+    node_selector: dict[str, str] = field(default_factory=lambda: {"nvidia.com/gpu.present": "true"})
+    tolerations: list[Toleration] = field(
+        default_factory=lambda: [Toleration(key="nvidia.com/gpu", operator="Exists", effect="NoSchedule")]
+    )
+
+
+@dataclass
+class SecretEnv:
+    """A Kubernetes Secret whose keys become environment variables of some steps."""
+
+    name: str
+    env: dict[str, str]  # secret key -> environment variable
+    steps: list[str] = field(default_factory=list)
+    optional: bool = False
+
+
+@dataclass
+class RetryConfig:
+    """Retries of transient steps (pre-emptible GPU nodes, object-store hiccups)."""
+
+    steps: list[str] = field(default_factory=lambda: ["synth_data", "train_model", "evaluate_model"])
+    num_retries: int = 2
+    backoff_duration: str = "60s"
+    backoff_factor: float = 2.0
+    backoff_max_duration: str = "3600s"
+
+
+# Steps that read the outside world (the champion, the live index, recent logs): their
+# result must never come from the cache.
+LOOKUP_STEPS = ["get_champion", "build_training_set", "detect_drift", "verify_index"]
+
+
+@dataclass
+class PipelineConfig:
+    image: str = IMAGE
+    caching: bool = True
+    no_cache_steps: list[str] = field(default_factory=lambda: list(LOOKUP_STEPS))
+    gpu: GpuConfig = field(default_factory=GpuConfig)
+    retry: RetryConfig = field(default_factory=RetryConfig)
+    secrets: list[SecretEnv] = field(
+        default_factory=lambda: [
+            # Object-store credentials for data and models on s3:// (fsspec reads AWS_*).
+            SecretEnv(
+                name="vsearch-object-store",
+                env={"AWS_ACCESS_KEY_ID": "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY": "AWS_SECRET_ACCESS_KEY"},
+                steps=["synth_data", "train_model", "evaluate_model"],
+                optional=True,
+            ),
+            # The Milvus cluster (pymilvus URI + token) for the indexing steps.
+            SecretEnv(
+                name="milvus-credentials",
+                env={"uri": "MILVUS_URI", "token": "MILVUS_TOKEN"},
+                steps=["backfill_embeddings", "verify_index", "swap_alias"],
+            ),
+        ]
+    )
+
+    def secrets_for(self, step: str) -> list[SecretEnv]:
+        return [s for s in self.secrets if step in s.steps]
+
+
+def _build(cls: type, raw: Any, where: str) -> Any:
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{where}: expected a mapping, got {type(raw).__name__}")
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(raw) - set(fields))
+    if unknown:
+        raise ConfigError(f"{where}: unknown key(s) {unknown} for {cls.__name__}")
+    kwargs = {}
+    for key, value in raw.items():
+        sub = _NESTED.get((cls, key))
+        if sub is not None and isinstance(value, list):
+            kwargs[key] = [_build(sub, v, f"{where}.{key}[{i}]") for i, v in enumerate(value)]
+        elif sub is not None:
+            kwargs[key] = _build(sub, value, f"{where}.{key}")
+        else:
+            kwargs[key] = value
+    try:
+        return cls(**kwargs)
+    except TypeError as err:
+        raise ConfigError(f"{where}: {err}") from err
+
+
+_NESTED = {
+    (PipelineConfig, "gpu"): GpuConfig,
+    (PipelineConfig, "retry"): RetryConfig,
+    (PipelineConfig, "secrets"): SecretEnv,
+    (GpuConfig, "tolerations"): Toleration,
+}
+
+
+def validate(cfg: PipelineConfig, where: str = "pipeline config") -> None:
+    if not isinstance(cfg.image, str) or not cfg.image or any(c.isspace() for c in cfg.image):
+        raise ConfigError(f"{where}: image must be a non-empty image reference, got {cfg.image!r}")
+    if not isinstance(cfg.gpu.accelerator_limit, int) or cfg.gpu.accelerator_limit < 1:
+        raise ConfigError(f"{where}: gpu.accelerator_limit must be an integer >= 1")
+    for t in cfg.gpu.tolerations:
+        if t.operator not in ("Equal", "Exists"):
+            raise ConfigError(f"{where}: toleration operator must be Equal or Exists, got {t.operator!r}")
+        if t.effect not in ("", "NoSchedule", "PreferNoSchedule", "NoExecute"):
+            raise ConfigError(f"{where}: toleration effect {t.effect!r} is not a Kubernetes taint effect")
+    if not isinstance(cfg.retry.num_retries, int) or cfg.retry.num_retries < 0:
+        raise ConfigError(f"{where}: retry.num_retries must be an integer >= 0")
+    for s in cfg.secrets:
+        if not s.name or not s.env:
+            raise ConfigError(f"{where}: every secret needs a name and an env mapping")
+        for key, var in s.env.items():
+            if not str(var).replace("_", "").isalnum() or str(var)[:1].isdigit():
+                raise ConfigError(f"{where}: secret '{s.name}': {var!r} is not an environment variable name")
+
+
+def load_pipeline_config(path: str | os.PathLike | None = None, overrides: list[str] | tuple[str, ...] = ()) -> PipelineConfig:
+    """The built-in config, updated by a YAML file (optional) and dotted overrides."""
+    raw = dataclasses.asdict(PipelineConfig())
+    where = "pipeline config"
+    if path is not None:
+        p = Path(path)
+        if not p.is_file():
+            raise ConfigError(f"{p}: pipeline config file not found")
+        loaded = yaml.safe_load(p.read_text()) or {}
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"{p}: top level must be a mapping")
+        where = str(p)
+        for key, value in loaded.items():
+            # Sections merge key by key; lists and scalars replace.
+            if isinstance(value, dict) and isinstance(raw.get(key), dict):
+                raw[key] = {**raw[key], **value}
+            else:
+                raw[key] = value
+    raw = apply_overrides(raw, list(overrides))
+    cfg = _build(PipelineConfig, raw, where)
+    validate(cfg, where)
+    return cfg

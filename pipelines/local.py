@@ -1,0 +1,190 @@
+"""Running a compiled pipeline on this machine with ``kfp.local.SubprocessRunner``.
+
+The very YAML that would be submitted to Kubeflow is compiled, loaded back and run, each
+task in a subprocess of this Python environment (``use_venv=False``: the project's venv
+plays the project image). Kubernetes settings (GPUs, secrets, tolerations) have no effect
+locally. Everything stays in the run folder ``<out>/<pipeline>-<timestamp>/``:
+
+- one folder per task with its output artifacts and ``executor_output.json``;
+- ``pipeline.yaml``: the compiled package that ran;
+- ``run.json``: which tasks ran, their display names, outputs (URIs and metadata) and the
+  wall-clock time.
+
+kfp.local can skip a branch silently and still report success, so every task that must run
+(all tasks outside ``dsl.If``/``ParallelFor`` groups) is checked to have produced its
+executor output; a missing one fails the run.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+import time
+import warnings
+from pathlib import Path
+from typing import Any
+
+from pipelines.compiler import compile_pipeline, load_documents
+from pipelines.config import PipelineConfig
+from vsearch.config import ConfigError
+
+RUN_FILE = "run.json"
+PACKAGE_FILE = "pipeline.yaml"
+EXECUTOR_OUTPUT = "executor_output.json"
+
+# Small but complete: the tiny benchmark and tiny configs, a few steps (about a minute on 2 cores).
+TINY_PARAMS: dict[str, dict[str, Any]] = {
+    "model": {
+        "preset": "tiny",
+        "image_only_config": "tiny_image_only",
+        "three_tower_config": "tiny",
+        "four_tower_config": "tiny_four_tower",
+        "train_overrides": ["train.max_steps=3"],
+        "eval_overrides": ["eval.n_boot=50"],
+    },
+    "model-import": {
+        "image_only_config": "tiny_image_only",
+        "three_tower_config": "tiny",
+        "four_tower_config": "tiny_four_tower",
+        "train_overrides": ["train.max_steps=3"],
+        "eval_overrides": ["eval.n_boot=50"],
+    },
+}
+
+
+def _executor_tasks(spec: dict, conditional: bool) -> dict[str, str]:
+    components = spec.get("components", {})
+    tasks: dict[str, str] = {}
+
+    def walk(dag: dict) -> None:
+        for name, task in sorted(dag.get("tasks", {}).items()):
+            gated = bool(task.get("triggerPolicy", {}).get("condition")) or any(
+                key in task for key in ("iteratorPolicy", "parameterIterator", "artifactIterator")
+            )
+            if gated and not conditional:
+                continue
+            component = components.get(task["componentRef"]["name"], {})
+            if "dag" in component:
+                walk(component["dag"])
+            else:
+                tasks[name] = task.get("taskInfo", {}).get("name", name)
+
+    walk(spec["root"]["dag"])
+    return tasks
+
+
+def required_tasks(spec: dict) -> dict[str, str]:
+    """{task name: display name} of the executor tasks that must run in every run.
+
+    Tasks inside a condition or a loop are excluded (whether they run depends on data: name
+    the branch a run must take with ``expect``); unconditional sub-DAGs are walked.
+    """
+    return _executor_tasks(spec, conditional=False)
+
+
+def run_local(
+    name: str,
+    cfg: PipelineConfig,
+    out: str | os.PathLike,
+    params: dict[str, Any] | None = None,
+    expect: list[str] | tuple[str, ...] = (),
+) -> dict:
+    """Compile pipeline ``name`` with ``cfg`` and run that package locally (see ``run_package``)."""
+    out = Path(out).absolute()
+    out.mkdir(parents=True, exist_ok=True)
+    package_dir = Path(tempfile.mkdtemp(prefix=".compiled-", dir=out))
+    try:
+        package = compile_pipeline(name, cfg, package_dir)
+        return run_package(package, out, params, expect, name=name)
+    finally:
+        shutil.rmtree(package_dir, ignore_errors=True)
+
+
+def run_package(
+    package: str | os.PathLike,
+    out: str | os.PathLike,
+    params: dict[str, Any] | None = None,
+    expect: list[str] | tuple[str, ...] = (),
+    name: str | None = None,
+) -> dict:
+    """Run a compiled package with kfp.local; check that the tasks that must run did.
+
+    Args:
+        package: compiled pipeline YAML.
+        out: pipeline root; the run gets ``<out>/<pipeline>-<timestamp>/``.
+        params: pipeline parameters.
+        expect: task names (``train-model-2``) or display names that this run must execute
+            besides the unconditional ones, e.g. the tasks of the branch it should take.
+
+    Returns:
+        The run.json manifest.
+
+    Raises:
+        RuntimeError: a task failed, or a task that had to run left no executor output.
+    """
+    from kfp import local
+    from kfp.components import load_component_from_file
+
+    out = Path(out).absolute()
+    out.mkdir(parents=True, exist_ok=True)
+    spec = load_documents(package)[0]
+    every = _executor_tasks(spec, conditional=True)
+    by_display = {display: task for task, display in every.items()}
+    required = required_tasks(spec)
+    for item in expect:
+        task = item if item in every else by_display.get(item)
+        if task is None:
+            raise ConfigError(f"{package}: --expect '{item}': no such task or display name (tasks: {sorted(every)})")
+        required[task] = every[task]
+    pipeline = load_component_from_file(str(package))
+    before = {p.name for p in out.iterdir()}
+    # kfp.local deletes its workspace_root afterwards: give it a folder of its own.
+    workspace = tempfile.mkdtemp(prefix="vsearch-kfp-workspace-")
+    local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(out), workspace_root=workspace)
+    started = time.perf_counter()
+    try:
+        with warnings.catch_warnings():
+            # One warning per task that GPUs, secrets and display names are not applied
+            # locally: expected, and said once in the module docstring.
+            warnings.filterwarnings("ignore", message=".*have no effect in the current local runner.*")
+            pipeline(**(params or {}))
+    finally:
+        shutil.rmtree(workspace, ignore_errors=True)
+    seconds = time.perf_counter() - started
+    new = sorted(p for p in out.iterdir() if p.name not in before and p.is_dir() and not p.name.startswith("."))
+    if len(new) != 1:
+        raise RuntimeError(f"{out}: expected one new run folder from kfp.local, found {[p.name for p in new]}")
+    run_dir = new[0]
+    shutil.copyfile(package, run_dir / PACKAGE_FILE)
+
+    tasks: dict[str, Any] = {}
+    for task_dir in sorted(p for p in run_dir.iterdir() if (p / EXECUTOR_OUTPUT).is_file()):
+        outputs = json.loads((task_dir / EXECUTOR_OUTPUT).read_text())
+        tasks[task_dir.name] = {
+            "display_name": every.get(task_dir.name, task_dir.name),
+            "outputs": {
+                key: [{"uri": a["uri"], "metadata": a.get("metadata", {})} for a in value.get("artifacts", [])]
+                for key, value in sorted(outputs.get("artifacts", {}).items())
+            },
+            "parameters": outputs.get("parameterValues", {}),
+        }
+    manifest = {
+        "pipeline": name or spec["pipelineInfo"]["name"],
+        "pipeline_name": spec["pipelineInfo"]["name"],
+        "run_dir": str(run_dir),
+        "package": str(run_dir / PACKAGE_FILE),
+        "params": params or {},
+        "seconds": round(seconds, 1),
+        "required_tasks": required,
+        "tasks": tasks,
+    }
+    (run_dir / RUN_FILE).write_text(json.dumps(manifest, indent=2))
+    missing = sorted(set(required) - set(tasks))
+    if missing:
+        raise RuntimeError(
+            f"{run_dir}: kfp.local reported success but task(s) {missing} did not run "
+            f"({', '.join(required[m] for m in missing)})"
+        )
+    return manifest

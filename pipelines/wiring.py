@@ -1,0 +1,57 @@
+"""Applying the compile-time config to pipeline tasks: one function, used by every DAG.
+
+Kubernetes concerns stay out of the components: display names, image override, caching,
+retries, accelerators (type, count, limits, node selector, tolerations) and Secrets as
+environment variables are all set here, per step, from ``PipelineConfig``.
+"""
+
+from __future__ import annotations
+
+from components.image import IMAGE
+from pipelines.config import PipelineConfig
+
+
+def step_name(task) -> str:
+    """The component's function name (``train_model``) for a task."""
+    return task.component_spec.name.replace("-", "_")
+
+
+def configure(task, display_name: str, cfg: PipelineConfig):
+    """Set display name, image, caching, retries, GPU and secrets of ``task``; returns it."""
+    from kfp import kubernetes
+
+    step = step_name(task)
+    task.set_display_name(display_name)
+    if cfg.image != IMAGE:
+        task.set_container_image(cfg.image)
+    task.set_caching_options(enable_caching=cfg.caching and step not in cfg.no_cache_steps)
+    if step in cfg.retry.steps and cfg.retry.num_retries > 0:
+        task.set_retry(
+            num_retries=cfg.retry.num_retries,
+            backoff_duration=cfg.retry.backoff_duration,
+            backoff_factor=cfg.retry.backoff_factor,
+            backoff_max_duration=cfg.retry.backoff_max_duration,
+        )
+    gpu = cfg.gpu
+    if gpu.enabled and step in gpu.steps:
+        task.set_accelerator_type(gpu.accelerator_type).set_accelerator_limit(gpu.accelerator_limit)
+        if gpu.cpu_limit:
+            task.set_cpu_limit(gpu.cpu_limit)
+        if gpu.memory_limit:
+            task.set_memory_limit(gpu.memory_limit)
+        for key, value in sorted(gpu.node_selector.items()):
+            kubernetes.add_node_selector(task, label_key=key, label_value=value)
+        for t in gpu.tolerations:
+            kubernetes.add_toleration(
+                task,
+                key=t.key or None,
+                operator=t.operator,
+                value=t.value or None,
+                effect=t.effect or None,
+                toleration_seconds=t.toleration_seconds,
+            )
+    for secret in cfg.secrets_for(step):
+        kubernetes.use_secret_as_env(
+            task, secret_name=secret.name, secret_key_to_env=dict(sorted(secret.env.items())), optional=secret.optional
+        )
+    return task

@@ -1,0 +1,170 @@
+"""The working Feast repo: definitions from ``feature_repo/``, product features from a data folder.
+
+``prepare_repo(data_dir, repo_dir)`` makes ``repo_dir`` a self-contained Feast repo: a copy
+of the definitions (``feature_store.yaml`` + ``*.py``), ``data/product_features.parquet``
+written from the data folder (the product history when there is one, else the catalog as
+valid since ``CATALOG_EPOCH``), and an applied registry. ``feature_store.yaml`` keeps its
+``${VAR}``s; ``load_config`` fills them from the environment, with the local defaults of
+``ENV_DEFAULTS`` (registry file and SQLite online store inside the repo).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import re
+import shutil
+import sys
+from pathlib import Path
+
+import pandas as pd
+
+from vsearch import schema
+from vsearch.config import ConfigError
+from vsearch.schema import DataError
+
+# Local defaults for the ${VAR}s of feature_store.yaml; set the variable to override
+# (production: VSEARCH_FEAST_ONLINE_STORE='{type: redis, connection_string: "host:6379"}').
+ENV_DEFAULTS = {
+    "VSEARCH_FEAST_PROJECT": "vsearch",
+    "VSEARCH_FEAST_REGISTRY": "data/registry.db",
+    "VSEARCH_FEAST_ONLINE_STORE": "{type: sqlite, path: data/online.db}",
+}
+DEFINITIONS_ENV = "VSEARCH_FEATURE_REPO"
+CONFIG_FILE = "feature_store.yaml"
+SOURCE_FILE = "data/product_features.parquet"  # must match products.py's FileSource path
+FEATURE_SERVICE = "product_features_v1"
+FEATURES = ("title", "image_uri", "category")
+# Without a product history the catalog is taken as valid since this instant (before any click).
+CATALOG_EPOCH = pd.Timestamp("1970-01-01", tz="UTC")
+_VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+
+
+def _quiet_feast() -> None:
+    os.environ.setdefault("FEAST_USAGE", "False")
+    os.environ.setdefault("DO_NOT_TRACK", "1")
+
+
+def definitions_dir() -> Path:
+    """The project's ``feature_repo/`` (``$VSEARCH_FEATURE_REPO`` overrides it)."""
+    if os.environ.get(DEFINITIONS_ENV):
+        path = Path(os.environ[DEFINITIONS_ENV])
+    else:
+        path = Path(__file__).resolve().parents[3] / "feature_repo"
+    if not (path / CONFIG_FILE).is_file():
+        raise ConfigError(f"{path}: no {CONFIG_FILE} (set {DEFINITIONS_ENV} to the feature_repo folder)")
+    return path
+
+
+def substitute(text: str, env: dict[str, str] | None = None) -> str:
+    """Fill ``${VAR}`` from ``env`` (default: the process environment), then ``ENV_DEFAULTS``.
+
+    Raises:
+        ConfigError: a variable is neither set nor has a default.
+    """
+    env = os.environ if env is None else env
+
+    def value(match: re.Match) -> str:
+        name = match.group(1)
+        if name in env:
+            return env[name]
+        if name in ENV_DEFAULTS:
+            return ENV_DEFAULTS[name]
+        raise ConfigError(f"{CONFIG_FILE}: ${{{name}}} is not set and has no default")
+
+    return _VAR.sub(value, text)
+
+
+def load_config(repo_dir: str | os.PathLike):
+    """The Feast ``RepoConfig`` of a working repo (``${VAR}``s filled, paths relative to it)."""
+    _quiet_feast()
+    import yaml
+    from feast.repo_config import RepoConfig
+
+    repo_dir = Path(repo_dir).resolve()
+    path = repo_dir / CONFIG_FILE
+    if not path.is_file():
+        raise ConfigError(f"{repo_dir}: not a vsearch feature repo (no {CONFIG_FILE}); run `vsearch features materialize` first")
+    raw = yaml.safe_load(substitute(path.read_text()))
+    try:
+        config = RepoConfig(**raw)
+    except Exception as err:  # pydantic ValidationError: a bad online store setting
+        raise ConfigError(f"{path}: {err}") from err
+    config.repo_path = repo_dir
+    return config
+
+
+def load_definitions(repo_dir: str | os.PathLike) -> list:
+    """Every Feast object (entities, sources, feature views, services) defined in the repo's .py files.
+
+    Imported by file location under a private module name, so the current directory and
+    ``sys.path`` are left alone (``feast apply`` changes both).
+    """
+    _quiet_feast()
+    from feast import Entity, FeatureService, FeatureView
+    from feast.data_source import DataSource
+
+    objects: list = []
+    for i, path in enumerate(sorted(Path(repo_dir).glob("*.py"))):
+        name = f"_vsearch_feature_repo_{abs(hash(str(path.resolve())))}_{i}"
+        spec = importlib.util.spec_from_file_location(name, path)
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module
+        try:
+            spec.loader.exec_module(module)
+        finally:
+            sys.modules.pop(name, None)
+        for value in vars(module).values():
+            if isinstance(value, (Entity, DataSource, FeatureView, FeatureService)) and not any(value is o for o in objects):
+                objects.append(value)
+    return objects
+
+
+def product_feature_frame(data_dir: str | os.PathLike) -> pd.DataFrame:
+    """Product versions for the feature source: product_id, title, image_uri, category, event_timestamp.
+
+    From ``product_history.parquet`` when the data folder has one (plus, for any catalog
+    product missing from it, its catalog row valid since ``CATALOG_EPOCH``); else the catalog,
+    valid since ``CATALOG_EPOCH``. Timestamps are UTC nanoseconds.
+    """
+    catalog = schema.read_manifest(data_dir, schema.CATALOG_FILE)
+    cols = ["product_id", "title", "image_uri", "category"]
+    base = catalog[cols].assign(event_timestamp=CATALOG_EPOCH)
+    if (Path(data_dir) / schema.PRODUCT_HISTORY_FILE).is_file():
+        history = schema.read_manifest(data_dir, schema.PRODUCT_HISTORY_FILE)
+        dup = history.duplicated(["product_id", "event_timestamp"])
+        if dup.any():
+            row = int(dup.to_numpy().nonzero()[0][0])
+            raise DataError(Path(data_dir) / schema.PRODUCT_HISTORY_FILE, "(product_id, event_timestamp) must be unique", row,
+                            repr(history["product_id"].iloc[row]))
+        history = history[cols + ["event_timestamp"]]
+        frame = pd.concat([history, base[~base["product_id"].isin(history["product_id"])]], ignore_index=True)
+    else:
+        frame = base
+    frame = frame.astype({c: object for c in cols})
+    frame["event_timestamp"] = pd.to_datetime(frame["event_timestamp"], utc=True).astype("datetime64[ns, UTC]")
+    return frame.sort_values(["product_id", "event_timestamp"], kind="stable").reset_index(drop=True)
+
+
+def prepare_repo(data_dir: str | os.PathLike, repo_dir: str | os.PathLike, *, apply: bool = True):
+    """Make ``repo_dir`` a working Feast repo for ``data_dir`` and apply the definitions.
+
+    Returns:
+        The ``FeatureStore`` of the working repo.
+    """
+    _quiet_feast()
+    from feast import FeatureStore
+
+    repo_dir = Path(repo_dir)
+    (repo_dir / "data").mkdir(parents=True, exist_ok=True)
+    src = definitions_dir()
+    for path in [src / CONFIG_FILE, *sorted(src.glob("*.py"))]:
+        shutil.copyfile(path, repo_dir / path.name)
+    frame = product_feature_frame(data_dir)
+    tmp = repo_dir / f"{SOURCE_FILE}.tmp"
+    frame.to_parquet(tmp, index=False)
+    os.replace(tmp, repo_dir / SOURCE_FILE)
+    store = FeatureStore(repo_path=str(repo_dir.resolve()), config=load_config(repo_dir))
+    if apply:
+        store.apply(load_definitions(repo_dir))
+    return store

@@ -1,0 +1,56 @@
+"""``vsearch data validate --data DIR --out DIR``: validate a data folder, write JSON + HTML.
+
+Exit status: 0 when every check passes; 1 when the data fails validation (one line per
+failed check on stderr, naming the file, the rule and the offending rows; the report is
+still written); 2 for a usage error. The output folder is published atomically (staging +
+rename): a previous report is replaced only by a complete new one.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+
+from vsearch import artifacts
+from vsearch.validation.suites import ValidationConfig
+
+
+def main(argv: list[str] | None = None) -> int:
+    defaults = ValidationConfig()
+    parser = argparse.ArgumentParser(prog="vsearch data validate", description=__doc__.splitlines()[0])
+    parser.add_argument("--data", required=True, help="data folder (catalog.parquet, interactions.parquet, ...); read only")
+    parser.add_argument("--out", required=True, help="report folder: validation.json, validation.html")
+    parser.add_argument("--min-image-size", type=int, default=defaults.min_image_size, help="smallest image side, px (default %(default)s)")
+    parser.add_argument("--max-title-chars", type=int, default=defaults.max_title_chars, help="longest title (default %(default)s)")
+    parser.add_argument("--min-categories", type=int, default=defaults.min_categories, help="fewest catalog categories (default %(default)s)")
+    parser.add_argument("--max-category-share", type=float, default=defaults.max_category_share,
+                        help="largest share of the catalog one category may take (default %(default)s)")
+    parser.add_argument("--workers", type=int, default=None, help="image-probing processes (default min(2, cpus))")
+    parser.add_argument("--max-examples", type=int, default=defaults.max_examples, help="offending examples kept per check")
+    args = parser.parse_args(argv)
+
+    from vsearch.validation.report import write_report
+    from vsearch.validation.validate import validate_dataset
+
+    cfg = ValidationConfig(args.min_image_size, args.max_title_chars, args.min_categories, args.max_category_share,
+                           args.workers, args.max_examples)
+    result = validate_dataset(args.data, cfg)
+    staging = artifacts.fresh_staging(args.out)
+    try:
+        write_report(result, staging)
+        artifacts.publish(staging, args.out)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    stats = result.statistics
+    print(json.dumps({"success": result.success, "checks": stats["checks"], "failed": stats["failed"],
+                      "rows": stats["rows"], "images": stats["images"], "seconds": stats["seconds"], "out": str(args.out)}))
+    for check in result.failures:
+        print(f"vsearch data validate: {check.line()}", file=sys.stderr)
+    return 0 if result.success else 1
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

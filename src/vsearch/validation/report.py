@@ -1,0 +1,97 @@
+"""Write a ValidationResult as ``validation.json`` and a self-contained ``validation.html``.
+
+The HTML page is ours, not GX Data Docs (those load CSS/JS from CDNs and render unstyled
+offline): inline CSS, no scripts, no external resources; each check with pass/fail, counts
+and offending examples (file, row, value, detail).
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import os
+from pathlib import Path
+
+from vsearch.validation.validate import ValidationResult
+
+JSON_FILE = "validation.json"
+HTML_FILE = "validation.html"
+
+_CSS = """
+body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:2rem;color:#1d1d1f;max-width:80rem}
+h1{font-size:1.5rem}h2{font-size:1.15rem;margin-top:2rem}
+.badge{display:inline-block;padding:.1rem .5rem;border-radius:.3rem;font-weight:600;font-size:.85rem}
+.pass{background:#d9f2dd;color:#0b5d1e}.fail{background:#fbd9d9;color:#8a1111}
+table{border-collapse:collapse;width:100%;font-size:.9rem}
+th,td{border-bottom:1px solid #ddd;padding:.35rem .5rem;text-align:left;vertical-align:top}
+th{background:#f4f4f6}td.num{text-align:right;font-variant-numeric:tabular-nums}
+code{font-size:.85rem}ul.ex{margin:0;padding-left:1rem}.muted{color:#666}
+"""
+
+
+def _examples(check: dict) -> str:
+    if not check["examples"]:
+        return ""
+    items = []
+    for ex in check["examples"]:
+        parts = []
+        if ex.get("row") is not None:
+            parts.append(f"row {ex['row']}")
+        if ex.get("value") is not None:
+            parts.append(f"<code>{html.escape(repr(ex['value']))}</code>")
+        if ex.get("detail"):
+            parts.append(f"<span class=muted>{html.escape(str(ex['detail']))}</span>")
+        items.append("<li>" + " ".join(parts) + "</li>")
+    more = (check.get("unexpected_count") or 0) - len(check["examples"])
+    if more > 0:
+        items.append(f"<li class=muted>... {more} more</li>")
+    return "<ul class=ex>" + "".join(items) + "</ul>"
+
+
+def render_html(result: ValidationResult) -> str:
+    """The offline summary page (a complete HTML document, UTF-8)."""
+    data = result.to_dict()
+    stats = data["statistics"]
+    verdict = "pass" if data["success"] else "fail"
+    head = (
+        f"<!doctype html><html lang=en><head><meta charset=utf-8><title>vsearch data validation: {verdict.upper()}</title>"
+        f"<style>{_CSS}</style></head><body>"
+        f"<h1>Data validation <span class='badge {verdict}' id=verdict>{verdict.upper()}</span></h1>"
+        f"<p>Data folder <code>{html.escape(data['data_dir'])}</code>. {stats['checks']} checks, "
+        f"<strong>{stats['failed']} failed</strong>. Rows: "
+        + ", ".join(f"{html.escape(k)} {v}" for k, v in stats["rows"].items())
+        + f". Images probed: {stats['images']} "
+        + html.escape(json.dumps(stats["images_by_status"]))
+        + f". {stats['seconds']} s.</p>"
+    )
+    body = []
+    if data["failed"]:
+        body.append("<h2>Failed</h2><ul id=failed>" + "".join(f"<li><code>{html.escape(line)}</code></li>" for line in data["failed"]) + "</ul>")
+    manifests = list(dict.fromkeys(c["manifest"] for c in data["checks"]))
+    for manifest in manifests:
+        rows = []
+        for c in (c for c in data["checks"] if c["manifest"] == manifest):
+            status = "pass" if c["success"] else "fail"
+            count = "" if c["unexpected_count"] is None else f"{c['unexpected_count']}"
+            total = "" if c["element_count"] is None else f"{c['element_count']}"
+            rows.append(
+                f"<tr class=check data-rule='{html.escape(c['rule'])}' data-status={status}>"
+                f"<td><span class='badge {status}'>{status.upper()}</span></td>"
+                f"<td><code>{html.escape(c['rule'])}</code></td><td>{html.escape(c['description'])}"
+                f"<br><span class=muted>{html.escape(c['expectation'])}</span></td>"
+                f"<td class=num>{count}</td><td class=num>{total}</td><td>{_examples(c)}</td></tr>"
+            )
+        body.append(
+            f"<h2>{html.escape(manifest)}</h2><table><thead><tr><th>status</th><th>rule</th><th>expectation</th>"
+            f"<th>failing rows</th><th>rows</th><th>offending examples</th></tr></thead><tbody>{''.join(rows)}</tbody></table>"
+        )
+    return head + "".join(body) + "</body></html>\n"
+
+
+def write_report(result: ValidationResult, out_dir: str | os.PathLike) -> dict[str, Path]:
+    """Write ``validation.json`` and ``validation.html`` into ``out_dir`` (which must exist)."""
+    out_dir = Path(out_dir)
+    paths = {"json": out_dir / JSON_FILE, "html": out_dir / HTML_FILE}
+    paths["json"].write_text(json.dumps(result.to_dict(), indent=2, ensure_ascii=False, default=str) + "\n", encoding="utf-8")
+    paths["html"].write_text(render_html(result), encoding="utf-8")
+    return paths

@@ -1,0 +1,174 @@
+"""Feast feature repo end to end: point-in-time training set, training on it, materialize +
+online lookups against SQLite and a real Redis server."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from vsearch import schema
+from vsearch.cli import main
+from vsearch.features import online
+from vsearch.features import repo as feature_repo
+from vsearch.features.training_set import point_in_time_titles
+from vsearch.schema import DataError
+
+pytestmark = pytest.mark.integration
+
+OLD, NEW = "old title before the relaunch", "new title after the relaunch"
+
+
+@pytest.fixture(scope="module")
+def history_case(tiny_data, tmp_path_factory):
+    """The tiny preset plus a product history in which product P changed its title at time
+    `change`; P's clicks are placed 1 s before, exactly at, and 1 day after the change."""
+    root = tmp_path_factory.mktemp("pit")
+    data = root / "data"
+    shutil.copytree(tiny_data, data)
+    catalog = pd.read_parquet(data / schema.CATALOG_FILE)
+    inter = pd.read_parquet(data / schema.INTERACTIONS_FILE)
+    counts = inter["product_id"].value_counts()
+    pid = counts[counts >= 2].index[0]
+    rows = inter.index[inter["product_id"] == pid].tolist()
+    change = inter["event_timestamp"].min() + pd.Timedelta(days=3)
+    stamps = [change - pd.Timedelta(seconds=1), change] + [change + pd.Timedelta(days=1)] * (len(rows) - 2)
+    inter.loc[rows, "event_timestamp"] = stamps
+    inter.to_parquet(data / schema.INTERACTIONS_FILE, index=False)
+    first = change - pd.Timedelta(days=30)
+    p = catalog.set_index("product_id").loc[pid]
+    history = pd.DataFrame({
+        "product_id": [pid, pid],
+        "image_uri": [p["image_uri"]] * 2,
+        "title": [OLD, NEW],
+        "category": [p["category"]] * 2,
+        "event_timestamp": pd.to_datetime([first, change], utc=True),
+    })
+    history.to_parquet(data / schema.PRODUCT_HISTORY_FILE, index=False)
+    out, repo = root / "training_set", root / "repo"
+    assert main(["features", "build-training-set", "--data", str(data), "--out", str(out), "--repo", str(repo)]) == 0
+    return {"data": data, "out": out, "repo": repo, "pid": pid, "rows": rows, "change": change, "first": first}
+
+
+def test_a_click_sees_the_title_the_product_had_at_click_time(history_case, capsys):
+    built = pd.read_parquet(history_case["out"] / schema.INTERACTIONS_FILE)
+    source = pd.read_parquet(history_case["data"] / schema.INTERACTIONS_FILE)
+    pd.testing.assert_frame_equal(built.drop(columns="title"), source)  # same rows, same order
+    rows = history_case["rows"]
+    assert built.at[rows[0], "title"] == OLD  # 1 s before the change
+    assert built.at[rows[1], "title"] == NEW  # exactly at the change: the new version is effective
+    assert len(rows) >= 4 and all(built.loc[rows[2:], "title"] == NEW)  # same product, same instant: none dropped
+    others = built.drop(index=rows)
+    catalog = pd.read_parquet(history_case["data"] / schema.CATALOG_FILE).set_index("product_id")["title"]
+    assert (others["title"] == others["product_id"].map(catalog)).all()  # no history: the catalog title
+    record = json.loads((history_case["out"] / "training_set.json").read_text())
+    assert record["titles_differing_from_catalog"] == len(rows) and record["history"] is True
+    # The training set is a complete data folder: validated contract, URIs resolve inside it.
+    catalog_df, inter_df, _ = schema.read_dataset(history_case["out"])
+    for uri in list(catalog_df["image_uri"]) + list(inter_df["query_image_uri"]):
+        assert (history_case["out"] / uri).is_file()
+
+
+def test_a_click_before_the_first_product_version_is_a_data_error(history_case):
+    store = online._store(history_case["repo"])
+    pid, first = history_case["pid"], history_case["first"]
+    entity = pd.DataFrame({
+        "query_id": ["early", "at_first"],
+        "product_id": [pid, pid],
+        "event_timestamp": pd.to_datetime([first - pd.Timedelta(hours=1), first], utc=True),
+    })
+    assert list(point_in_time_titles(store, entity.iloc[1:], "x.parquet")) == [OLD]
+    with pytest.raises(DataError, match=r"x.parquet, row 0: clicked product has no feature version at or before the click time"):
+        point_in_time_titles(store, entity, "x.parquet")
+
+
+def test_training_on_the_feast_built_set_gives_the_same_metrics(tiny_data, tiny_models, tmp_path):
+    from vsearch.config import load_config
+    from vsearch.evaluation.evaluate import evaluate
+    from vsearch.training.loop import train
+
+    built = tmp_path / "training_set"
+    assert main(["features", "build-training-set", "--data", str(tiny_data), "--out", str(built)]) == 0
+    inter = pd.read_parquet(built / schema.INTERACTIONS_FILE)
+    assert "title" in inter.columns and inter["title"].notna().all()
+    model = tmp_path / "model"
+    train(load_config("tiny"), built, model, progress=False)  # same config and seed as tiny_models["three_tower"]
+    raw = evaluate({"m": tiny_models["three_tower"]}, tiny_data, tmp_path / "eval_raw")
+    feast = evaluate({"m": model}, built, tmp_path / "eval_feast")
+    assert raw["models"] == feast["models"]
+    assert (model / "model.safetensors").read_bytes() == (tiny_models["three_tower"] / "model.safetensors").read_bytes()
+
+
+def test_materialize_and_lookup_with_sqlite(history_case, tmp_path, capsys):
+    repo = tmp_path / "repo"
+    assert main(["features", "materialize", "--data", str(history_case["data"]), "--repo", str(repo)]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["online_store"] == "sqlite" and (repo / "data" / "online.db").is_file()
+    catalog = pd.read_parquet(history_case["data"] / schema.CATALOG_FILE).set_index("product_id")
+    pid, other = history_case["pid"], catalog.index[-1]
+    found = online.lookup_products(repo, [pid, other, "no-such-product", other])
+    assert set(found) == {pid, other}
+    assert found[pid]["title"] == NEW  # the latest version is online
+    assert found[other] == {"title": catalog.at[other, "title"], "image_uri": catalog.at[other, "image_uri"],
+                            "category": catalog.at[other, "category"]}
+    assert online.lookup_products(repo, []) == {}
+    assert main(["features", "lookup", "--repo", str(repo), other]) == 0
+    assert json.loads(capsys.readouterr().out) == {other: found[other]}
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture()
+def redis_server(tmp_path):
+    """Debian's redis-server on a free loopback port, no persistence; killed afterwards."""
+    exe = shutil.which("redis-server")
+    if exe is None:
+        pytest.skip("redis-server is not installed (make sysdeps)")
+    port = _free_port()
+    proc = subprocess.Popen(
+        [exe, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", str(tmp_path)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    try:
+        import redis
+
+        client = redis.Redis(host="127.0.0.1", port=port)
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                client.ping()
+                break
+            except redis.ConnectionError:
+                if time.monotonic() > deadline or proc.poll() is not None:
+                    raise
+                time.sleep(0.05)
+        yield client, port
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+def test_materialize_and_lookup_with_redis(history_case, redis_server, tmp_path, monkeypatch):
+    client, port = redis_server
+    monkeypatch.setenv("VSEARCH_FEAST_ONLINE_STORE", f'{{type: redis, connection_string: "127.0.0.1:{port}"}}')
+    repo = tmp_path / "repo"
+    summary = online.materialize(history_case["data"], repo)
+    assert summary["online_store"] == "redis"
+    assert not (repo / "data" / "online.db").exists()
+    assert client.dbsize() > 0  # the features are in Redis, not in a file
+    pid = history_case["pid"]
+    catalog = pd.read_parquet(history_case["data"] / schema.CATALOG_FILE)
+    found = online.lookup_products(repo, list(catalog["product_id"]) + ["no-such-product"])
+    assert len(found) == len(catalog) and found[pid]["title"] == NEW
+    client.flushall()  # the store really is Redis: emptying it empties the lookups
+    assert online.lookup_products(repo, [pid]) == {}

@@ -1,0 +1,171 @@
+"""Compiling the pipelines: golden files, strict protobuf parse, GPU / toleration / secret wiring.
+
+Regenerate the golden files after an intended change (and review the diff):
+    .venv/bin/python -m vsearch.cli pipeline compile --out tests/pipelines/golden
+"""
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from components.image import IMAGE
+from pipelines.cli import main
+from pipelines.compiler import PIPELINES, check_package, compile_all, load_documents
+from pipelines.config import load_pipeline_config
+from vsearch.cli import main as vsearch_main
+from vsearch.config import ConfigError
+
+GOLDEN = Path(__file__).parent / "golden"
+REGEN = ".venv/bin/python -m vsearch.cli pipeline compile --out tests/pipelines/golden"
+TRAIN_TASKS = {"train-model": "Train image-only baseline", "train-model-2": "Train 3-tower",
+               "train-model-3": "Train 4-tower (from 3-tower)"}
+
+
+@pytest.fixture(scope="module")
+def compiled(tmp_path_factory):
+    out = tmp_path_factory.mktemp("build")
+    assert main(["compile", "--out", str(out)]) == 0
+    return {p.stem: p for p in out.glob("*.yaml")}
+
+
+def _executor_of(spec: dict, task: str) -> str:
+    component = spec["root"]["dag"]["tasks"][task]["componentRef"]["name"]
+    return spec["components"][component]["executorLabel"]
+
+
+def test_compile_writes_every_pipeline_and_matches_the_golden_files(compiled):
+    assert set(compiled) == set(PIPELINES)
+    for name, path in compiled.items():
+        golden = GOLDEN / f"{name}.yaml"
+        assert golden.is_file(), f"missing golden file {golden}; run: {REGEN}"
+        assert path.read_text() == golden.read_text(), f"{name}.yaml differs from {golden}; if intended, run: {REGEN}"
+
+
+def test_compiled_documents_parse_strictly_into_pipeline_and_platform_specs(compiled):
+    for name, path in compiled.items():
+        spec, platform = check_package(path)
+        assert spec.pipeline_info.name == f"vsearch-{name}"
+        assert platform is not None and "kubernetes" in platform.platforms
+        assert len(load_documents(path)) == 2
+    # The strict check is not a formality: an unknown field anywhere is refused.
+    docs = load_documents(compiled["model"])
+    docs[1]["platforms"]["kubernetes"]["deploymentSpec"]["executors"]["exec-train-model"]["gpuCount"] = 1
+    broken = compiled["model"].with_name("broken.yaml")
+    broken.write_text(yaml.safe_dump_all(docs))
+    with pytest.raises(ValueError, match="gpuCount"):
+        check_package(broken)
+
+
+def test_gpu_tolerations_secrets_retries_and_display_names_are_wired(compiled):
+    spec, platform = load_documents(compiled["model"])
+    tasks = spec["root"]["dag"]["tasks"]
+    executors = spec["deploymentSpec"]["executors"]
+    k8s = platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
+    for task, display in TRAIN_TASKS.items():
+        assert tasks[task]["taskInfo"]["name"] == display
+        executor = _executor_of(spec, task)
+        resources = executors[executor]["container"]["resources"]
+        assert resources["accelerator"] == {"resourceType": "nvidia.com/gpu", "resourceCount": "1",
+                                            "type": "nvidia.com/gpu", "count": "1"}
+        assert resources["resourceCpuLimit"] == "8" and resources["resourceMemoryLimit"] == "32G"
+        assert k8s[executor]["tolerations"] == [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]
+        assert k8s[executor]["nodeSelector"] == {"labels": {"nvidia.com/gpu.present": "true"}}
+        assert tasks[task]["retryPolicy"] == {"maxRetryCount": 2, "backoffDuration": "60s", "backoffFactor": 2.0,
+                                              "backoffMaxDuration": "3600s"}
+    assert tasks["train-model-3"]["inputs"]["artifacts"]["init_model"]["taskOutputArtifact"] == {
+        "outputArtifactKey": "model", "producerTask": "train-model-2"}
+    for task in ("synth-data", "evaluate-model"):
+        executor = _executor_of(spec, task)
+        assert "accelerator" not in executors[executor]["container"].get("resources", {})
+        assert "tolerations" not in k8s[executor] and "nodeSelector" not in k8s[executor]
+    for executor, config in k8s.items():
+        assert config["secretAsEnv"] == [{
+            "secretName": "vsearch-object-store",
+            "secretNameParameter": {"runtimeValue": {"constant": "vsearch-object-store"}},
+            "keyToEnv": [{"secretKey": "AWS_ACCESS_KEY_ID", "envVar": "AWS_ACCESS_KEY_ID"},
+                         {"secretKey": "AWS_SECRET_ACCESS_KEY", "envVar": "AWS_SECRET_ACCESS_KEY"}],
+            "optional": True,
+        }]
+    display = {t["taskInfo"]["name"] for t in tasks.values()}
+    assert not display & set(tasks), "every task has a human display name"
+    for executor in executors.values():
+        container = executor["container"]
+        assert container["image"] == IMAGE
+        assert "pip install" not in " ".join(container["command"])  # install_kfp_package=False, no packages
+
+
+def test_compile_time_config_changes_the_wiring(tmp_path):
+    config = tmp_path / "cluster.yaml"
+    config.write_text(
+        "image: registry.example/vsearch:1.2.3\n"
+        "gpu:\n"
+        "  accelerator_type: nvidia.com/mig-1g.10gb\n"
+        "  accelerator_limit: 2\n"
+        "  node_selector: {cloud.google.com/gke-accelerator: nvidia-h100-80gb}\n"
+        "  tolerations: [{key: dedicated, operator: Equal, value: ml, effect: NoSchedule}]\n"
+        "secrets:\n"
+        "  - {name: milvus-prod, env: {token: MILVUS_TOKEN}, steps: [evaluate_model]}\n"
+        "retry: {num_retries: 0}\n"
+    )
+    out = tmp_path / "build"
+    assert main(["compile", "--out", str(out), "--name", "model", "--config", str(config),
+                 "--set", "caching=false"]) == 0
+    spec, platform = load_documents(out / "model.yaml")
+    executors = spec["deploymentSpec"]["executors"]
+    k8s = platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
+    assert {e["container"]["image"] for e in executors.values()} == {"registry.example/vsearch:1.2.3"}
+    train = _executor_of(spec, "train-model")
+    assert executors[train]["container"]["resources"]["accelerator"]["resourceType"] == "nvidia.com/mig-1g.10gb"
+    assert executors[train]["container"]["resources"]["accelerator"]["resourceCount"] == "2"
+    assert k8s[train] == {"nodeSelector": {"labels": {"cloud.google.com/gke-accelerator": "nvidia-h100-80gb"}},
+                          "tolerations": [{"key": "dedicated", "operator": "Equal", "value": "ml", "effect": "NoSchedule"}]}
+    evaluate = _executor_of(spec, "evaluate-model")
+    assert [s["secretName"] for s in k8s[evaluate]["secretAsEnv"]] == ["milvus-prod"]
+    tasks = spec["root"]["dag"]["tasks"]
+    assert all("retryPolicy" not in t for t in tasks.values())
+    assert all(t["cachingOptions"] == {} for t in tasks.values())  # enableCache false is the proto default
+
+    assert main(["compile", "--out", str(out), "--name", "model", "--set", "gpu.enabled=false"]) == 0
+    spec, platform = load_documents(out / "model.yaml")
+    train = _executor_of(spec, "train-model")
+    assert "accelerator" not in spec["deploymentSpec"]["executors"][train]["container"].get("resources", {})
+    assert "tolerations" not in platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"][train]
+
+
+def test_lookups_never_use_the_cache():
+    cfg = load_pipeline_config()
+    assert {"get_champion", "detect_drift", "build_training_set"} <= set(cfg.no_cache_steps)
+
+
+def test_bad_pipeline_configs_are_refused_with_the_file_named(tmp_path, capsys):
+    config = tmp_path / "cluster.yaml"
+    config.write_text("gpu: {acelerator_limit: 2}\n")
+    with pytest.raises(ConfigError, match=r"cluster.yaml.gpu: unknown key\(s\) \['acelerator_limit'\]"):
+        load_pipeline_config(config)
+    assert vsearch_main(["pipeline", "compile", "--out", str(tmp_path / "b"), "--config", str(config)]) == 2
+    assert "acelerator_limit" in capsys.readouterr().err
+    assert not (tmp_path / "b").exists() or not list((tmp_path / "b").iterdir())
+    for override, message in (("gpu.tolerations=[{operator: Maybe}]", "Equal or Exists"),
+                              ("secrets=[{name: s, env: {token: 'BAD-NAME'}}]", "environment variable"),
+                              ("image=''", "image")):
+        with pytest.raises(ConfigError, match=message):
+            load_pipeline_config(None, [override])
+
+
+def test_compiling_is_deterministic_and_leaves_no_temporary_files(tmp_path):
+    cfg = load_pipeline_config()
+    first = compile_all(cfg, tmp_path / "a")
+    second = compile_all(cfg, tmp_path / "b")
+    assert [p.read_bytes() for p in first] == [p.read_bytes() for p in second]
+    assert sorted(p.name for p in (tmp_path / "a").iterdir()) == sorted(f"{n}.yaml" for n in PIPELINES)
+
+
+def test_the_example_cluster_config_compiles(tmp_path):
+    example = Path(__file__).parents[2] / "pipelines" / "configs" / "cluster.example.yaml"
+    cfg = load_pipeline_config(example)
+    assert cfg.image == "registry.example.com/ml/vsearch:0.1.0-python3.11"
+    assert cfg.gpu.node_selector == {"cloud.google.com/gke-accelerator": "nvidia-l4"}
+    assert cfg.gpu.accelerator_limit == 1 and cfg.gpu.memory_limit == "48G"
+    for path in compile_all(cfg, tmp_path):
+        check_package(path)

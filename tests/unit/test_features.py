@@ -1,0 +1,98 @@
+"""Feature repo pieces without a Feast apply: ${VAR} substitution, the definitions (generated
+from the schema, described and tagged), the product feature frame."""
+
+from __future__ import annotations
+
+import shutil
+
+import pandas as pd
+import pytest
+import yaml
+
+from vsearch import schema
+from vsearch.config import ConfigError
+from vsearch.features import repo as feature_repo
+from vsearch.schema import DataError
+
+
+def test_feature_store_yaml_uses_env_substitution_with_local_defaults(tmp_path):
+    text = (feature_repo.definitions_dir() / feature_repo.CONFIG_FILE).read_text()
+    assert "${VSEARCH_FEAST_REGISTRY}" in text and "${VSEARCH_FEAST_ONLINE_STORE}" in text
+    local = yaml.safe_load(feature_repo.substitute(text, env={}))
+    assert local["provider"] == "local" and local["offline_store"]["type"] == "file"
+    assert local["online_store"] == {"type": "sqlite", "path": "data/online.db"}
+    prod = yaml.safe_load(feature_repo.substitute(text, env={"VSEARCH_FEAST_ONLINE_STORE": '{type: redis, connection_string: "redis:6379"}',
+                                                              "VSEARCH_FEAST_REGISTRY": "s3://bucket/registry.db"}))
+    assert prod["online_store"] == {"type": "redis", "connection_string": "redis:6379"}
+    assert prod["registry"]["path"] == "s3://bucket/registry.db"
+    with pytest.raises(ConfigError, match=r"\$\{NOPE\} is not set"):
+        feature_repo.substitute("x: ${NOPE}", env={})
+
+
+def test_config_loads_with_paths_relative_to_the_working_repo(tmp_path):
+    shutil.copyfile(feature_repo.definitions_dir() / feature_repo.CONFIG_FILE, tmp_path / feature_repo.CONFIG_FILE)
+    config = feature_repo.load_config(tmp_path)
+    assert config.online_store.type == "sqlite" and config.project == "vsearch"
+    assert config.repo_path == tmp_path.resolve()
+    with pytest.raises(ConfigError, match="not a vsearch feature repo"):
+        feature_repo.load_config(tmp_path / "missing")
+
+
+def test_definitions_follow_the_schema_and_are_described_and_tagged():
+    from feast import Entity, FeatureService, FeatureView
+    from feast.data_source import DataSource
+
+    objects = feature_repo.load_definitions(feature_repo.definitions_dir())
+    kinds = {type(o).__name__ for o in objects}
+    assert {"Entity", "FileSource", "FeatureView", "FeatureService"} <= kinds
+    for obj in objects:
+        assert obj.description, f"{obj.name} has no description"
+        assert obj.tags, f"{obj.name} has no tags"
+    (entity,) = [o for o in objects if isinstance(o, Entity)]
+    assert entity.join_key == "product_id"
+    views = {o.name: o for o in objects if isinstance(o, FeatureView)}
+    features = {f.name for v in views.values() for f in v.features}
+    assert features == set(feature_repo.FEATURES)
+    contract = {c.name for c in schema.PRODUCT_HISTORY_COLUMNS}
+    assert features | {"product_id", "event_timestamp"} == contract
+    (service,) = [o for o in objects if isinstance(o, FeatureService)]
+    assert service.name == feature_repo.FEATURE_SERVICE and service.tags["version"] == "1"
+    (source,) = [o for o in objects if isinstance(o, DataSource)]
+    assert source.path == feature_repo.SOURCE_FILE
+
+
+def test_product_feature_frame_from_catalog_or_history(tiny_data, tmp_path):
+    frame = feature_repo.product_feature_frame(tiny_data)
+    catalog = pd.read_parquet(tiny_data / schema.CATALOG_FILE)
+    assert len(frame) == len(catalog) and (frame["event_timestamp"] == feature_repo.CATALOG_EPOCH).all()
+    assert str(frame["event_timestamp"].dtype) == "datetime64[ns, UTC]"
+
+    data = tmp_path / "data"
+    shutil.copytree(tiny_data, data)
+    pid = catalog.at[0, "product_id"]
+    history = pd.DataFrame({"product_id": [pid, pid], "image_uri": [catalog.at[0, "image_uri"]] * 2, "title": ["a", "b"],
+                            "category": [catalog.at[0, "category"]] * 2,
+                            "event_timestamp": pd.to_datetime(["2026-01-01", "2026-01-02"], utc=True)})
+    history.to_parquet(data / schema.PRODUCT_HISTORY_FILE, index=False)
+    frame = feature_repo.product_feature_frame(data)
+    assert len(frame) == len(catalog) + 1
+    assert list(frame.loc[frame["product_id"] == pid, "title"]) == ["a", "b"]  # history replaces the catalog row
+
+    history.loc[1, "event_timestamp"] = history.loc[0, "event_timestamp"]
+    history.to_parquet(data / schema.PRODUCT_HISTORY_FILE, index=False)
+    with pytest.raises(DataError, match=r"product_history.parquet, row 1: \(product_id, event_timestamp\) must be unique"):
+        feature_repo.product_feature_frame(data)
+    history.loc[1, "title"] = ""
+    history.to_parquet(data / schema.PRODUCT_HISTORY_FILE, index=False)
+    with pytest.raises(DataError, match=r"product_history.parquet, row 1: column 'title' must not be empty"):
+        feature_repo.product_feature_frame(data)
+
+
+def test_importing_vsearch_features_does_not_import_feast():
+    import subprocess
+    import sys
+
+    code = "import sys, vsearch.features.repo, vsearch.features.online, vsearch.features.cli, vsearch.validation.cli; " \
+           "print([m for m in ('feast', 'great_expectations') if m in sys.modules])"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
+    assert out == "[]"
