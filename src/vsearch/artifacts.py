@@ -59,4 +59,4 @@ def model_version(model_dir: str | os.PathLike) -> str:
     with open(model_dir / "model.safetensors", "rb") as fh:
         for chunk in iter(lambda: fh.read(1 << 20), b""):
             digest.update(chunk)
-    return f"{int(meta['model']['towers'])}t-{digest.hexdigest()[:12]}"
+    return f"{len(meta['model']['towers'])}t-{digest.hexdigest()[:12]}"

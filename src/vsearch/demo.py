@@ -75,6 +75,9 @@ def run_demo(out: str | os.PathLike, preset: str = "default", seed: int = 0, ove
     )
     _copy_atomic(out / "eval" / METRICS_FILE, out / METRICS_FILE)
     _copy_atomic(out / "eval" / REPORT_FILE, out / REPORT_FILE)
+    from vsearch.rollout.release import run_release  # gate -> registry -> rollout, drift windows
+
+    run_release(out, data, out / "eval", model_dirs, preset, seed)
     total = time.perf_counter() - started
     (out / "timings.json").write_text(json.dumps({"train_seconds": timings, "total_seconds": total}, indent=2))
     print(format_table(metrics))

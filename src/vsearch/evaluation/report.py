@@ -4,7 +4,8 @@ One file, no network: CSS inline, Recall@K curves as inline SVG, every image a d
 JPEG data URI. Every text that comes from data (titles, categories, ids, model names) is
 passed through ``html.escape``.
 
-Sections: header, metrics table (value with its 95% CI, direction arrow, best model per
+Sections: header, gate verdict (optional: each check green/red, candidate vs champion),
+metrics table (value with its 95% CI, direction arrow, best model per
 column highlighted), Recall@K curves, retrieval examples (query, then each model's top 5,
 correct / wrong / cross-category marked).
 """
@@ -333,6 +334,73 @@ def _example_html(
     )
 
 
+
+def _fmt(value: object, digits: int = 4, signed: bool = False) -> str:
+    if not _is_number(value):
+        return "&ndash;"
+    number = round(float(value), digits) + 0.0  # no "-0.0000"
+    return f"{number:+.{digits}f}" if signed else f"{number:.{digits}f}"
+
+
+def _gate_section(gate: Mapping) -> str:
+    """The gate's verdict, each check green (pass) / red (fail) / grey (skipped), and the
+    candidate-vs-champion (and vs baseline) comparison on every metric, paired on the same queries."""
+    blessed = bool(gate.get("blessed"))
+    cand = gate.get("candidate") or {}
+    champ = gate.get("champion") or {}
+    verdict = "BLESSED" if blessed else "NOT BLESSED"
+    parts = [
+        f'<div class="card gate"><p class="verdict {"blessed" if blessed else "rejected"}">{verdict}</p>',
+        f'<p class="reason">{_e(gate.get("reason", ""))}</p>',
+        '<p class="legend">candidate: <b>' + _e(cand.get("name", "?")) + "</b> "
+        + _e(cand.get("version") or "") + " &middot; champion: <b>"
+        + (_e(champ.get("name", "?")) + "</b> " + _e(champ.get("version") or "") if champ else "none yet</b>")
+        + "</p>",
+        '<table class="checks"><thead><tr><th>check</th><th>status</th><th>statistic</th>'
+        "<th>threshold</th><th>candidate</th><th>reference</th><th>difference [95% CI]</th><th>detail</th></tr></thead><tbody>",
+    ]
+    for check in gate.get("checks", []):
+        status = str(check.get("status", "fail"))
+        ci = check.get("diff_ci")
+        diff = _fmt(check.get("diff"), signed=True)
+        if isinstance(ci, (list, tuple)) and len(ci) == 2 and all(_is_number(x) for x in ci):
+            diff += f' <span class="ci">[{_fmt(ci[0], signed=True)}, {_fmt(ci[1], signed=True)}]</span>'
+        parts.append(
+            f'<tr class="check {_e(status)}" data-status="{_e(status)}" data-metric="{_e(check.get("metric", ""))}" '
+            f'data-against="{_e(check.get("against", ""))}">'
+            f'<td>{_e(check.get("name", ""))}</td><td class="status-cell">{_e(status.upper())}</td>'
+            f'<td>{_fmt(check.get("statistic"), signed=True)}</td><td>{_fmt(check.get("threshold"), signed=True)}</td>'
+            f'<td>{_fmt(check.get("candidate"))}</td><td>{_fmt(check.get("reference"))}</td><td>{diff}</td>'
+            f'<td class="detail">{_e(check.get("detail", ""))}</td></tr>'
+        )
+    parts.append("</tbody></table></div>")
+    for against, rows in (gate.get("comparisons") or {}).items():
+        title = "Candidate vs champion" if against == "champion" else f"Candidate vs {against}"
+        parts.append(
+            f'<h3>{_e(title)}</h3><div class="card"><table class="comparison" data-against="{_e(against)}">'
+            "<thead><tr><th>metric</th><th>candidate</th><th>" + _e(against)
+            + "</th><th>difference (candidate &minus; reference) [paired 95% CI]</th><th>better?</th></tr></thead><tbody>"
+        )
+        for metric in [k for k in METRIC_KEYS if k in rows] + sorted(set(rows) - set(METRIC_KEYS)):
+            row = rows[metric]
+            direction = METRIC_DIRECTIONS.get(metric)
+            diff, ci = row.get("diff"), row.get("diff_ci") or [None, None]
+            verdict = "&ndash;"
+            if direction in ("higher", "lower") and all(_is_number(x) for x in ci):
+                sign = 1.0 if direction == "higher" else -1.0
+                lo, hi = sorted((sign * float(ci[0]), sign * float(ci[1])))
+                verdict = "better" if lo > 0 else "worse" if hi < 0 else "no significant difference"
+            ci_text = f' <span class="ci">[{_fmt(ci[0], signed=True)}, {_fmt(ci[1], signed=True)}]</span>' if all(_is_number(x) for x in ci) else ""
+            arrow = {"higher": "&uarr;", "lower": "&darr;"}.get(direction or "", "")
+            parts.append(
+                f'<tr data-metric="{_e(metric)}"><th scope="row">{_e(metric)} <span class="arrow">{arrow}</span></th>'
+                f'<td>{_fmt(row.get("candidate"))}</td><td>{_fmt(row.get("reference"))}</td>'
+                f'<td>{_fmt(diff, signed=True)}{ci_text}</td><td class="cmp {verdict.split()[0]}">{verdict}</td></tr>'
+            )
+        parts.append("</tbody></table></div>")
+    return "".join(parts)
+
+
 _CSS = """
 :root { color-scheme: light; }
 * { box-sizing: border-box; }
@@ -393,6 +461,18 @@ figcaption { display: flex; flex-direction: column; margin-top: 4px; }
 .pcat { color: #6e7781; overflow: hidden; text-overflow: ellipsis; white-space: nowrap; }
 .flag { background: #f0883e; color: #fff; font-weight: 700; font-size: 10px; border-radius: 3px; padding: 0 4px; align-self: flex-start; margin-bottom: 2px; }
 .empty { color: #6e7781; font-style: italic; }
+.gate .verdict { font-size: 20px; font-weight: 800; margin: 0 0 4px; }
+.verdict.blessed { color: #1a7f37; } .verdict.rejected { color: #cf222e; }
+table.checks, table.comparison { border-collapse: collapse; width: 100%; font-variant-numeric: tabular-nums; font-size: 13px; }
+table.checks th, table.checks td, table.comparison th, table.comparison td { padding: 6px 8px; border-bottom: 1px solid #e6e9ed; text-align: right; }
+table.checks td:first-child, table.checks td.detail, table.checks th:first-child, table.checks th:last-child,
+table.comparison th { text-align: left; }
+table.checks td.detail { color: #57606a; font-size: 12px; }
+tr.check.pass { background: #dafbe1; } tr.check.pass .status-cell { color: #1a7f37; font-weight: 700; }
+tr.check.fail { background: #ffebe9; } tr.check.fail .status-cell { color: #cf222e; font-weight: 700; }
+tr.check.skipped { background: #f0f3f6; color: #6e7781; }
+td.cmp.better { color: #1a7f37; font-weight: 700; } td.cmp.worse { color: #cf222e; font-weight: 700; }
+h3 { font-size: 16px; margin: 18px 0 8px; }
 footer { color: #6e7781; font-size: 12px; margin-top: 28px; }
 """
 
@@ -406,6 +486,7 @@ def _render(
     subtitle: str,
     notes: Iterable[str],
     generated_at: datetime,
+    gate: Mapping | None = None,
 ) -> str:
     models_metrics: Mapping[str, Mapping] = metrics.get("models", {})
     names = _model_order(metrics, curves, examples)
@@ -426,6 +507,8 @@ def _render(
     ]
     if notes:
         parts.append('<ul class="notes">' + "".join(f"<li>{_e(n)}</li>" for n in notes) + "</ul>")
+    if gate is not None:
+        parts += ['<h2 id="gate">Gate</h2>', _gate_section(gate)]
     parts += [
         '<h2 id="metrics">Metrics</h2><div class="card">',
         _metrics_table(models_metrics, colors),
@@ -457,6 +540,7 @@ def write_report(
     subtitle: str = "",
     notes: Iterable[str] = (),
     generated_at: datetime | None = None,
+    gate: Mapping | None = None,
 ) -> Path:
     """Write the evaluation report as one self-contained HTML file, atomically.
 
@@ -471,6 +555,8 @@ def write_report(
         subtitle: line under the title (e.g. dataset and model versions).
         notes: remarks listed under the header (e.g. caveats of the run).
         generated_at: timestamp printed in the header; default now (UTC).
+        gate: optional blessing dict (``blessing.json`` of `vsearch.evaluation.gate`): adds
+            the gate section (each check green/red) and the candidate-vs-champion comparison.
 
     Returns:
         The path written.
@@ -488,6 +574,7 @@ def write_report(
         subtitle=subtitle,
         notes=notes,
         generated_at=generated_at or datetime.now(timezone.utc),
+        gate=gate,
     )
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)

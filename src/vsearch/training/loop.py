@@ -345,6 +345,10 @@ def train(
         (staging / SUMMARY_FILE).write_text(json.dumps(summary, indent=2))
         shutil.rmtree(ckpt_root, ignore_errors=True)
         (staging / FINGERPRINT_FILE).unlink(missing_ok=True)
+        # The drift monitor's reference window, saved with the model (vsearch.monitoring).
+        from vsearch.monitoring.reference import save_reference
+
+        save_reference(staging, data_dir, model=model, published_as=out)
         artifacts.publish(staging, out)
     distributed.barrier()
     distributed.shutdown(env)

@@ -1,0 +1,268 @@
+"""Window snapshots: what the drift monitor compares.
+
+A snapshot of a window of traffic (a data folder, optionally a time range of its engagement
+log) under one model holds, for a seeded subsample of queries and of catalog products:
+
+* ``queries.parquet``: per query ``query_id``, features (``query_text_length`` in words,
+  ``image_size`` = longer side in pixels, ``brightness`` = mean luminance 0-255,
+  ``mean_red/green/blue`` 0-255), the retrieval-health proxy ``top1_similarity`` (cosine of
+  the best catalog match, gallery = the window's catalog), and the query-image embedding in
+  columns ``emb_000 ...`` (unit norm);
+* ``products.parquet``: per product ``product_id``, ``category``, ``title_length`` (words),
+  ``image_size``, ``brightness``, ``mean_red/green/blue`` and the product-image embedding;
+* ``snapshot.json``: model version, data folder and fingerprint, window, sizes, and the
+  ``low_confidence_threshold`` (on a reference: the ``low_confidence_quantile`` of its
+  top-1 similarities; the share of current queries below it is the low-confidence share).
+
+The same function builds the reference (saved as ``<model>/drift_reference`` when a model
+is trained) and any current window, so both are measured identically.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from vsearch import artifacts, schema
+
+REFERENCE_DIR = "drift_reference"
+QUERIES_FILE = "queries.parquet"
+PRODUCTS_FILE = "products.parquet"
+SNAPSHOT_FILE = "snapshot.json"
+EMB_PREFIX = "emb_"
+QUERY_FEATURES = ("query_text_length", "image_size", "brightness", "mean_red", "mean_green", "mean_blue")
+PRODUCT_FEATURES = ("title_length", "category", "image_size", "brightness", "mean_red", "mean_green", "mean_blue")
+HEALTH_COLUMN = "top1_similarity"
+
+
+def _image_stats(data_dir: str, uris: list[str], size: int, manifest: str):
+    """Decode ``uris`` -> ((N, 3, S, S) uint8 tensor at the model's size, stats DataFrame).
+
+    Stats come from the decoded image: longer side of the original in pixels, mean luminance
+    (ITU-R BT.601) and per-channel means, 0-255.
+    """
+    import torch
+    from PIL import Image
+
+    from vsearch.data.dataset import decode_image
+
+    tensors, rows = [], []
+    for row, uri in enumerate(uris):
+        image = decode_image(data_dir, uri, size, manifest=manifest, row=row)
+        tensors.append(image)
+        path = schema.resolve_uri(data_dir, uri, manifest=manifest, row=row)
+        if "://" in path:
+            import fsspec
+
+            with fsspec.open(path, "rb") as fh, Image.open(fh) as im:
+                side = max(im.size)
+        else:
+            with Image.open(path) as im:
+                side = max(im.size)
+        rgb = image.float().mean(dim=(1, 2)).tolist()
+        rows.append({"image_size": float(side), "brightness": 0.299 * rgb[0] + 0.587 * rgb[1] + 0.114 * rgb[2],
+                     "mean_red": rgb[0], "mean_green": rgb[1], "mean_blue": rgb[2]})
+    stacked = torch.stack(tensors) if tensors else torch.zeros((0, 3, size, size), dtype=torch.uint8)
+    return stacked, pd.DataFrame(rows, columns=["image_size", "brightness", "mean_red", "mean_green", "mean_blue"])
+
+
+def _embed(model, images, batch_size: int = 128) -> np.ndarray:
+    """(N, 3, S, S) uint8 -> (N, D) float32 unit-norm image embeddings."""
+    import torch
+
+    from vsearch.data.dataset import Collator
+
+    collator = Collator([], mean=model.cfg.image_mean, std=model.cfg.image_std)
+    device = next(model.parameters()).device
+    out = []
+    with torch.no_grad():
+        for start in range(0, len(images), batch_size):
+            batch = collator.normalize(images[start : start + batch_size]).to(device)
+            out.append(model.encode_image(batch).float().cpu().numpy())
+    return np.concatenate(out) if out else np.zeros((0, model.cfg.embed_dim), np.float32)
+
+
+def _sample(n: int, k: int, rng: np.random.Generator) -> np.ndarray:
+    return np.sort(rng.choice(n, size=k, replace=False)) if k < n else np.arange(n)
+
+
+def _with_embeddings(df: pd.DataFrame, emb: np.ndarray) -> pd.DataFrame:
+    cols = {f"{EMB_PREFIX}{i:03d}": emb[:, i] for i in range(emb.shape[1])}
+    return pd.concat([df.reset_index(drop=True), pd.DataFrame(cols)], axis=1)
+
+
+def build_snapshot(
+    data_dir: str | os.PathLike,
+    out_dir: str | os.PathLike,
+    *,
+    model=None,
+    model_dir: str | os.PathLike | None = None,
+    max_queries: int = 500,
+    max_products: int = 500,
+    max_gallery: int = 20_000,
+    seed: int = 0,
+    since: str | None = None,
+    until: str | None = None,
+    low_confidence_quantile: float = 0.1,
+    low_confidence_threshold: float | None = None,
+    record_model_dir: str | os.PathLike | None = None,
+) -> dict:
+    """Snapshot a window of ``data_dir`` under a model; published atomically to ``out_dir``.
+
+    Args:
+        model: a loaded `MultiTowerModel` (e.g. just trained), or None to load ``model_dir``.
+        model_dir: the model folder (recorded, and loaded when ``model`` is None).
+        max_queries, max_products: seeded subsample sizes (keeps Evidently fast).
+        max_gallery: catalog rows searched for the top-1 similarity (seeded subsample).
+        since, until: optional ISO timestamps bounding ``event_timestamp`` (UTC) of the window.
+        low_confidence_quantile: on a reference, the top-1 similarity quantile that defines a
+            low-confidence query; ``low_confidence_threshold`` fixes it instead.
+        record_model_dir: the model folder recorded in snapshot.json when it differs from
+            ``model_dir`` (a training run's staging folder is published under another name).
+
+    Returns:
+        The snapshot.json dict.
+
+    Raises:
+        DataError: bad manifests or images, or an empty window.
+    """
+    from vsearch.artifacts import model_version
+
+    data_dir = str(data_dir)
+    if model is None:
+        if model_dir is None:
+            raise ValueError("build_snapshot needs a model or a model_dir")
+        from vsearch.models.multitower import load_model
+
+        model = load_model(model_dir)[0]
+    was_training = model.training
+    model.eval()
+    try:
+        catalog = schema.read_manifest(data_dir, schema.CATALOG_FILE)
+        interactions = schema.read_manifest(data_dir, schema.INTERACTIONS_FILE)
+        window = interactions
+        ts = window["event_timestamp"]
+        if since:
+            window = window[ts >= pd.Timestamp(since, tz="UTC")]
+        if until:
+            window = window[window["event_timestamp"] < pd.Timestamp(until, tz="UTC")]
+        if window.empty:
+            raise schema.DataError(Path(data_dir) / schema.INTERACTIONS_FILE, "no queries in the snapshot window",
+                                   detail=f"since={since} until={until}")
+        rng = np.random.default_rng(seed)
+        size = model.cfg.image_size
+        q_rows = window.iloc[_sample(len(window), max_queries, rng)].reset_index(drop=True)
+        p_rows = catalog.iloc[_sample(len(catalog), max_products, rng)].reset_index(drop=True)
+        g_idx = _sample(len(catalog), max_gallery, rng)
+
+        q_images, q_stats = _image_stats(data_dir, list(q_rows["query_image_uri"]), size, schema.INTERACTIONS_FILE)
+        p_images, p_stats = _image_stats(data_dir, list(p_rows["image_uri"]), size, schema.CATALOG_FILE)
+        q_emb, p_emb = _embed(model, q_images), _embed(model, p_images)
+        # The gallery shares the sampled products' embeddings; embed only the rest.
+        p_pos = {pid: i for i, pid in enumerate(p_rows["product_id"])}
+        gallery = catalog.iloc[g_idx].reset_index(drop=True)
+        missing = [i for i, pid in enumerate(gallery["product_id"]) if pid not in p_pos]
+        g_emb = np.zeros((len(gallery), p_emb.shape[1]), np.float32)
+        for i, pid in enumerate(gallery["product_id"]):
+            if pid in p_pos:
+                g_emb[i] = p_emb[p_pos[pid]]
+        if missing:
+            from vsearch.data.dataset import decode_image
+            import torch
+
+            imgs = torch.stack([decode_image(data_dir, gallery.at[i, "image_uri"], size, manifest=schema.CATALOG_FILE, row=int(g_idx[i]))
+                                for i in missing])
+            g_emb[missing] = _embed(model, imgs)
+        top1 = (q_emb @ g_emb.T).max(axis=1) if len(g_emb) else np.zeros(len(q_emb), np.float32)
+    finally:
+        model.train(was_training)
+
+    queries = pd.concat([
+        pd.DataFrame({"query_id": q_rows["query_id"].astype(str),
+                      "query_text_length": q_rows["query_text"].str.split().str.len().astype(float)}),
+        q_stats,
+        pd.DataFrame({HEALTH_COLUMN: top1.astype(float)}),
+    ], axis=1)
+    products = pd.concat([
+        pd.DataFrame({"product_id": p_rows["product_id"].astype(str), "category": p_rows["category"].astype(str),
+                      "title_length": p_rows["title"].str.split().str.len().astype(float)}),
+        p_stats,
+    ], axis=1)
+    threshold = low_confidence_threshold
+    if threshold is None:
+        threshold = float(np.quantile(top1, low_confidence_quantile))
+    from vsearch.evaluation.gate import data_fingerprint
+
+    meta = {
+        "schema_version": 1,
+        "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "model_dir": str(Path(record_model_dir or model_dir).resolve()) if (record_model_dir or model_dir) else None,
+        "model_version": model_version(model_dir) if model_dir and (Path(model_dir) / "model.safetensors").is_file() else None,
+        "data": str(Path(data_dir).resolve()),
+        "data_fingerprint": data_fingerprint(data_dir),
+        "window": {"since": since, "until": until, "queries_in_window": int(len(window)), "catalog_size": int(len(catalog))},
+        "queries": int(len(queries)),
+        "products": int(len(products)),
+        "gallery": int(len(gallery)),
+        "embed_dim": int(q_emb.shape[1]),
+        "seed": seed,
+        "low_confidence_quantile": low_confidence_quantile if low_confidence_threshold is None else None,
+        "low_confidence_threshold": threshold,
+        "mean_top1_similarity": float(top1.mean()),
+        "low_confidence_share": float((top1 < threshold).mean()),
+    }
+    out = Path(out_dir)
+    staging = artifacts.fresh_staging(out)
+    try:
+        _with_embeddings(queries, q_emb).to_parquet(staging / QUERIES_FILE, index=False)
+        _with_embeddings(products, p_emb).to_parquet(staging / PRODUCTS_FILE, index=False)
+        (staging / SNAPSHOT_FILE).write_text(json.dumps(meta, indent=2))
+        artifacts.publish(staging, out)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return meta
+
+
+def save_reference(model_dir: str | os.PathLike, data_dir: str | os.PathLike, *, model=None,
+                   published_as: str | os.PathLike | None = None, **kwargs) -> dict:
+    """Save the drift reference snapshot inside a model folder (``<model_dir>/drift_reference``).
+
+    Called by the training loop on the staging folder just before it is published (the model
+    is in memory, so only the sampled images are decoded and embedded).
+    """
+    return build_snapshot(data_dir, Path(model_dir) / REFERENCE_DIR, model=model, model_dir=model_dir,
+                          record_model_dir=published_as, **kwargs)
+
+
+def load_snapshot(path: str | os.PathLike) -> tuple[dict, pd.DataFrame, pd.DataFrame]:
+    """Read a snapshot folder, or a model folder that holds ``drift_reference`` (DataError if absent)."""
+    path = Path(path)
+    if not (path / SNAPSHOT_FILE).is_file() and (path / REFERENCE_DIR / SNAPSHOT_FILE).is_file():
+        path = path / REFERENCE_DIR
+    meta_path = path / SNAPSHOT_FILE
+    if not meta_path.is_file():
+        raise schema.DataError(meta_path, "not a drift snapshot (snapshot.json missing); build one with `vsearch drift snapshot`")
+    try:
+        meta = json.loads(meta_path.read_text())
+        queries = pd.read_parquet(path / QUERIES_FILE)
+        products = pd.read_parquet(path / PRODUCTS_FILE)
+    except (OSError, ValueError) as err:
+        raise schema.DataError(path, "unreadable drift snapshot", detail=f"{type(err).__name__}: {err}") from err
+    for name, df, needed in ((QUERIES_FILE, queries, (*QUERY_FEATURES, HEALTH_COLUMN)), (PRODUCTS_FILE, products, PRODUCT_FEATURES)):
+        missing = [c for c in needed if c not in df.columns]
+        if missing:
+            raise schema.DataError(path / name, f"missing column(s) {missing}")
+        emb = [c for c in df.columns if c.startswith(EMB_PREFIX)]
+        if not emb:
+            raise schema.DataError(path / name, "no embedding columns")
+        if not np.isfinite(df[emb].to_numpy()).all():
+            row = int(np.flatnonzero(~np.isfinite(df[emb].to_numpy()).all(axis=1))[0])
+            raise schema.DataError(path / name, "embedding contains NaN or inf", row)
+    return meta, queries, products

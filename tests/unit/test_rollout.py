@@ -1,0 +1,123 @@
+"""Rollout writer: schema round trip, KServe manifest validity, refusals."""
+
+from __future__ import annotations
+
+import copy
+
+import jsonschema
+import pytest
+import yaml
+from test_registry import bless, make_model_dir  # tests/unit is on sys.path
+
+from vsearch.artifacts import model_version
+from vsearch.config import ConfigError
+from vsearch.registry import Registry
+from vsearch.rollout import kserve
+from vsearch.rollout.schema import assign_variant, load_rollout
+from vsearch.rollout.writer import collection_name, load_rollout_defaults, write_rollout
+from vsearch.schema import DataError
+
+
+@pytest.fixture
+def blessed(tmp_path):
+    champ, cand = make_model_dir(tmp_path / "champ", 1), make_model_dir(tmp_path / "cand", 2, towers=4)
+    return bless(tmp_path, "cand", cand, champion_dir=champ), champ, cand
+
+
+def test_rollout_round_trips_and_names_models_aliases_ramp_guardrails(tmp_path, blessed):
+    blessing, champ, cand = blessed
+    paths = write_rollout(blessing, tmp_path / "rollout")
+    cfg = load_rollout(paths["rollout"])
+    assert cfg.control.model.version == model_version(champ) and cfg.treatment.model.version == model_version(cand)
+    assert cfg.control.milvus_alias == "vsearch_serving" and cfg.treatment.milvus_alias == "vsearch_serving_candidate"
+    assert cfg.treatment.milvus_collection == "vsearch_" + model_version(cand).replace("-", "_")
+    assert [s.treatment_percent for s in cfg.traffic.ramp] == [1, 5, 25, 50]
+    assert all(s.min_duration_hours > 0 for s in cfg.traffic.ramp) and cfg.traffic.treatment_percent == 1
+    assert {g.metric for g in cfg.guardrails} == {"ctr", "add_to_cart_rate", "p99_latency_ms", "error_rate"}
+    assert cfg.rollback.restore_collection == collection_name(model_version(champ))
+    assert "treatment_percent to 0" in cfg.rollback.instruction and cfg.blessing == str(blessing.resolve())
+    # Round trip: dump -> load -> dump gives the same document; the service's routing works on it.
+    raw = yaml.safe_load(paths["rollout"].read_text())
+    assert load_rollout(paths["rollout"]).model_dump(mode="json") == raw
+    share = sum(assign_variant(cfg, f"user{i}").name == "treatment" for i in range(20_000)) / 20_000
+    assert 0.005 < share < 0.015  # 1% of users on the treatment at the first step
+    # Overrides: another alias and ramp; a non-increasing ramp is rejected by the schema.
+    other = load_rollout_defaults(overrides=["alias=search_v2", "treatment_alias_suffix=_b",
+                                             "ramp=[{treatment_percent: 10, min_duration_hours: 1}]"])
+    cfg2 = load_rollout(write_rollout(blessing, tmp_path / "r2", other)["rollout"])
+    assert cfg2.treatment.milvus_alias == "search_v2_b" and len(cfg2.traffic.ramp) == 1
+    bad = load_rollout_defaults(overrides=["ramp=[{treatment_percent: 5, min_duration_hours: 1}, {treatment_percent: 1, min_duration_hours: 1}]"])
+    with pytest.raises(ConfigError, match="strictly increase"):
+        write_rollout(blessing, tmp_path / "r3", bad)
+    assert not (tmp_path / "r3").exists()
+
+
+def test_kserve_manifest_is_structurally_valid_and_canary(tmp_path, blessed):
+    blessing, _, cand = blessed
+    manifest = yaml.safe_load(write_rollout(blessing, tmp_path / "rollout")["kserve"].read_text())
+    kserve.validate_manifest(manifest)
+    predictor = manifest["spec"]["predictor"]
+    assert manifest["apiVersion"] == "serving.kserve.io/v1beta1" and manifest["kind"] == "InferenceService"
+    assert predictor["canaryTrafficPercent"] == 1
+    env = {e["name"]: e["value"] for e in predictor["containers"][0]["env"]}
+    assert env["STORAGE_URI"] == str(cand.resolve()) and env["VSEARCH_MODEL_VERSION"] == model_version(cand)
+    args = predictor["containers"][0]["args"]
+    assert args[args.index("--alias") + 1] == "vsearch_serving_candidate"  # the treatment's alias, filled in
+    # The validator is not a rubber stamp: each of these must be rejected.
+    broken = []
+    for path, value in [
+        (("spec", "predictor", "canaryTrafficPercent"), 150),
+        (("spec", "predictor", "canaryTrafficPercent"), "5"),
+        (("spec", "predictor", "canaryTrafficPercentage"), 5),  # typo: would be pruned silently
+        (("metadata", "labels"), {"a": 1}),  # core ObjectMeta: label values are strings
+        (("metadata", "name"), "Vsearch_Encoder"),  # not a DNS-1035 label
+        (("spec", "predictor", "containers"), [{"name": "x", "image": "i", "port": 80}]),  # core Container, strict
+        (("kind",), "Deployment"),
+    ]:
+        doc = copy.deepcopy(manifest)
+        node = doc
+        for key in path[:-1]:
+            node = node[key]
+        node[path[-1]] = value
+        broken.append(doc)
+    del broken[0]["spec"]["predictor"]["containers"]
+    broken[0]["spec"]["predictor"]["canaryTrafficPercent"] = 5  # and now neither model nor containers
+    for doc in broken:
+        with pytest.raises(jsonschema.ValidationError):
+            kserve.validate_manifest(doc)
+
+
+def test_kubernetes_validate_has_no_kserve_schema_hence_the_composition():
+    import kubernetes_validate.utils as kv
+
+    with pytest.raises(kv.SchemaNotFoundError):
+        kv.validate({"apiVersion": kserve.API_VERSION, "kind": kserve.KIND, "metadata": {"name": "x"}}, "1.32", strict=True)
+
+
+def test_unblessed_stale_and_championless_blessings_are_refused(tmp_path, capsys):
+    from vsearch.cli import main
+
+    champ, cand = make_model_dir(tmp_path / "champ", 1), make_model_dir(tmp_path / "cand", 2)
+    unblessed = bless(tmp_path, "worse", cand, champion_dir=champ, good=False)
+    out = tmp_path / "rollout"
+    assert main(["rollout", "--blessing", str(unblessed), "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "rollout refused: the candidate is not blessed" in err and "blessing.json" in err and len(err.strip().splitlines()) == 1
+    assert not out.exists()
+    # No champion in the blessing: nothing to A/B against, unless a control model is named.
+    first = bless(tmp_path, "first", cand)
+    with pytest.raises(ConfigError, match="no control to A/B against"):
+        write_rollout(first, out)
+    cfg = load_rollout(write_rollout(first, out, control_model=str(champ))["rollout"])
+    assert cfg.control.model.version == model_version(champ)
+    # A registry whose champion is neither the blessing's champion nor the candidate: stale.
+    reg = tmp_path / "registry"
+    other = make_model_dir(tmp_path / "other", 3)
+    Registry(reg).promote(bless(tmp_path, "other", other))
+    good = bless(tmp_path, "cand", cand, champion_dir=champ)
+    with pytest.raises(DataError, match="stale blessing"):
+        write_rollout(good, tmp_path / "r2", registry=str(reg))
+    # The CLI happy path prints both files.
+    assert main(["rollout", "--blessing", str(good), "--out", str(tmp_path / "r3"), "kserve.namespace=search"]) == 0
+    assert "inferenceservice.yaml" in capsys.readouterr().out
+    assert yaml.safe_load((tmp_path / "r3" / "inferenceservice.yaml").read_text())["metadata"]["namespace"] == "search"
