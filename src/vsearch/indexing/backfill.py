@@ -1,0 +1,415 @@
+"""Backfill: embed the whole catalog into a new versioned collection, verify it, move the alias.
+
+Steps (each safe to interrupt; a rerun of the same command resumes):
+
+1. **plan** — collection ``<prefix>_<model version>``; created if missing, else its dimension
+   must match the model's (a clear error otherwise); its registry record says ``writing``.
+2. **write** — ids already stored are skipped (and rows of products no longer in the catalog
+   deleted). DataLoader workers decode images while the main thread encodes; a background
+   thread upserts by ``product_id`` from a bounded queue, so encoding never waits on Milvus
+   (and memory stays bounded when Milvus is slower). NaN/inf embeddings stop the run with the
+   catalog row named.
+3. **finalize** — flush, build the index (HNSW, else the configured fallbacks), load.
+4. **verify** — at Strong consistency: dimension, row count == catalog, every id present,
+   finite vectors, sampled recall@k of the index vs exact numpy search >= threshold.
+5. **promote** — only a verified collection is recorded ``verified`` and only then does the
+   alias move to it. A failed verification records ``failed``, leaves the alias alone and
+   raises :class:`VerificationError` with the reasons.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import queue
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from vsearch import schema
+from vsearch.indexing.config import IndexConfig
+from vsearch.indexing.store import (
+    CATEGORY,
+    FAILED,
+    PRIMARY,
+    VECTOR,
+    VERIFIED,
+    WRITING,
+    IndexError_,
+    Store,
+    collection_name,
+    hit_id,
+)
+from vsearch.indexing.verify import VerifyResult, decide, exact_topk, recall_at_k
+from vsearch.schema import DataError
+
+Progress = Callable[[str], None]
+
+
+class VerificationError(RuntimeError):
+    """The collection failed verification; the alias was not moved."""
+
+    def __init__(self, collection: str, result: VerifyResult):
+        self.collection, self.result = collection, result
+        super().__init__(f"collection '{collection}' failed verification: " + "; ".join(result.reasons))
+
+
+@dataclass
+class BackfillReport:
+    collection: str
+    model_version: str
+    alias: str | None
+    catalog_rows: int
+    skipped: int = 0
+    written: int = 0
+    deleted_stale: int = 0
+    write_s: float = 0.0
+    encode_s: float = 0.0
+    insert_wait_s: float = 0.0
+    finalize_s: float = 0.0
+    verify_s: float = 0.0
+    index_type: str = ""
+    verify: dict = field(default_factory=dict)
+    alias_moved: bool = False
+    previous_collection: str | None = None
+
+    @property
+    def write_rows_per_s(self) -> float:
+        return self.written / self.write_s if self.write_s > 0 else 0.0
+
+
+# ---------------------------------------------------------------------------------- data
+class _CatalogImages:
+    """Map-style dataset of (catalog row, uint8 image (3, S, S)) for the DataLoader workers.
+
+    A bad image is returned as an error tuple, not raised, so the main process raises the
+    DataError itself with file, row and rule intact (worker exceptions are re-wrapped).
+    """
+
+    def __init__(self, data_dir: str, uris: list[str], rows: list[int], size: int):
+        self.data_dir, self.uris, self.rows, self.size = data_dir, uris, rows, size
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, i: int):
+        from vsearch.data.dataset import decode_image
+
+        try:
+            return self.rows[i], decode_image(self.data_dir, self.uris[i], self.size, manifest=str(Path(self.data_dir) / schema.CATALOG_FILE), row=self.rows[i]), None
+        except DataError as err:
+            return self.rows[i], None, (err.path, err.rule, err.row, err.detail)
+
+
+def _collate(items):
+    import torch
+
+    for _, _, error in items:
+        if error is not None:
+            raise DataError(*error)
+    return [r for r, _, _ in items], torch.stack([img for _, img, _ in items])
+
+
+def _worker_init(_: int) -> None:
+    import torch
+
+    torch.set_num_threads(1)  # decoding workers must not compete with the encoder's threads
+
+
+def iter_image_batches(data_dir: str, uris: list[str], rows: list[int], size: int, batch_size: int, num_workers: int):
+    """Yield (catalog rows, (B, 3, S, S) uint8) batches, decoded by ``num_workers`` processes."""
+    from torch.utils.data import DataLoader
+
+    dataset = _CatalogImages(str(data_dir), uris, rows, size)
+    loader = DataLoader(
+        dataset,
+        batch_size=batch_size,
+        shuffle=False,
+        num_workers=num_workers,
+        collate_fn=_collate,
+        worker_init_fn=_worker_init if num_workers else None,
+        prefetch_factor=4 if num_workers else None,
+        persistent_workers=False,
+    )
+    yield from loader
+
+
+class _Writer(threading.Thread):
+    """Upserts encoded batches from a bounded queue; the first error stops it and is re-raised."""
+
+    _STOP = object()
+
+    def __init__(self, store: Store, collection: str, queue_size: int, progress: Progress, total: int, done: int):
+        super().__init__(name="milvus-writer", daemon=True)
+        self.store, self.collection = store, collection
+        self.queue: queue.Queue = queue.Queue(maxsize=queue_size)
+        self.error: BaseException | None = None
+        self.written = 0
+        self.progress, self.total, self.done = progress, total, done
+
+    def run(self) -> None:
+        while True:
+            item = self.queue.get()
+            if item is self._STOP:
+                return
+            if self.error is not None:
+                continue  # drain so the producer never blocks after a failure
+            ids, categories, vectors = item
+            try:
+                rows = [{PRIMARY: i, VECTOR: v, CATEGORY: c} for i, v, c in zip(ids, vectors.tolist(), categories)]
+                self.store.client.upsert(self.collection, rows)
+                self.written += len(ids)
+                self.progress(f"stored {self.done + self.written}/{self.total}")
+            except BaseException as err:  # noqa: BLE001 - re-raised in the producer
+                self.error = err
+
+    def put(self, item) -> float:
+        """Enqueue (blocks while the queue is full); returns seconds spent waiting."""
+        start = time.perf_counter()
+        while True:
+            if self.error is not None:
+                raise self.error
+            try:
+                self.queue.put(item, timeout=0.2)
+                return time.perf_counter() - start
+            except queue.Full:
+                continue
+
+    def finish(self) -> None:
+        self.queue.put(self._STOP)
+        self.join()
+        if self.error is not None:
+            raise self.error
+
+
+def check_finite(vectors: np.ndarray, rows: list[int], ids: list[str], catalog_path: str) -> None:
+    """Refuse NaN/inf embeddings at encode time, naming the catalog row."""
+    bad = ~np.isfinite(vectors).all(axis=1)
+    if bad.any():
+        j = int(np.flatnonzero(bad)[0])
+        raise DataError(catalog_path, "embedding is NaN/inf (refusing to index it)", rows[j], f"product_id {ids[j]!r}")
+
+
+# ---------------------------------------------------------------------------------- steps
+def open_collection(store: Store, model_dir: str, dim: int, cfg: IndexConfig, tag: str = "") -> tuple[str, str, bool]:
+    """(collection, model version, created?) for ``model_dir``; checks an existing one's dim."""
+    from vsearch.artifacts import model_version
+
+    version = model_version(model_dir)
+    name = collection_name(cfg.milvus.collection_prefix, f"{version}_{tag}" if tag else version)
+    created = False
+    if not store.client.has_collection(name):
+        store.create_collection(name, dim)
+        created = True
+    record = store.collection_record(name)
+    if record is None or record.get("status") != VERIFIED:
+        store.set_collection_status(
+            name,
+            status=WRITING,
+            model_version=version,
+            model_dir=str(Path(model_dir).resolve()),
+            dim=int(dim),
+            created_at=(record or {}).get("created_at", time.time()),
+        )
+    return name, version, created
+
+
+def write_catalog(
+    store: Store,
+    collection: str,
+    model,
+    data_dir: str,
+    catalog,
+    cfg: IndexConfig,
+    report: BackfillReport,
+    progress: Progress,
+    *,
+    fresh: bool,
+) -> None:
+    """Embed and upsert every catalog product not yet stored in ``collection``."""
+    import torch
+
+    from vsearch.data.dataset import Collator
+
+    ids = catalog["product_id"].tolist()
+    catalog_path = str(Path(data_dir) / schema.CATALOG_FILE)
+    if fresh:
+        stored: set[str] = set()
+    else:
+        # A collection from an interrupted run: flush + index + load so it can be queried.
+        store.build_index(collection, cfg.index, cfg.milvus.timeout_s)
+        store.load(collection, cfg.milvus.timeout_s)
+        stored = store.existing_ids(collection, ids)
+        # Rows of products no longer in the catalog: list every id only when the count says so.
+        stale = sorted(store.existing_ids(collection) - set(ids)) if store.count(collection) > len(stored) else []
+        serving = sorted(a for a, c in store.all_alias_targets().items() if c == collection)
+        if serving and (stale or len(stored) < len(ids)):
+            # Never rewrite a collection that is being served: that would serve a half-written index.
+            raise IndexError_(
+                f"collection '{collection}' is served by alias(es) {serving} and the catalog changed since it was "
+                f"verified ({len(ids) - len(stored)} new, {len(stale)} removed products); rerun with --tag NAME "
+                "to build a new collection"
+            )
+        for start in range(0, len(stale), 1000):
+            store.client.delete(collection, filter=f"{PRIMARY} in {json.dumps(stale[start : start + 1000])}")
+        report.deleted_stale = len(stale)
+    todo = [i for i, pid in enumerate(ids) if pid not in stored]
+    report.skipped = len(ids) - len(todo)
+    progress(f"plan: {len(ids)} catalog products, {report.skipped} already stored, {len(todo)} to embed")
+    if not todo:
+        return
+    bf = cfg.backfill
+    uris = catalog["image_uri"].tolist()
+    categories = catalog["category"].tolist()
+    collator = Collator([], mean=model.cfg.image_mean, std=model.cfg.image_std)
+    device = torch.device(bf.device)
+    writer = _Writer(store, collection, bf.queue_size, progress, total=len(ids), done=report.skipped)
+    writer.start()
+    start = time.perf_counter()
+    try:
+        with torch.inference_mode():
+            batches = iter_image_batches(data_dir, [uris[i] for i in todo], todo, model.cfg.image_size, bf.batch_size, bf.num_workers)
+            for rows, images in batches:
+                t0 = time.perf_counter()
+                vectors = model.encode_image(collator.normalize(images).to(device)).float().cpu().numpy()
+                report.encode_s += time.perf_counter() - t0
+                batch_ids = [ids[r] for r in rows]
+                check_finite(vectors, rows, batch_ids, catalog_path)
+                report.insert_wait_s += writer.put((batch_ids, [categories[r] for r in rows], vectors))
+    except BaseException:
+        writer.error = writer.error or RuntimeError("producer stopped")
+        writer.queue.put(_Writer._STOP)
+        writer.join(timeout=30)
+        raise
+    writer.finish()
+    report.written = writer.written
+    report.write_s = time.perf_counter() - start
+
+
+def verify_collection(store: Store, collection: str, catalog_ids: list[str], expected_dim: int, cfg: IndexConfig) -> VerifyResult:
+    """Measure everything :func:`vsearch.indexing.verify.decide` needs, at Strong consistency."""
+    v = cfg.verify
+    dim = store.collection_dim(collection)
+    rows = store.count(collection)
+    stored = store.fetch_vectors(collection, catalog_ids)
+    missing = len(set(catalog_ids) - set(stored))
+    recall, non_finite, sample_size = None, 0, 0
+    if stored and dim == expected_dim:
+        order = [i for i in catalog_ids if i in stored]
+        matrix = np.asarray([stored[i] for i in order], dtype=np.float32)
+        finite = np.isfinite(matrix).all(axis=1)
+        non_finite = int((~finite).sum())
+        if non_finite == 0:
+            rng = np.random.default_rng(v.seed)
+            sample_size = min(v.sample_size, len(order))
+            sample = rng.choice(len(order), size=sample_size, replace=False)
+            queries = matrix[sample]
+            k = min(v.k, len(order))
+            _, exact_scores = exact_topk(queries, matrix, k, cfg.index.metric)
+            hits = store.search(collection, queries, k, cfg.search, cfg.index.metric, consistency="Strong")
+            row_of = {pid: j for j, pid in enumerate(order)}
+            found_scores = []
+            for q, hit_list in enumerate(hits):
+                rows_found = list(dict.fromkeys(row_of[hit_id(h)] for h in hit_list))
+                _, sims = exact_topk(queries[q : q + 1], matrix[rows_found], len(rows_found), cfg.index.metric) if rows_found else (None, np.zeros((1, 0)))
+                found_scores.append(sims[0])
+            recall = recall_at_k(found_scores, exact_scores[:, -1], k)
+    reasons = decide(
+        rows=rows,
+        expected_rows=len(catalog_ids),
+        dim=dim,
+        expected_dim=expected_dim,
+        missing=missing,
+        non_finite=non_finite,
+        recall=recall,
+        min_recall=v.min_recall,
+    )
+    return VerifyResult(
+        ok=not reasons,
+        reasons=reasons,
+        rows=rows,
+        expected_rows=len(catalog_ids),
+        dim=dim,
+        expected_dim=expected_dim,
+        missing=missing,
+        non_finite=non_finite,
+        recall=recall,
+        min_recall=v.min_recall,
+        k=v.k,
+        sample_size=sample_size,
+    )
+
+
+def backfill(
+    model_dir: str | os.PathLike,
+    data_dir: str | os.PathLike,
+    store: Store,
+    alias: str | None,
+    cfg: IndexConfig,
+    *,
+    write: bool = True,
+    tag: str = "",
+    progress: Progress = lambda _: None,
+) -> BackfillReport:
+    """Embed the catalog of ``data_dir`` with ``model_dir`` into its versioned collection,
+    verify it and (if ``alias``) point ``alias`` at it. See the module docstring.
+
+    Args:
+        write: False = verify and promote what is stored, embed nothing (``--verify-only``).
+        tag: suffix of the collection name (a second collection for the same model, e.g. after
+            the catalog changed while the first one is served).
+
+    Raises:
+        DataError: bad catalog, bad image, NaN embedding (file, row, rule named).
+        VerificationError: the collection failed verification; the alias did not move.
+    """
+    import torch
+
+    from vsearch.models.multitower import load_model
+
+    model_dir, data_dir = str(model_dir), str(data_dir)
+    if not (Path(model_dir) / "vsearch_model.json").is_file():
+        raise DataError(model_dir, "not a vsearch model folder (missing vsearch_model.json)")
+    catalog = schema.read_manifest(data_dir, schema.CATALOG_FILE)
+    model, _ = load_model(model_dir, device=cfg.backfill.device)
+    model.eval()
+    dim = int(model.cfg.embed_dim)
+    collection, version, created = open_collection(store, model_dir, dim, cfg, tag)
+    report = BackfillReport(collection, version, alias, len(catalog))
+    existing_dim = store.collection_dim(collection)
+    if existing_dim != dim:
+        result = VerifyResult(False, [f"wrong dimension: collection has {existing_dim}, model embeds {dim}"], 0, len(catalog), existing_dim, dim)
+        store.set_collection_status(collection, status=FAILED, reasons=result.reasons)
+        raise VerificationError(collection, result)
+    progress(f"collection {collection} ({'new' if created else 'existing'}), model {version}, dim {dim}")
+    if write:
+        torch.set_grad_enabled(False)
+        write_catalog(store, collection, model, data_dir, catalog, cfg, report, progress, fresh=created)
+        progress(f"written {report.written} rows in {report.write_s:.2f} s")
+    t0 = time.perf_counter()
+    report.index_type = store.build_index(collection, cfg.index, cfg.milvus.timeout_s)
+    store.load(collection, cfg.milvus.timeout_s)
+    report.finalize_s = time.perf_counter() - t0
+    progress(f"flushed, indexed ({report.index_type}), loaded")
+    t0 = time.perf_counter()
+    result = verify_collection(store, collection, catalog["product_id"].tolist(), dim, cfg)
+    report.verify_s = time.perf_counter() - t0
+    report.verify = result.to_dict()
+    if not result.ok:
+        store.set_collection_status(collection, status=FAILED, reasons=result.reasons, verify=result.to_dict())
+        raise VerificationError(collection, result)
+    store.set_collection_status(collection, status=VERIFIED, verified_at=time.time(), verify=result.to_dict(), index_type=report.index_type)
+    progress(f"verified: {result.rows} rows, recall@{result.k} {result.recall:.4f}")
+    if alias:
+        report.previous_collection = store.alias_target(alias)
+        if report.previous_collection != collection:
+            store.move_alias(alias, collection)
+            report.alias_moved = True
+            progress(f"alias {alias}: {report.previous_collection} -> {collection}")
+        else:
+            progress(f"alias {alias} already on {collection}")
+    return report

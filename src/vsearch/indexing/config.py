@@ -1,0 +1,111 @@
+"""Index settings: dataclasses loaded from ``vsearch/configs/index.yaml`` (or a YAML path) + overrides."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+
+import yaml
+
+from vsearch.config import ConfigError, _build, apply_overrides
+
+INDEX_TYPES = ("HNSW", "IVF_FLAT", "IVF_SQ8", "FLAT", "AUTOINDEX")
+
+
+@dataclass
+class MilvusSettings:
+    token_env: str = "VSEARCH_MILVUS_TOKEN"
+    collection_prefix: str = "vsearch"
+    registry_collection: str = "vsearch_registry"
+    timeout_s: float = 600.0
+
+
+@dataclass
+class IndexParams:
+    type: str = "HNSW"
+    fallback: list[str] = field(default_factory=lambda: ["IVF_FLAT", "FLAT"])
+    metric: str = "IP"
+    hnsw: dict = field(default_factory=lambda: {"M": 16, "efConstruction": 200})
+    ivf: dict = field(default_factory=lambda: {"nlist": 128})
+
+
+@dataclass
+class SearchParams:
+    ef: int = 64
+    nprobe: int = 16
+
+
+@dataclass
+class VerifyParams:
+    sample_size: int = 200
+    k: int = 10
+    min_recall: float = 0.95
+    seed: int = 0
+
+
+@dataclass
+class BackfillParams:
+    batch_size: int = 64
+    num_workers: int = 2
+    queue_size: int = 8
+    device: str = "cpu"
+
+
+@dataclass
+class IndexConfig:
+    milvus: MilvusSettings = field(default_factory=MilvusSettings)
+    index: IndexParams = field(default_factory=IndexParams)
+    search: SearchParams = field(default_factory=SearchParams)
+    verify: VerifyParams = field(default_factory=VerifyParams)
+    backfill: BackfillParams = field(default_factory=BackfillParams)
+
+
+_SECTIONS = {
+    "milvus": MilvusSettings,
+    "index": IndexParams,
+    "search": SearchParams,
+    "verify": VerifyParams,
+    "backfill": BackfillParams,
+}
+
+
+def load_index_config(path: str | os.PathLike | None = None, overrides: list[str] | tuple[str, ...] = ()) -> IndexConfig:
+    """Read the packaged ``index.yaml`` (or ``path``), apply ``section.key=value`` overrides.
+
+    Raises:
+        ConfigError: missing file, unknown section or key, or an out-of-range value.
+    """
+    if path is None:
+        text, where = (resources.files("vsearch.configs") / "index.yaml").read_text(), "index.yaml"
+    else:
+        if not Path(path).is_file():
+            raise ConfigError(f"{path}: index config file not found")
+        text, where = Path(path).read_text(), str(path)
+    raw = yaml.safe_load(text) or {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{where}: top level must be a mapping")
+    raw = apply_overrides(raw, overrides)
+    unknown = set(raw) - set(_SECTIONS)
+    if unknown:
+        raise ConfigError(f"{where}: unknown section(s) {sorted(unknown)} (known: {sorted(_SECTIONS)})")
+    cfg = IndexConfig(**{name: _build(cls, raw.get(name, {}), f"{where}.{name}") for name, cls in _SECTIONS.items()})
+    _validate(cfg, where)
+    return cfg
+
+
+def _validate(cfg: IndexConfig, where: str) -> None:
+    for t in [cfg.index.type, *cfg.index.fallback]:
+        if t not in INDEX_TYPES:
+            raise ConfigError(f"{where}.index: unknown index type '{t}' (known: {list(INDEX_TYPES)})")
+    if cfg.index.metric not in ("IP", "COSINE", "L2"):
+        raise ConfigError(f"{where}.index.metric must be IP, COSINE or L2")
+    if not 0.0 <= cfg.verify.min_recall:
+        raise ConfigError(f"{where}.verify.min_recall must be >= 0")
+    if cfg.verify.k < 1 or cfg.verify.sample_size < 1:
+        raise ConfigError(f"{where}.verify: k and sample_size must be >= 1")
+    if cfg.backfill.batch_size < 1 or cfg.backfill.queue_size < 1 or cfg.backfill.num_workers < 0:
+        raise ConfigError(f"{where}.backfill: batch_size and queue_size must be >= 1, num_workers >= 0")
+    if cfg.search.ef < 1 or cfg.search.nprobe < 1:
+        raise ConfigError(f"{where}.search: ef and nprobe must be >= 1")

@@ -1,0 +1,314 @@
+"""Milvus access for vsearch: connection, versioned collections, the registry, aliases.
+
+One code path for Milvus Lite (a ``.db`` folder) and any Milvus server (``http://host:port``).
+The registry is a small Milvus collection (``vsearch_registry``) next to the data, so state
+travels with the vectors whatever the deployment:
+
+- ``collection:<name>`` -> {model_version, model_dir, dim, created_at, status: writing | verified | failed, ...}
+- ``alias:<alias>`` -> {"history": [{"collection", "at"}, ...]}: every collection the alias was
+  moved to, oldest first; ``rollback`` pops the last entry.
+
+Nothing here reads a token from a file: the token comes from the environment variable named
+in the index config.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+from vsearch.indexing.config import IndexConfig, IndexParams, MilvusSettings
+
+PRIMARY = "product_id"
+VECTOR = "embedding"
+CATEGORY = "category"
+ID_MAX_LENGTH = 512
+CATEGORY_MAX_LENGTH = 256
+STRONG = "Strong"
+_QUERY_CHUNK = 1000  # ids per `product_id in [...]` filter
+
+VERIFIED, WRITING, FAILED = "verified", "writing", "failed"
+
+
+class IndexError_(RuntimeError):
+    """An index operation that cannot proceed (alias missing, nothing to roll back to ...)."""
+
+
+def hit_id(hit) -> str:
+    """Primary key of a search hit (a server reports it as ``id``, Lite under the field name)."""
+    pk = getattr(hit, "id", None)
+    return pk if pk is not None else hit[PRIMARY]
+
+
+def is_lite(uri: str) -> bool:
+    return "://" not in uri
+
+
+def collection_name(prefix: str, version: str) -> str:
+    """Milvus-safe collection name for a model version: ``vsearch_3t_0123abcd4567``."""
+    name = re.sub(r"[^0-9A-Za-z_]", "_", f"{prefix}_{version}")
+    if not re.match(r"[A-Za-z_]", name):
+        name = f"c_{name}"
+    return name
+
+
+@dataclass
+class Store:
+    """A connected MilvusClient plus the settings that name things."""
+
+    client: object
+    uri: str
+    settings: MilvusSettings
+    _registry_ready: bool = False
+
+    def close(self) -> None:
+        """Close the client; for Milvus Lite also stop the in-process server (frees the LOCK)."""
+        try:
+            self.client.close()
+        finally:
+            if is_lite(self.uri):
+                from milvus_lite.server_manager import server_manager_instance
+
+                server_manager_instance.release_server(self.uri)
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    # ------------------------------------------------------------ registry
+    def _ensure_registry(self) -> str:
+        from pymilvus import DataType, MilvusClient
+
+        name = self.settings.registry_collection
+        if self._registry_ready:
+            return name
+        c = self.client
+        if not c.has_collection(name):
+            schema = MilvusClient.create_schema(auto_id=False, enable_dynamic_field=False)
+            schema.add_field("key", DataType.VARCHAR, is_primary=True, max_length=ID_MAX_LENGTH)
+            schema.add_field("payload", DataType.VARCHAR, max_length=65535)
+            # Milvus requires a vector field in every collection; this one is never searched.
+            schema.add_field("unused", DataType.FLOAT_VECTOR, dim=2)
+            c.create_collection(name, schema=schema, consistency_level=STRONG)
+            params = c.prepare_index_params()
+            params.add_index(field_name="unused", index_type="FLAT", metric_type="L2")
+            c.create_index(name, params)
+        self.ensure_loaded(name)
+        self._registry_ready = True
+        return name
+
+    def get_record(self, key: str) -> dict | None:
+        name = self._ensure_registry()
+        rows = self.client.query(name, filter=f"key == {json.dumps(key)}", output_fields=["payload"], consistency_level=STRONG)
+        return json.loads(rows[0]["payload"]) if rows else None
+
+    def put_record(self, key: str, payload: dict) -> None:
+        name = self._ensure_registry()
+        self.client.upsert(name, [{"key": key, "payload": json.dumps(payload, sort_keys=True), "unused": [0.0, 0.0]}])
+        self.client.flush(name)
+
+    def records(self, prefix: str) -> dict[str, dict]:
+        name = self._ensure_registry()
+        rows = self.client.query(
+            name, filter=f"key like {json.dumps(prefix + '%')}", output_fields=["key", "payload"], consistency_level=STRONG, limit=16384
+        )
+        return {r["key"][len(prefix) :]: json.loads(r["payload"]) for r in rows}
+
+    def collection_record(self, collection: str) -> dict | None:
+        return self.get_record(f"collection:{collection}")
+
+    def set_collection_status(self, collection: str, **fields) -> dict:
+        record = dict(self.collection_record(collection) or {})
+        record.update(fields)
+        self.put_record(f"collection:{collection}", record)
+        return record
+
+    # ------------------------------------------------------------ aliases
+    def alias_target(self, alias: str) -> str | None:
+        """The collection ``alias`` points to, or None when the alias does not exist."""
+        if alias not in self.client.list_aliases().get("aliases", []):
+            return None
+        return self.client.describe_alias(alias)["collection_name"]
+
+    def alias_history(self, alias: str) -> list[dict]:
+        return list((self.get_record(f"alias:{alias}") or {}).get("history", []))
+
+    def move_alias(self, alias: str, collection: str, *, record: bool = True) -> None:
+        """Point ``alias`` at ``collection`` (create it if missing); append to the alias history."""
+        if self.alias_target(alias) is None:
+            self.client.create_alias(collection, alias)
+        else:
+            self.client.alter_alias(collection, alias)
+        if record:
+            history = self.alias_history(alias)
+            history.append({"collection": collection, "at": time.time()})
+            self.put_record(f"alias:{alias}", {"history": history})
+
+    def rollback_alias(self, alias: str) -> tuple[str, str]:
+        """Move ``alias`` back to the previous verified collection still present.
+
+        Returns:
+            (from_collection, to_collection).
+        Raises:
+            IndexError_: the alias does not exist or has no earlier verified collection.
+        """
+        current = self.alias_target(alias)
+        if current is None:
+            raise IndexError_(f"alias '{alias}' does not exist")
+        history = self.alias_history(alias)
+        # Drop the entries of the current collection from the top of the stack.
+        while history and history[-1]["collection"] == current:
+            history.pop()
+        while history:
+            candidate = history[-1]["collection"]
+            record = self.collection_record(candidate) or {}
+            if candidate != current and self.client.has_collection(candidate) and record.get("status") == VERIFIED:
+                self.client.alter_alias(candidate, alias)
+                self.put_record(f"alias:{alias}", {"history": history})
+                return current, candidate
+            history.pop()  # dropped or never verified: not a rollback target
+        raise IndexError_(f"alias '{alias}' has no earlier verified collection to roll back to (now on '{current}')")
+
+    # ------------------------------------------------------------ collections
+    def versioned_collections(self) -> list[str]:
+        prefix = self.settings.collection_prefix + "_"
+        return sorted(
+            n for n in self.client.list_collections() if n.startswith(prefix) and n != self.settings.registry_collection
+        )
+
+    def all_alias_targets(self) -> dict[str, str]:
+        return {a: self.client.describe_alias(a)["collection_name"] for a in self.client.list_aliases().get("aliases", [])}
+
+    def create_collection(self, name: str, dim: int) -> None:
+        from pymilvus import DataType, MilvusClient
+
+        schema = MilvusClient.create_schema(auto_id=False, enable_dynamic_field=False)
+        schema.add_field(PRIMARY, DataType.VARCHAR, is_primary=True, max_length=ID_MAX_LENGTH)
+        schema.add_field(VECTOR, DataType.FLOAT_VECTOR, dim=int(dim))
+        schema.add_field(CATEGORY, DataType.VARCHAR, max_length=CATEGORY_MAX_LENGTH)
+        self.client.create_collection(name, schema=schema, consistency_level=STRONG)
+
+    def collection_dim(self, name: str) -> int:
+        for f in self.client.describe_collection(name)["fields"]:
+            if f["name"] == VECTOR:
+                return int(f["params"]["dim"])
+        raise IndexError_(f"collection '{name}' has no '{VECTOR}' field")
+
+    def count(self, name: str) -> int:
+        rows = self.client.query(name, output_fields=["count(*)"], consistency_level=STRONG)
+        return int(rows[0]["count(*)"])
+
+    def existing_ids(self, name: str, ids: Iterable[str] | None = None) -> set[str]:
+        """Primary keys stored in ``name`` (all of them, or those among ``ids``), at Strong."""
+        c = self.client
+        found: set[str] = set()
+        if ids is None:
+            it = c.query_iterator(name, batch_size=4096, output_fields=[PRIMARY], consistency_level=STRONG)
+            try:
+                while batch := it.next():
+                    found.update(r[PRIMARY] for r in batch)
+            finally:
+                it.close()
+            return found
+        ids = list(ids)
+        for start in range(0, len(ids), _QUERY_CHUNK):
+            chunk = ids[start : start + _QUERY_CHUNK]
+            rows = c.query(name, filter=f"{PRIMARY} in {json.dumps(chunk)}", output_fields=[PRIMARY], consistency_level=STRONG)
+            found.update(r[PRIMARY] for r in rows)
+        return found
+
+    def fetch_vectors(self, name: str, ids: list[str]) -> dict[str, list[float]]:
+        out: dict[str, list[float]] = {}
+        for start in range(0, len(ids), _QUERY_CHUNK):
+            chunk = ids[start : start + _QUERY_CHUNK]
+            rows = self.client.query(
+                name, filter=f"{PRIMARY} in {json.dumps(chunk)}", output_fields=[PRIMARY, VECTOR], consistency_level=STRONG
+            )
+            out.update({r[PRIMARY]: r[VECTOR] for r in rows})
+        return out
+
+    def build_index(self, name: str, params: IndexParams, timeout_s: float) -> str:
+        """Flush, then build the best available index of ``params`` and wait for it; returns its type.
+
+        Flush comes first: an index created before any flush is accepted even when the type
+        is unsupported and then silently serves brute force (shared NOTES).
+        """
+        c = self.client
+        c.flush(name)
+        if VECTOR in c.list_indexes(name):
+            info = c.describe_index(name, VECTOR)
+            self._wait_index(name, timeout_s)
+            return str(info.get("index_type"))
+        errors = []
+        for index_type in [params.type, *params.fallback]:
+            ip = c.prepare_index_params()
+            extra = params.hnsw if index_type == "HNSW" else params.ivf if index_type.startswith("IVF") else {}
+            ip.add_index(field_name=VECTOR, index_type=index_type, metric_type=params.metric, params=dict(extra))
+            try:
+                c.create_index(name, ip)
+                self._wait_index(name, timeout_s)
+                return index_type
+            except Exception as err:  # server refused this type: try the next one
+                errors.append(f"{index_type}: {err}")
+                if VECTOR in c.list_indexes(name):
+                    c.drop_index(name, VECTOR)
+        raise IndexError_(f"no index type could be built on '{name}': " + "; ".join(errors))
+
+    def _wait_index(self, name: str, timeout_s: float) -> None:
+        deadline = time.monotonic() + timeout_s
+        while True:
+            info = self.client.describe_index(name, VECTOR)
+            state = str(info.get("state", "Finished"))
+            if state.endswith("Failed"):
+                raise IndexError_(f"index build on '{name}' failed: {info.get('index_state_fail_reason', info)}")
+            total, done = info.get("total_rows"), info.get("indexed_rows")
+            if state.endswith("Finished") and (total is None or done is None or done >= total):
+                return
+            if time.monotonic() > deadline:
+                raise IndexError_(f"index build on '{name}' not finished after {timeout_s:.0f} s ({info})")
+            time.sleep(0.5)
+
+    def ensure_loaded(self, name: str, timeout_s: float = 600.0) -> None:
+        """Load ``name`` (a collection or alias) unless it is loaded (Lite forgets on reopen)."""
+        if not str(self.client.get_load_state(name).get("state")).endswith("Loaded"):
+            self.load(name, timeout_s)
+
+    def load(self, name: str, timeout_s: float) -> None:
+        self.client.load_collection(name, timeout=timeout_s)
+        state = str(self.client.get_load_state(name).get("state"))
+        if not state.endswith("Loaded"):
+            raise IndexError_(f"collection '{name}' did not load (state {state})")
+
+    def search(self, name: str, vectors, k: int, search_cfg, metric: str, output_fields=(), consistency: str | None = None):
+        params = {"metric_type": metric, "params": {"ef": max(int(search_cfg.ef), k), "nprobe": int(search_cfg.nprobe)}}
+        kwargs = {"consistency_level": consistency} if consistency else {}
+        return self.client.search(
+            name, data=[list(map(float, v)) for v in vectors], limit=k, search_params=params, output_fields=list(output_fields), **kwargs
+        )
+
+
+def connect(uri: str, cfg: IndexConfig) -> Store:
+    """Open Milvus at ``uri`` (a Lite ``.db`` path or ``http(s)://host:port``).
+
+    The token, if any, is read from the environment variable ``cfg.milvus.token_env``.
+    """
+    from pymilvus import MilvusClient
+
+    kwargs = {}
+    token = os.environ.get(cfg.milvus.token_env, "") if cfg.milvus.token_env else ""
+    if is_lite(uri):
+        if not uri.endswith(".db"):
+            raise IndexError_(f"--milvus-uri '{uri}': a Milvus Lite path must end in .db (or give http://host:port)")
+        Path(uri).parent.mkdir(parents=True, exist_ok=True)
+        uri = str(Path(uri).resolve())
+    elif token:
+        kwargs["token"] = token
+    client = MilvusClient(uri=uri, **kwargs)
+    return Store(client, uri, cfg.milvus)

@@ -1,0 +1,112 @@
+"""Backfill + search + alias swap + rollback against a real Milvus 2.3.5 standalone server
+(PyPI ``milvus``), reachable on loopback only.
+
+Milvus 2.3.5 binds every component on all interfaces (``*:19530`` ...; its ``ip:`` settings only
+change the advertised address). So the scenario runs in its own network namespace
+(``unshare -n``) whose only interface is ``lo``: the server cannot listen or connect anywhere
+else. The scenario is this file run as a script inside the namespace; it prints one JSON
+object the test checks. Skipped, with the reason, where the server or the namespace cannot
+start here.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+
+def _scenario(work: str, data: str, three: str, image_only: str) -> dict:
+    """Runs inside the network namespace: start Milvus, backfill twice, search, roll back."""
+    import milvus
+
+    from vsearch.artifacts import model_version
+    from vsearch.cli import main as cli
+    from vsearch.indexing.config import load_index_config
+    from vsearch.indexing.store import collection_name, connect, hit_id
+
+    out: dict = {"interfaces": subprocess.run(["ip", "-o", "link"], capture_output=True, text=True).stdout.split("\n")}
+    root = Path(work)
+    template = Path(milvus.__file__).parent / "data" / "config.yaml.template"
+    text, n = re.subn(r"(?m)^(\s*)ip:[^\n]*$", r"\1ip: 127.0.0.1", template.read_text())
+    (root / "config.yaml.template").write_text(text)
+    config = milvus.MilvusServerConfig(template=str(root / "config.yaml.template"))
+    config.glog_conf_file = str(template.parent / "glog.conf")  # only set for the default template
+    server = milvus.MilvusServer(config, wait_for_started=False)
+    server.show_startup_banner = False
+    server.set_base_dir(str(root / "data"))
+    server.start()
+    try:
+        try:
+            server.wait_started(timeout=120_000)
+        except (TimeoutError, RuntimeError) as err:
+            log = root / "data" / "logs" / "milvus-stderr.log"
+            return {"skip": f"Milvus 2.3.5 did not start: {err} {log.read_text()[-800:] if log.exists() else ''}"}
+        out["ip_lines_rewritten"] = n
+        out["listening"] = subprocess.run(["ss", "-Htln"], capture_output=True, text=True).stdout.split("\n")
+        uri = f"http://127.0.0.1:{server.listen_port}"
+        os.environ["VSEARCH_MILVUS_TOKEN"] = "root:Milvus"  # the token path is exercised (auth is off here)
+        base = ["--data", data, "--milvus-uri", uri, "--alias", "live", "--set", "backfill.num_workers=0"]
+        t0 = time.perf_counter()
+        out["backfill_codes"] = [cli(["index", "backfill", "--model", m, *base]) for m in (three, image_only)]
+        out["backfill_s"] = round(time.perf_counter() - t0, 2)
+        c3, c1 = (collection_name("vsearch", model_version(m)) for m in (three, image_only))
+        out["collections"] = {"three_tower": c3, "image_only": c1}
+        cfg = load_index_config()
+        with connect(uri, cfg) as store:
+            out["alias_after_backfills"] = store.alias_target("live")
+            out["counts"] = [store.count(c1), store.count(c3)]
+            out["index_type"] = store.client.describe_index(c1, "embedding")["index_type"]
+            pid = sorted(store.existing_ids(c1))[3]
+            (vec,) = store.fetch_vectors(c1, [pid]).values()
+            hits = store.search("live", [vec], 5, cfg.search, "IP", consistency="Strong")
+            out["search_top1_is_self"] = hit_id(hits[0][0]) == pid
+        out["rollback_code"] = cli(["index", "rollback", "--alias", "live", "--milvus-uri", uri])
+        out["failed_verify_code"] = cli(["index", "backfill", "--model", image_only, *base, "--set", "verify.min_recall=1.01"])
+        with connect(uri, cfg) as store:
+            out["alias_after_rollback_and_failed_verify"] = store.alias_target("live")
+        out["connections"] = subprocess.run(["ss", "-Htn"], capture_output=True, text=True).stdout.split("\n")
+        return out
+    finally:
+        server.stop()
+
+
+def test_backfill_search_swap_rollback_on_real_server(tmp_path, tiny_data, tiny_models):
+    pytest.importorskip("milvus", reason="the PyPI 'milvus' package (real Milvus 2.3.5) is not installed")
+    if not shutil.which("unshare") or subprocess.run(["unshare", "-n", "true"], capture_output=True).returncode != 0:
+        pytest.skip("cannot create a network namespace here (unshare -n): the server would listen on all interfaces")
+    cmd = ["unshare", "-n", "sh", "-c", 'ip link set lo up && exec "$@"', "sh", sys.executable, __file__,
+           str(tmp_path), str(tiny_data), str(tiny_models["three_tower"]), str(tiny_models["image_only"])]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=280)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads(proc.stdout[proc.stdout.rindex("\n{") + 1 :])
+    if "skip" in result:
+        pytest.skip(result["skip"])
+    interfaces = [line.split(":")[1].strip() for line in result["interfaces"] if line.strip()]
+    assert interfaces == ["lo"]  # nothing but loopback exists where the server runs
+    listening = [line.split()[3] for line in result["listening"] if line.strip()]
+    assert any(addr.endswith(":19530") or addr.endswith(":19531") for addr in listening)
+    assert result["ip_lines_rewritten"] >= 7
+    c = result["collections"]
+    assert result["backfill_codes"] == [0, 0]
+    assert result["alias_after_backfills"] == c["image_only"]
+    assert result["counts"] == [32, 32] and result["index_type"] == "HNSW" and result["search_top1_is_self"]
+    assert result["rollback_code"] == 0 and result["failed_verify_code"] == 1
+    assert result["alias_after_rollback_and_failed_verify"] == c["three_tower"]
+    peers = [line.split()[4] for line in result["connections"] if line.strip()]
+    assert all(p.startswith(("127.0.0.1:", "[::1]:", "[::ffff:127.0.0.1]:")) for p in peers), peers
+
+
+if __name__ == "__main__":  # the scenario, run inside the network namespace by the test above
+    for var, val in (("HF_HUB_OFFLINE", "1"), ("TRANSFORMERS_OFFLINE", "1"), ("DO_NOT_TRACK", "1"), ("TOKENIZERS_PARALLELISM", "false")):
+        os.environ.setdefault(var, val)
+    print("\n" + json.dumps(_scenario(*sys.argv[1:5])), flush=True)
