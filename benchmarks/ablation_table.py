@@ -72,11 +72,13 @@ def render_doc(doc_path: str, tables: dict[str, list[str]]) -> None:
 DOC_TABLES = {
     "final_default": ["docs/quality-runs/final_default.json"],
     "final_holdout": ["docs/quality-runs/final_holdout.json"],
+    "previous": ["docs/quality-runs/previous_default.json", "docs/quality-runs/previous_holdout.json"],
     "dev": [
         "docs/quality-runs/dev_4t_base.json",
         "docs/quality-runs/dev_4t_epochs8.json",
         "docs/quality-runs/dev_4t_textw.json",
         "docs/quality-runs/dev_4t_textw_epochs8.json",
+        "docs/quality-runs/dev_4t_mined.json",
     ],
 }
 
