@@ -2,7 +2,8 @@
 
 The HTML page is ours, not GX Data Docs (those load CSS/JS from CDNs and render unstyled
 offline): inline CSS, no scripts, no external resources; each check with pass/fail, counts
-and offending examples (file, row, value, detail).
+and offending examples (file, row, value, detail). When the result carries GX Data Docs
+(built into ``DATA_DOCS_DIR`` next to the page), the page links their index relatively.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from vsearch.validation.validate import ValidationResult
 
 JSON_FILE = "validation.json"
 HTML_FILE = "validation.html"
+DATA_DOCS_DIR = "gx_data_docs"
 
 _CSS = """
 body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:2rem;color:#1d1d1f;max-width:80rem}
@@ -48,8 +50,29 @@ def _examples(check: dict) -> str:
     return "<ul class=ex>" + "".join(items) + "</ul>"
 
 
-def render_html(result: ValidationResult) -> str:
-    """The offline summary page (a complete HTML document, UTF-8)."""
+def _data_docs_note(result: ValidationResult, out_dir: Path | None) -> str:
+    """A paragraph linking the GX Data Docs index (relative to the page), or saying why none."""
+    if result.data_docs_error:
+        return f"<p class=muted id=gx-data-docs>GX Data Docs could not be built: {html.escape(result.data_docs_error)}</p>"
+    if result.data_docs is None:
+        return ""
+    index = Path(result.data_docs)
+    href = index.as_uri() if index.is_absolute() else index.as_posix()
+    if out_dir is not None and index.is_absolute():
+        try:
+            href = Path(os.path.relpath(index, Path(out_dir).resolve())).as_posix()
+        except ValueError:  # another drive: keep the absolute file URI
+            pass
+    return (f"<p class=muted id=gx-data-docs>Great Expectations' own report: <a href='{html.escape(href, quote=True)}'>GX Data Docs</a>"
+            " (suites and validation results as GX renders them). It loads its CSS/JS from CDNs, so offline it shows"
+            " unstyled; this page needs no network.</p>")
+
+
+def render_html(result: ValidationResult, out_dir: str | os.PathLike | None = None) -> str:
+    """The offline summary page (a complete HTML document, UTF-8).
+
+    ``out_dir``: the folder the page is written to, so the GX Data Docs link is relative.
+    """
     data = result.to_dict()
     stats = data["statistics"]
     verdict = "pass" if data["success"] else "fail"
@@ -63,6 +86,7 @@ def render_html(result: ValidationResult) -> str:
         + f". Images probed: {stats['images']} "
         + html.escape(json.dumps(stats["images_by_status"]))
         + f". {stats['seconds']} s.</p>"
+        + _data_docs_note(result, None if out_dir is None else Path(out_dir))
     )
     body = []
     if data["failed"]:
@@ -89,9 +113,15 @@ def render_html(result: ValidationResult) -> str:
 
 
 def write_report(result: ValidationResult, out_dir: str | os.PathLike) -> dict[str, Path]:
-    """Write ``validation.json`` and ``validation.html`` into ``out_dir`` (which must exist)."""
+    """Write ``validation.json`` and ``validation.html`` into ``out_dir`` (which must exist).
+
+    GX Data Docs are not written here: ``validate_dataset(..., data_docs_dir=out_dir /
+    DATA_DOCS_DIR)`` builds them (it holds the GX context); this page links them.
+    """
     out_dir = Path(out_dir)
     paths = {"json": out_dir / JSON_FILE, "html": out_dir / HTML_FILE}
     paths["json"].write_text(json.dumps(result.to_dict(), indent=2, ensure_ascii=False, default=str) + "\n", encoding="utf-8")
-    paths["html"].write_text(render_html(result), encoding="utf-8")
+    paths["html"].write_text(render_html(result, out_dir), encoding="utf-8")
+    if result.data_docs is not None:
+        paths["data_docs"] = Path(result.data_docs)
     return paths

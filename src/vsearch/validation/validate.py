@@ -4,13 +4,17 @@
 referenced image with a process pool, derives the columns the suites check (see
 ``suites``), runs one GX suite per manifest in an ephemeral (in-memory) context and returns
 a ``ValidationResult``: each check with pass/fail, counts and offending examples (file, row,
-value, detail).
+value, detail). Optionally it also builds GX's own Data Docs (static HTML rendered from the
+stored GX results) into a folder; those load CSS/JS from CDNs, so the offline page the CLI
+writes is ``report.render_html``.
 """
 
 from __future__ import annotations
 
+import datetime
 import math
 import os
+import shutil
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -25,6 +29,9 @@ from vsearch.validation.suites import ValidationConfig, build_suite, derive_colu
 REQUIRED = (schema.CATALOG_FILE, schema.INTERACTIONS_FILE)
 OPTIONAL = (schema.REFORMULATIONS_FILE, schema.PRODUCT_HISTORY_FILE)
 EXAMPLES_IN_LINE = 5
+# Our Data Docs site (the ephemeral context already has one called "local_site", in a temp dir).
+DATA_DOCS_SITE = "vsearch_data_docs"
+RUN_NAME = "vsearch-data-validate"
 
 
 @dataclass
@@ -70,12 +77,19 @@ class CheckResult:
 
 @dataclass
 class ValidationResult:
-    """All checks of one run. ``success`` is True only when every check passed."""
+    """All checks of one run. ``success`` is True only when every check passed.
+
+    ``data_docs``: the GX Data Docs ``index.html`` when they were built (not in ``to_dict``:
+    the folder may be a staging one that is renamed); ``data_docs_error``: why they could not
+    be built (the validation itself stands).
+    """
 
     data_dir: str
     success: bool
     checks: list[CheckResult]
     statistics: dict
+    data_docs: Path | None = None
+    data_docs_error: str | None = None
 
     @property
     def failures(self) -> list[CheckResult]:
@@ -194,12 +208,19 @@ def _to_check(name: str, rule, res, df: pd.DataFrame, probes: dict, max_examples
     return check
 
 
-def validate_dataset(data_dir: str | os.PathLike, cfg: ValidationConfig | None = None) -> ValidationResult:
+def validate_dataset(data_dir: str | os.PathLike, cfg: ValidationConfig | None = None,
+                     data_docs_dir: str | os.PathLike | None = None) -> ValidationResult:
     """Run every check on the data folder ``data_dir`` (read-only).
+
+    Args:
+        data_docs_dir: when given, also build GX Data Docs there (a static site: index.html,
+            one page per suite and per validation result; a few MB, mostly GX's static
+            images). Created if missing; never inside ``data_dir`` unless you put it there.
 
     Returns:
         A ValidationResult; ``statistics`` holds rows per manifest, images probed (and per
-        status), and wall-clock seconds of the image probing, the GX run and the whole.
+        status), and wall-clock seconds of the image probing, the GX run, the Data Docs
+        (``data_docs_seconds``, None when not built) and the whole.
     """
     cfg = cfg or ValidationConfig()
     data_dir = Path(data_dir)
@@ -228,6 +249,10 @@ def validate_dataset(data_dir: str | os.PathLike, cfg: ValidationConfig | None =
     t_gx = time.perf_counter()
     context = _gx_context()
     source = context.data_sources.add_pandas("vsearch")
+    from great_expectations.core.run_identifier import RunIdentifier
+
+    # One run (name + time) for all manifests: Data Docs list them as one run.
+    run_id = RunIdentifier(run_name=RUN_NAME, run_time=datetime.datetime.now(datetime.timezone.utc))
     for name, df in frames.items():
         derived = derive_columns(name, df, probes, catalog=catalog, min_image_size=cfg.min_image_size)
         rules = suite_rules(name, list(derived.columns), cfg, catalog_ids) + numeric_attribute_rules(name, df)
@@ -236,11 +261,24 @@ def validate_dataset(data_dir: str | os.PathLike, cfg: ValidationConfig | None =
 
         batch = source.add_dataframe_asset(name.removesuffix(".parquet")).add_batch_definition_whole_dataframe("all")
         definition = context.validation_definitions.add(gx.ValidationDefinition(name=f"vsearch.{name}", data=batch, suite=suite))
-        run = definition.run(batch_parameters={"dataframe": derived}, result_format={"result_format": "COMPLETE"})
+        run = definition.run(batch_parameters={"dataframe": derived}, result_format={"result_format": "COMPLETE"},
+                             run_id=run_id)
         by_index = {r.expectation_config.meta["index"]: r for r in run.results}
         for i, rule in enumerate(rules):
             checks.append(_to_check(name, rule, by_index[i], derived, probes, cfg.max_examples))
     gx_seconds = time.perf_counter() - t_gx
+
+    docs_index, docs_error, docs_seconds = None, None, None
+    if data_docs_dir is not None:
+        t_docs = time.perf_counter()
+        existed = Path(data_docs_dir).exists()
+        try:
+            docs_index = build_data_docs(context, data_docs_dir)
+        except Exception as err:  # a GX rendering bug must not turn a data verdict into a crash
+            if not existed:  # no half-built site left behind (a folder that was there is kept)
+                shutil.rmtree(data_docs_dir, ignore_errors=True)
+            docs_error = f"{type(err).__name__}: {err}"[:300]
+        docs_seconds = round(time.perf_counter() - t_docs, 3)
 
     statuses: dict[str, int] = {}
     for p in probes.values():
@@ -253,6 +291,7 @@ def validate_dataset(data_dir: str | os.PathLike, cfg: ValidationConfig | None =
         "images_by_status": statuses,
         "image_seconds": round(image_seconds, 3),
         "gx_seconds": round(gx_seconds, 3),
+        "data_docs_seconds": docs_seconds,
         "seconds": round(total, 3),
         "rows_per_s": round(rows / total, 1) if total > 0 else None,
         "images_per_s": round(len(probes) / image_seconds, 1) if image_seconds > 0 else None,
@@ -260,7 +299,31 @@ def validate_dataset(data_dir: str | os.PathLike, cfg: ValidationConfig | None =
         "failed": sum(not c.success for c in checks),
         "config": asdict(cfg),
     }
-    return ValidationResult(str(data_dir.resolve()), all(c.success for c in checks), checks, stats)
+    return ValidationResult(str(data_dir.resolve()), all(c.success for c in checks), checks, stats,
+                            data_docs=docs_index, data_docs_error=docs_error)
+
+
+def build_data_docs(context, out_dir: str | os.PathLike) -> Path:
+    """Build GX Data Docs for every suite and stored validation result of ``context`` into
+    ``out_dir`` (a filesystem site of its own; the context's ``local_site`` is left alone).
+
+    Returns the site's ``index.html``. The pages load Bootstrap/jQuery/Vega from CDNs: offline
+    they show unstyled (the content is all there).
+    """
+    out_dir = Path(out_dir).resolve()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    if DATA_DOCS_SITE not in context.list_data_docs_sites():
+        context.add_data_docs_site(DATA_DOCS_SITE, {
+            "class_name": "SiteBuilder",
+            "show_how_to_buttons": False,
+            "store_backend": {"class_name": "TupleFilesystemStoreBackend", "base_directory": str(out_dir)},
+            "site_index_builder": {"class_name": "DefaultSiteIndexBuilder"},
+        })
+    context.build_data_docs(site_names=[DATA_DOCS_SITE])
+    index = out_dir / "index.html"
+    if not index.is_file():
+        raise RuntimeError(f"GX built no index.html in {out_dir}")
+    return index
 
 
 def _gx_context():
