@@ -387,8 +387,10 @@ def backfill(
         raise VerificationError(collection, result)
     progress(f"collection {collection} ({'new' if created else 'existing'}), model {version}, dim {dim}")
     if write:
-        torch.set_grad_enabled(False)
-        write_catalog(store, collection, model, data_dir, catalog, cfg, report, progress, fresh=created)
+        # Scoped, never global: a backfill called in-process must not switch autograd off for
+        # the caller (a global set_grad_enabled(False) broke training later in the same process).
+        with torch.no_grad():
+            write_catalog(store, collection, model, data_dir, catalog, cfg, report, progress, fresh=created)
         progress(f"written {report.written} rows in {report.write_s:.2f} s")
     t0 = time.perf_counter()
     report.index_type = store.build_index(collection, cfg.index, cfg.milvus.timeout_s)
