@@ -2,6 +2,7 @@
 
     vsearch pipeline compile [--out build/] [--config FILE] [--name NAME ...] [--set key=value ...]
     vsearch pipeline run-local NAME [--out runs/pipelines] [--tiny] [--param k=v ...] [--expect TASK ...]
+    vsearch pipeline demo --out DIR [--preset default] [--seed 0] [--tiny] [--no-monitoring]
     vsearch pipeline submit NAME|--package FILE [--host URL] [--namespace NS] [--experiment E]
                             [--run-name R] [--param k=v ...]
     vsearch pipeline schedule NAME|--package FILE --cron "0 0 3 * * 1" [--name N] [...]
@@ -80,6 +81,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--param", action="append", default=[], metavar="NAME=VALUE", help="pipeline parameter (repeatable)")
     _add_config_args(p)
 
+    sub.add_parser("demo", help="make demo through KFP: the training pipeline (+ monitoring) under kfp.local",
+                   add_help=False)
+
     p = sub.add_parser("submit", help="upload the pipeline (or a new version) and start a run on Kubeflow")
     _add_connection_args(p)
     p.add_argument("--run-name", help="run name (default: <pipeline> <UTC time>)")
@@ -117,6 +121,11 @@ def _package(args, tmp: Path) -> tuple[Path, str]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["demo"]:
+        from pipelines.demo import main as demo_main
+
+        return demo_main(argv[1:])
     args = _parser().parse_args(argv)
     from pipelines.config import load_pipeline_config
 

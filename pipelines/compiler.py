@@ -20,6 +20,10 @@ from vsearch.config import ConfigError
 PIPELINES: dict[str, tuple[str, str]] = {
     "model": ("pipelines.model", "build"),
     "model-import": ("pipelines.model", "build_import"),
+    "training": ("pipelines.training", "build"),
+    "training-import": ("pipelines.training", "build_import"),
+    "monitoring": ("pipelines.monitoring", "build"),
+    "backfill": ("pipelines.backfill", "build"),
 }
 
 

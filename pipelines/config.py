@@ -41,7 +41,7 @@ class GpuConfig:
     """Accelerators for GPU steps."""
 
     enabled: bool = True
-    steps: list[str] = field(default_factory=lambda: ["train_model"])
+    steps: list[str] = field(default_factory=lambda: ["train_model", "embed_shard"])
     accelerator_type: str = "nvidia.com/gpu"
     accelerator_limit: int = 1
     cpu_limit: str = "8"
@@ -66,16 +66,24 @@ class SecretEnv:
 class RetryConfig:
     """Retries of transient steps (pre-emptible GPU nodes, object-store hiccups)."""
 
-    steps: list[str] = field(default_factory=lambda: ["synth_data", "train_model", "evaluate_model"])
+    steps: list[str] = field(
+        default_factory=lambda: ["synth_data", "train_model", "evaluate_model", "embed_shard", "backfill_embeddings",
+                                 "index_embeddings"]
+    )
     num_retries: int = 2
     backoff_duration: str = "60s"
     backoff_factor: float = 2.0
     backoff_max_duration: str = "3600s"
 
 
-# Steps that read the outside world (the champion, the live index, recent logs): their
-# result must never come from the cache.
-LOOKUP_STEPS = ["get_champion", "build_training_set", "detect_drift", "verify_index"]
+# Steps that read the outside world (the champion, the live index, recent logs) or change it
+# (Milvus collections and aliases): their result must never come from the cache.
+LOOKUP_STEPS = ["get_champion", "build_training_set", "detect_drift", "verify_index", "gate_model",
+                "backfill_embeddings", "index_embeddings", "write_rollout_config"]
+
+# Steps that read data or models from object storage.
+DATA_STEPS = ["synth_data", "validate_data", "build_training_set", "train_model", "evaluate_model", "gate_model",
+              "detect_drift", "embed_shard", "backfill_embeddings", "index_embeddings", "write_rollout_config"]
 
 
 @dataclass
@@ -91,14 +99,15 @@ class PipelineConfig:
             SecretEnv(
                 name="vsearch-object-store",
                 env={"AWS_ACCESS_KEY_ID": "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY": "AWS_SECRET_ACCESS_KEY"},
-                steps=["synth_data", "train_model", "evaluate_model"],
+                steps=list(DATA_STEPS),
                 optional=True,
             ),
-            # The Milvus cluster (pymilvus URI + token) for the indexing steps.
+            # The Milvus cluster's token for the indexing steps (the URI is a pipeline
+            # parameter); vsearch.indexing reads it from VSEARCH_MILVUS_TOKEN (configs/index.yaml).
             SecretEnv(
                 name="milvus-credentials",
-                env={"uri": "MILVUS_URI", "token": "MILVUS_TOKEN"},
-                steps=["backfill_embeddings", "verify_index", "swap_alias"],
+                env={"token": "VSEARCH_MILVUS_TOKEN"},
+                steps=["backfill_embeddings", "index_embeddings"],
             ),
         ]
     )

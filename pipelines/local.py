@@ -52,10 +52,17 @@ TINY_PARAMS: dict[str, dict[str, Any]] = {
         "eval_overrides": ["eval.n_boot=50"],
     },
 }
+# The training pipelines add the gate, indexing and rollout: the same small models, a small
+# verification sample, decoding in the main process.
+TINY_PARAMS["training"] = {**TINY_PARAMS["model"], "index_overrides": ["verify.sample_size=50", "backfill.num_workers=0"]}
+TINY_PARAMS["training-import"] = {**TINY_PARAMS["model-import"], "index_overrides": ["verify.sample_size=50", "backfill.num_workers=0"]}
+TINY_PARAMS["backfill"] = {"num_shards": 2, "index_overrides": ["verify.sample_size=50", "backfill.num_workers=0"]}
+TINY_PARAMS["monitoring"] = {"drift_overrides": ["sample.max_queries=100", "sample.max_products=100", "embeddings.plot_sample=30"]}
 
 
 def _executor_tasks(spec: dict, conditional: bool) -> dict[str, str]:
     components = spec.get("components", {})
+    executors = spec.get("deploymentSpec", {}).get("executors", {})
     tasks: dict[str, str] = {}
 
     def walk(dag: dict) -> None:
@@ -68,11 +75,20 @@ def _executor_tasks(spec: dict, conditional: bool) -> dict[str, str]:
             component = components.get(task["componentRef"]["name"], {})
             if "dag" in component:
                 walk(component["dag"])
-            else:
+            elif "importer" not in executors.get(component.get("executorLabel", ""), {}):
+                # (kfp.local resolves importers in the driver: they leave no executor output.)
                 tasks[name] = task.get("taskInfo", {}).get("name", name)
 
     walk(spec["root"]["dag"])
     return tasks
+
+
+def _plain(outputs: dict) -> dict:
+    """Parameter outputs as JSON values; artifact outputs as their URI."""
+    plain = {}
+    for key, value in sorted(outputs.items()):
+        plain[key] = value if isinstance(value, (str, int, float, bool, list, dict)) or value is None else getattr(value, "uri", str(value))
+    return plain
 
 
 def required_tasks(spec: dict) -> dict[str, str]:
@@ -149,7 +165,7 @@ def run_package(
             # One warning per task that GPUs, secrets and display names are not applied
             # locally: expected, and said once in the module docstring.
             warnings.filterwarnings("ignore", message=".*have no effect in the current local runner.*")
-            pipeline(**(params or {}))
+            result = pipeline(**(params or {}))
     finally:
         shutil.rmtree(workspace, ignore_errors=True)
     seconds = time.perf_counter() - started
@@ -160,9 +176,13 @@ def run_package(
     shutil.copyfile(package, run_dir / PACKAGE_FILE)
 
     tasks: dict[str, Any] = {}
-    for task_dir in sorted(p for p in run_dir.iterdir() if (p / EXECUTOR_OUTPUT).is_file()):
+    # Tasks inside dsl.ParallelFor run in <loop>-iteration-<i>/<task>/: recorded as "<loop>-iteration-<i>/<task>".
+    task_dirs = sorted(p for p in run_dir.iterdir() if (p / EXECUTOR_OUTPUT).is_file())
+    task_dirs += sorted(p for p in run_dir.glob("*-iteration-*/*") if (p / EXECUTOR_OUTPUT).is_file())
+    for task_dir in task_dirs:
         outputs = json.loads((task_dir / EXECUTOR_OUTPUT).read_text())
-        tasks[task_dir.name] = {
+        task_key = task_dir.relative_to(run_dir).as_posix()
+        tasks[task_key] = {
             "display_name": every.get(task_dir.name, task_dir.name),
             "outputs": {
                 key: [{"uri": a["uri"], "metadata": a.get("metadata", {})} for a in value.get("artifacts", [])]
@@ -177,11 +197,13 @@ def run_package(
         "package": str(run_dir / PACKAGE_FILE),
         "params": params or {},
         "seconds": round(seconds, 1),
+        # The pipeline's own outputs (e.g. the monitoring pipeline's "retraining due").
+        "outputs": _plain(getattr(result, "outputs", None) or {}),
         "required_tasks": required,
         "tasks": tasks,
     }
     (run_dir / RUN_FILE).write_text(json.dumps(manifest, indent=2))
-    missing = sorted(set(required) - set(tasks))
+    missing = sorted(set(required) - {key.rsplit("/", 1)[-1] for key in tasks})
     if missing:
         raise RuntimeError(
             f"{run_dir}: kfp.local reported success but task(s) {missing} did not run "

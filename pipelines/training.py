@@ -1,0 +1,145 @@
+"""The training pipeline: validate -> training set -> train -> evaluate -> gate -> ship or say why not.
+
+    validate_data -> build_training_set (Feast, point in time)
+      -> train_model image-only baseline, 3-tower -> 4-tower (initialised from the 3-tower)
+      -> evaluate_model (all three on the same test queries)
+      -> gate_model (4-tower vs the baseline and the registry's champion; fails closed)
+      -> dsl.If(blessed):  backfill_embeddings (new versioned collection, verified, alias moved)
+                           -> write_rollout_config (A/B ramp, guardrails, KServe canary)
+         dsl.Else:         record_rejection (the gate's reasons; nothing indexed or rolled out)
+
+The drift reference snapshot is saved inside each model folder at training time (the
+monitoring pipeline compares recent data with it). Two entry points, as for the model
+pipeline: ``vsearch-training`` generates the benchmark first; ``vsearch-training-import``
+imports the dataset at ``data_uri``. The gate returns a single bool (not a NamedTuple field)
+and the branch has an Else: kfp.local skips a dsl.If on a NamedTuple field silently.
+"""
+
+# No `from __future__ import annotations`: KFP reads the real annotations of the pipeline function.
+from typing import List
+
+from pipelines.config import PipelineConfig
+
+NAME = "vsearch-training"
+IMPORT_NAME = "vsearch-training-import"
+DESCRIPTION = ("Validate the data, build the point-in-time training set, train the image-only baseline, the 3-tower "
+               "and the 4-tower models, evaluate, gate; if blessed: index the catalog in Milvus and write the rollout "
+               "config, else record why not.")
+
+
+def _stages(data, cfg: PipelineConfig, image_only_config, three_tower_config, four_tower_config, train_overrides,
+            eval_overrides, gate_config, registry, milvus_uri, alias, index_overrides, rollout_overrides) -> None:
+    from kfp import dsl
+
+    from components.backfill_embeddings import backfill_embeddings
+    from components.build_training_set import build_training_set
+    from components.evaluate_model import evaluate_model
+    from components.gate_model import gate_model
+    from components.record_rejection import record_rejection
+    from components.train_model import train_model
+    from components.validate_data import validate_data
+    from components.write_rollout_config import write_rollout_config
+    from pipelines.wiring import configure
+
+    validation = configure(validate_data(data=data), "Validate data", cfg)
+    training = configure(
+        build_training_set(data=data, validation=validation.outputs["validation"]),
+        "Build training set (Feast, point in time)",
+        cfg,
+    )
+    train_data = training.outputs["training_set"]
+    image_only = configure(train_model(data=train_data, config=image_only_config, overrides=train_overrides),
+                           "Train image-only baseline", cfg)
+    three = configure(train_model(data=train_data, config=three_tower_config, overrides=train_overrides),
+                      "Train 3-tower", cfg)
+    four = configure(
+        train_model(data=train_data, config=four_tower_config, overrides=train_overrides, init_model=three.outputs["model"]),
+        "Train 4-tower (from 3-tower)",
+        cfg,
+    )
+    evaluation = configure(
+        evaluate_model(data=train_data, image_only=image_only.outputs["model"], three_tower=three.outputs["model"],
+                       four_tower=four.outputs["model"], config=three_tower_config, overrides=eval_overrides),
+        "Evaluate models",
+        cfg,
+    )
+    gate = configure(
+        gate_model(evaluation=evaluation.outputs["evaluation"], candidate="four_tower", config=gate_config,
+                   registry=registry),
+        "Gate 4-tower vs baseline and champion",
+        cfg,
+    )
+    with dsl.If(gate.outputs["Output"] == True, name="blessed"):  # noqa: E712 (a KFP condition, not Python)
+        index = configure(
+            backfill_embeddings(model=four.outputs["model"], data=train_data, milvus_uri=milvus_uri, alias=alias,
+                                overrides=index_overrides),
+            "Index catalog in Milvus (verify, move alias)",
+            cfg,
+        )
+        configure(
+            write_rollout_config(blessing=gate.outputs["blessing"], index=index.outputs["index"],
+                                 control_model=image_only.outputs["model"], registry=registry,
+                                 overrides=rollout_overrides),
+            "Write rollout config",
+            cfg,
+        )
+    with dsl.Else(name="not-blessed"):
+        configure(record_rejection(blessing=gate.outputs["blessing"]), "Record why not blessed", cfg)
+
+
+def build(cfg: PipelineConfig):
+    """The training pipeline on the generated benchmark (``synth_data`` first)."""
+    from kfp import dsl
+
+    from components.synth_data import synth_data
+    from pipelines.wiring import configure
+
+    @dsl.pipeline(name=NAME, description="Generate the benchmark; " + DESCRIPTION[0].lower() + DESCRIPTION[1:])
+    def training_pipeline(
+        preset: str = "default",
+        seed: int = 0,
+        image_only_config: str = "image_only",
+        three_tower_config: str = "three_tower",
+        four_tower_config: str = "four_tower",
+        train_overrides: List[str] = [],
+        eval_overrides: List[str] = [],
+        gate_config: str = "gate",
+        registry: str = "",
+        milvus_uri: str = "",
+        alias: str = "vsearch_serving",
+        index_overrides: List[str] = [],
+        rollout_overrides: List[str] = [],
+    ):
+        synth = configure(synth_data(preset=preset, seed=seed), "Generate street-to-shop benchmark", cfg)
+        _stages(synth.outputs["data"], cfg, image_only_config, three_tower_config, four_tower_config, train_overrides,
+                eval_overrides, gate_config, registry, milvus_uri, alias, index_overrides, rollout_overrides)
+
+    return training_pipeline
+
+
+def build_import(cfg: PipelineConfig):
+    """The training pipeline on an existing dataset (``data_uri``: a folder of the data contract)."""
+    from kfp import dsl
+    from kfp.dsl import Dataset
+
+    @dsl.pipeline(name=IMPORT_NAME, description="Import a dataset; " + DESCRIPTION[0].lower() + DESCRIPTION[1:])
+    def training_import_pipeline(
+        data_uri: str,
+        image_only_config: str = "image_only",
+        three_tower_config: str = "three_tower",
+        four_tower_config: str = "four_tower",
+        train_overrides: List[str] = [],
+        eval_overrides: List[str] = [],
+        gate_config: str = "gate",
+        registry: str = "",
+        milvus_uri: str = "",
+        alias: str = "vsearch_serving",
+        index_overrides: List[str] = [],
+        rollout_overrides: List[str] = [],
+    ):
+        imported = dsl.importer(artifact_uri=data_uri, artifact_class=Dataset, reimport=False)
+        imported.set_display_name("Import dataset")
+        _stages(imported.output, cfg, image_only_config, three_tower_config, four_tower_config, train_overrides,
+                eval_overrides, gate_config, registry, milvus_uri, alias, index_overrides, rollout_overrides)
+
+    return training_import_pipeline

@@ -1,0 +1,136 @@
+"""The training, backfill and monitoring pipelines compile to the DAGs the issue describes,
+with the GPU / toleration / secret / retry / caching wiring of the compile-time config.
+(Golden files, strict parse and determinism of every pipeline: test_pipeline_compile.py.)"""
+
+import pytest
+
+from pipelines.compiler import check_package, compile_all, load_documents
+from pipelines.config import load_pipeline_config
+from pipelines.local import required_tasks
+
+MILVUS_SECRET = {
+    "secretName": "milvus-credentials",
+    "secretNameParameter": {"runtimeValue": {"constant": "milvus-credentials"}},
+    "keyToEnv": [{"secretKey": "token", "envVar": "VSEARCH_MILVUS_TOKEN"}],
+    "optional": False,  # a cluster run without the Milvus token fails at pod start, not mid-write
+}
+GPU = {"resourceType": "nvidia.com/gpu", "resourceCount": "1", "type": "nvidia.com/gpu", "count": "1"}
+
+
+@pytest.fixture(scope="module")
+def compiled(tmp_path_factory):
+    out = tmp_path_factory.mktemp("build")
+    paths = compile_all(load_pipeline_config(), out, ["training", "training-import", "backfill", "monitoring"])
+    return {p.stem: load_documents(p) for p in paths}
+
+
+def _all_tasks(spec: dict) -> dict[str, dict]:
+    """Every task of every DAG (root and sub-DAGs), by name."""
+    tasks = dict(spec["root"]["dag"]["tasks"])
+    for component in spec["components"].values():
+        tasks.update(component.get("dag", {}).get("tasks", {}))
+    return tasks
+
+
+def _executor(spec: dict, task: dict) -> str:
+    return spec["components"][task["componentRef"]["name"]]["executorLabel"]
+
+
+def _producer(task: dict, artifact: str) -> str:
+    return task["inputs"]["artifacts"][artifact]["taskOutputArtifact"]["producerTask"]
+
+
+def test_training_dag_validates_trains_evaluates_gates_then_ships_or_says_why(compiled):
+    spec, platform = compiled["training"]
+    tasks = _all_tasks(spec)
+    assert _producer(tasks["validate-data"], "data") == "synth-data"
+    assert _producer(tasks["build-training-set"], "validation") == "validate-data"
+    for train in ("train-model", "train-model-2", "train-model-3"):
+        assert _producer(tasks[train], "data") == "build-training-set"  # trained on the point-in-time set
+    assert _producer(tasks["train-model-3"], "init_model") == "train-model-2"
+    assert _producer(tasks["gate-model"], "evaluation") == "evaluate-model"
+    # The If/Else pair branches on the gate's single bool output, both ways.
+    branches = spec["components"]["comp-condition-branches-1"]["dag"]["tasks"]
+    conditions = {name: t["triggerPolicy"]["condition"] for name, t in branches.items()}
+    assert conditions == {"condition-2": "inputs.parameter_values['pipelinechannel--gate-model-Output'] == true",
+                          "condition-3": "!(inputs.parameter_values['pipelinechannel--gate-model-Output'] == true)"}
+    blessed = spec["components"][branches["condition-2"]["componentRef"]["name"]]["dag"]["tasks"]
+    rejected = spec["components"][branches["condition-3"]["componentRef"]["name"]]["dag"]["tasks"]
+    assert set(blessed) == {"backfill-embeddings", "write-rollout-config"} and set(rejected) == {"record-rejection"}
+    assert _producer(blessed["write-rollout-config"], "index") == "backfill-embeddings"
+    assert blessed["backfill-embeddings"]["inputs"]["artifacts"]["model"]["componentInputArtifact"] == \
+        "pipelinechannel--train-model-3-model"  # the 4-tower model is the one indexed
+    # The branch tasks are data-dependent; everything else must run in every run.
+    assert set(required_tasks(spec)) == {"synth-data", "validate-data", "build-training-set", "train-model",
+                                         "train-model-2", "train-model-3", "evaluate-model", "gate-model"}
+    assert spec["root"]["inputDefinitions"]["parameters"]["milvus_uri"]["defaultValue"] == ""
+
+
+def test_training_wiring_gpu_secrets_retries_caching_and_display_names(compiled):
+    for name in ("training", "training-import"):
+        spec, platform = compiled[name]
+        tasks = _all_tasks(spec)
+        executors = spec["deploymentSpec"]["executors"]
+        k8s = platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
+        for task_name, task in tasks.items():
+            if "executorLabel" in spec["components"][task["componentRef"]["name"]]:
+                assert task["taskInfo"]["name"] != task_name, f"{name}: {task_name} has no display name"
+        assert {tasks["condition-2"]["taskInfo"]["name"], tasks["condition-3"]["taskInfo"]["name"]} == {"blessed", "not-blessed"}
+        for train in ("train-model", "train-model-2", "train-model-3"):
+            executor = _executor(spec, tasks[train])
+            assert executors[executor]["container"]["resources"]["accelerator"] == GPU
+            assert k8s[executor]["tolerations"] == [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]
+            assert "retryPolicy" in tasks[train]
+        backfill = _executor(spec, tasks["backfill-embeddings"])
+        assert MILVUS_SECRET in k8s[backfill]["secretAsEnv"]
+        assert "accelerator" not in executors[backfill]["container"].get("resources", {})
+        assert tasks["backfill-embeddings"]["retryPolicy"]["maxRetryCount"] == 2
+        for task_name in ("gate-model", "write-rollout-config", "record-rejection", "validate-data"):
+            assert not any(s["secretName"] == "milvus-credentials"
+                           for s in k8s.get(_executor(spec, tasks[task_name]), {}).get("secretAsEnv", []))
+        # Look-ups and writes to the outside world never come from the cache.
+        for task_name in ("build-training-set", "gate-model", "backfill-embeddings", "write-rollout-config"):
+            assert tasks[task_name]["cachingOptions"] == {}, task_name
+        assert tasks["train-model"]["cachingOptions"] == {"enableCache": True}
+
+
+def test_backfill_dag_fans_out_shards_and_swaps_once(compiled):
+    spec, platform = compiled["backfill"]
+    root = spec["root"]["dag"]["tasks"]
+    assert root["for-loop-1"]["parameterIterator"]["items"] == {"inputParameter": "pipelinechannel--plan-shards-Output"}
+    loop = spec["components"]["comp-for-loop-1"]["dag"]["tasks"]
+    assert set(loop) == {"embed-shard"}
+    index = root["index-embeddings"]
+    assert index["inputs"]["artifacts"]["shards"] == {"taskOutputArtifact": {"outputArtifactKey": "pipelinechannel--embed-shard-embeddings", "producerTask": "for-loop-1"}}
+    assert spec["root"]["dag"]["outputs"]["parameters"]["Output"]["valueFromParameter"]["producerSubtask"] == "index-embeddings"
+    executors = spec["deploymentSpec"]["executors"]
+    k8s = platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
+    embed = _executor(spec, loop["embed-shard"])
+    assert executors[embed]["container"]["resources"]["accelerator"] == GPU  # encoding is the GPU step
+    assert k8s[embed]["nodeSelector"] == {"labels": {"nvidia.com/gpu.present": "true"}}
+    assert MILVUS_SECRET in k8s[_executor(spec, index)]["secretAsEnv"]
+    assert MILVUS_SECRET not in k8s[embed]["secretAsEnv"]
+    assert index["cachingOptions"] == {} and "retryPolicy" in loop["embed-shard"]
+
+
+def test_monitoring_outputs_whether_retraining_is_due(compiled):
+    spec, platform = compiled["monitoring"]
+    assert spec["root"]["outputDefinitions"]["parameters"]["Output"]["parameterType"] == "BOOLEAN"
+    task = spec["root"]["dag"]["tasks"]["detect-drift"]
+    assert task["cachingOptions"] == {}  # recent data: never from the cache
+    assert task["taskInfo"]["name"] == "Detect drift (retraining due?)"
+    assert set(spec["root"]["inputDefinitions"]["parameters"]) >= {"model_uri", "data_uri", "since", "until"}
+
+
+def test_gpu_settings_come_from_the_compile_time_config(tmp_path):
+    cfg = load_pipeline_config(None, ["gpu.accelerator_type=nvidia.com/mig-1g.10gb", "gpu.accelerator_limit=2",
+                                      "gpu.steps=[embed_shard]"])
+    (path,) = compile_all(cfg, tmp_path, ["backfill"])
+    check_package(path)
+    spec, platform = load_documents(path)
+    embed = spec["components"]["comp-embed-shard"]["executorLabel"]
+    assert spec["deploymentSpec"]["executors"][embed]["container"]["resources"]["accelerator"]["resourceCount"] == "2"
+    (path,) = compile_all(cfg, tmp_path, ["training"])
+    spec, _ = load_documents(path)
+    train = spec["components"]["comp-train-model"]["executorLabel"]
+    assert "accelerator" not in spec["deploymentSpec"]["executors"][train]["container"].get("resources", {})
