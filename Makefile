@@ -28,8 +28,10 @@ $(STAMP): pyproject.toml constraints.txt
 	$(BIN)/python -m pip install -q -c constraints.txt -e '.[dev]'
 	touch $(STAMP)
 
+# The compiled training pipeline, run locally through kfp.local on the embedded defaults
+# (Milvus Lite, Feast local). `vsearch demo` is the same flow as a plain Python driver.
 demo: $(STAMP)
-	$(BIN)/vsearch demo --out $(DEMO_OUT)
+	$(BIN)/vsearch pipeline demo --out $(DEMO_OUT)
 
 test: $(STAMP) sysdeps
 	$(BIN)/python -m pytest
