@@ -392,13 +392,22 @@ def backfill(
         with torch.no_grad():
             write_catalog(store, collection, model, data_dir, catalog, cfg, report, progress, fresh=created)
         progress(f"written {report.written} rows in {report.write_s:.2f} s")
+    return finalize_and_swap(store, collection, catalog["product_id"].tolist(), dim, cfg, report, alias, progress)
+
+
+def finalize_and_swap(store, collection: str, catalog_ids: list[str], dim: int, cfg, report, alias: str | None, progress):
+    """Index + load ``collection``, verify it, record its status, and only then move ``alias``.
+
+    The one path by which any backfill (single step or sharded) reaches serving: a failed
+    verification marks the collection FAILED and raises VerificationError, alias untouched.
+    """
     t0 = time.perf_counter()
     report.index_type = store.build_index(collection, cfg.index, cfg.milvus.timeout_s)
     store.load(collection, cfg.milvus.timeout_s)
     report.finalize_s = time.perf_counter() - t0
     progress(f"flushed, indexed ({report.index_type}), loaded")
     t0 = time.perf_counter()
-    result = verify_collection(store, collection, catalog["product_id"].tolist(), dim, cfg)
+    result = verify_collection(store, collection, catalog_ids, dim, cfg)
     report.verify_s = time.perf_counter() - t0
     report.verify = result.to_dict()
     if not result.ok:

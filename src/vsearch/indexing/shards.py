@@ -21,12 +21,12 @@ from vsearch.indexing.backfill import (
     BackfillReport,
     VerificationError,
     check_finite,
+    finalize_and_swap,
     iter_image_batches,
     open_collection,
-    verify_collection,
 )
 from vsearch.indexing.config import IndexConfig
-from vsearch.indexing.store import CATEGORY, FAILED, PRIMARY, VECTOR, VERIFIED, Store
+from vsearch.indexing.store import CATEGORY, FAILED, PRIMARY, VECTOR, Store
 from vsearch.indexing.verify import VerifyResult
 from vsearch.schema import DataError
 
@@ -160,24 +160,4 @@ def index_shards(store: Store, model_dir: str | os.PathLike, data_dir: str | os.
             report.written += len(rows)
         report.write_s = time.perf_counter() - t0
         progress(f"upserted {report.written} rows from {len(shard_files)} shard(s) in {report.write_s:.2f} s")
-    t0 = time.perf_counter()
-    report.index_type = store.build_index(collection, cfg.index, cfg.milvus.timeout_s)
-    store.load(collection, cfg.milvus.timeout_s)
-    report.finalize_s = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    result = verify_collection(store, collection, ids, dim, cfg)
-    report.verify_s = time.perf_counter() - t0
-    report.verify = result.to_dict()
-    if not result.ok:
-        store.set_collection_status(collection, status=FAILED, reasons=result.reasons, verify=result.to_dict())
-        raise VerificationError(collection, result)
-    store.set_collection_status(collection, status=VERIFIED, verified_at=time.time(), verify=result.to_dict(),
-                                index_type=report.index_type)
-    progress(f"verified: {result.rows} rows, recall@{result.k} {result.recall:.4f}")
-    if alias:
-        report.previous_collection = store.alias_target(alias)
-        if report.previous_collection != collection:
-            store.move_alias(alias, collection)
-            report.alias_moved = True
-            progress(f"alias {alias}: {report.previous_collection} -> {collection}")
-    return report
+    return finalize_and_swap(store, collection, ids, dim, cfg, report, alias, progress)
