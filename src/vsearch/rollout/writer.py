@@ -120,6 +120,13 @@ def build_rollout(blessing: dict, blessing_uri: str, cfg: dict, *, experiment_id
     return rollout
 
 
+def _project_image() -> str:
+    """The one project image tag (components/image.py), used unless the config names another."""
+    from components.image import IMAGE
+
+    return IMAGE
+
+
 def build_manifest(rollout, cfg: dict) -> dict:
     """The KServe InferenceService for the treatment's query encoder at the first ramp step."""
     from vsearch.rollout.kserve import inference_service
@@ -132,7 +139,7 @@ def build_manifest(rollout, cfg: dict) -> dict:
         return inference_service(
             name=str(k.get("name", "vsearch-query-encoder")),
             namespace=str(k.get("namespace", "default")),
-            image=str(k["image"]),
+            image=str(k.get("image") or _project_image()),
             # "{alias}" / "{model_version}" in the args are filled with the treatment's.
             args=[str(a).format(alias=rollout.treatment.milvus_alias, model_version=rollout.treatment.model.version)
                   for a in k.get("args", [])],
