@@ -27,19 +27,32 @@ def train_model(
         init_model: A model folder to start from (the 4-tower model starts from the
             3-tower one).
 
+    When the pipeline config enables ``trainjob``, the step sets ``VSEARCH_TRAINJOB`` and
+    trains on several nodes through a Kubeflow Trainer TrainJob instead of in-process.
+
     Returns:
         model: The trained model folder (model.safetensors, vsearch_model.json, backbone
             configs, tokenizer, train_summary.json).
         metrics: Training summary: steps, seconds, samples per second, final loss.
     """
+    import os
+
     from vsearch.artifacts import model_version
     from vsearch.config import load_config
+    from vsearch.training import trainjob
     from vsearch.training.loop import train
 
     cfg = load_config(config, list(overrides or []))
     init = init_model.path if init_model is not None else None
-    # restart: a retried attempt starts clean rather than resuming another pod's leftovers.
-    summary = train(cfg, data.path, model.path, init=init, restart=True)
+    settings = os.environ.get(trainjob.ENV_VAR)
+    if settings:
+        # Multi-node (pipeline config `trainjob.enabled`): a Kubeflow TrainJob trains through
+        # the shared PVC while this step waits; docs/trainjob.md.
+        summary = trainjob.launch(settings, config=config, overrides=list(overrides or []), data_dir=data.path,
+                                  out_dir=model.path, run_id=model.uri, init=init)
+    else:
+        # restart: a retried attempt starts clean rather than resuming another pod's leftovers.
+        summary = train(cfg, data.path, model.path, init=init, restart=True)
     model.metadata.update(
         {"config": config, "name": cfg.name, "towers": list(cfg.model.towers), "version": model_version(model.path)}
     )

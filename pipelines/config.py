@@ -14,6 +14,7 @@ environment is never read: the same inputs always compile to the same YAML.
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -76,6 +77,35 @@ class RetryConfig:
     backoff_max_duration: str = "3600s"
 
 
+@dataclass
+class TrainJobConfig:
+    """Multi-node training: ``train_model`` launches a Kubeflow TrainJob and waits for it.
+
+    Off by default (the step trains in-process). When enabled, the step itself needs no GPU:
+    the TrainJob's nodes get ``gpu``'s accelerators, CPU/memory limits, node selector and
+    tolerations, the step's Secrets as ``secretKeyRef`` env, and the shared ReadWriteMany
+    ``pvc`` (mounted at ``mount_path`` in the step and in every node) through which the
+    dataset goes in and the model comes out. docs/trainjob.md.
+    """
+
+    enabled: bool = False
+    steps: list[str] = field(default_factory=lambda: ["train_model"])
+    flavour: str = "trainjob"  # trainjob (Kubeflow Trainer v2) | pytorchjob (training-operator v1)
+    num_nodes: int = 2
+    nproc_per_node: int = 0  # 0: gpu.accelerator_limit (one process per GPU), 1 without GPUs
+    runtime: str = "torch-distributed"
+    runtime_kind: str = "ClusterTrainingRuntime"
+    namespace: str = ""  # "": the pipeline run's own namespace
+    service_account: str = ""
+    image: str = ""  # "": the pipeline image
+    pvc: str = "vsearch-shared"
+    mount_path: str = "/mnt/vsearch"
+    shm_size: str = "16Gi"
+    poll_seconds: int = 30
+    timeout_seconds: int = 172800
+    delete_on_timeout: bool = True
+
+
 # Steps that read the outside world (the champion, the live index, recent logs) or change it
 # (Milvus collections and aliases): their result must never come from the cache.
 LOOKUP_STEPS = ["get_champion", "build_training_set", "detect_drift", "verify_index", "gate_model",
@@ -93,6 +123,7 @@ class PipelineConfig:
     no_cache_steps: list[str] = field(default_factory=lambda: list(LOOKUP_STEPS))
     gpu: GpuConfig = field(default_factory=GpuConfig)
     retry: RetryConfig = field(default_factory=RetryConfig)
+    trainjob: TrainJobConfig = field(default_factory=TrainJobConfig)
     secrets: list[SecretEnv] = field(
         default_factory=lambda: [
             # Object-store credentials for data and models on s3:// (fsspec reads AWS_*).
@@ -114,6 +145,54 @@ class PipelineConfig:
 
     def secrets_for(self, step: str) -> list[SecretEnv]:
         return [s for s in self.secrets if step in s.steps]
+
+    def launches_trainjob(self, step: str) -> bool:
+        return self.trainjob.enabled and step in self.trainjob.steps
+
+
+def _training_image(cfg: PipelineConfig) -> str:
+    """The project's GPU image (components.image.GPU_IMAGE, where defined) unless the image is overridden."""
+    from components import image
+
+    gpu_image = getattr(image, "GPU_IMAGE", None)
+    return gpu_image if gpu_image and cfg.image == IMAGE else cfg.image
+
+
+def trainjob_settings(cfg: PipelineConfig, step: str = "train_model") -> str:
+    """The ``VSEARCH_TRAINJOB`` value of a launching step: JSON read by ``vsearch.training.trainjob.launch``."""
+    tj, gpu = cfg.trainjob, cfg.gpu
+    accelerators = gpu.accelerator_limit if gpu.enabled else 0
+    spec = {
+        "namespace": tj.namespace,
+        "image": tj.image or _training_image(cfg),
+        "flavour": tj.flavour,
+        "num_nodes": tj.num_nodes,
+        "nproc_per_node": tj.nproc_per_node or max(accelerators, 1),
+        "cpu": gpu.cpu_limit,
+        "memory": gpu.memory_limit,
+        "accelerator_type": gpu.accelerator_type,
+        "accelerator_count": accelerators,
+        "tolerations": [dataclasses.asdict(t) for t in gpu.tolerations] if gpu.enabled else [],
+        "node_selector": dict(sorted(gpu.node_selector.items())) if gpu.enabled else {},
+        "volumes": [{"name": "vsearch-shared", "pvc": tj.pvc}],
+        "mounts": [{"volume": "vsearch-shared", "path": tj.mount_path}],
+        "shm_size": tj.shm_size,
+        "secret_env": [
+            {"name": var, "secret": s.name, "key": key, "optional": s.optional}
+            for s in cfg.secrets_for(step) for key, var in sorted(s.env.items())
+        ],
+        "service_account": tj.service_account,
+        "runtime": tj.runtime,
+        "runtime_kind": tj.runtime_kind,
+    }
+    settings = {
+        "spec": spec,
+        "workdir": f"{tj.mount_path.rstrip('/')}/trainjobs",
+        "poll_seconds": tj.poll_seconds,
+        "timeout_seconds": tj.timeout_seconds,
+        "delete_on_timeout": tj.delete_on_timeout,
+    }
+    return json.dumps(settings, sort_keys=True)
 
 
 def _build(cls: type, raw: Any, where: str) -> Any:
@@ -142,6 +221,7 @@ _NESTED = {
     (PipelineConfig, "gpu"): GpuConfig,
     (PipelineConfig, "retry"): RetryConfig,
     (PipelineConfig, "secrets"): SecretEnv,
+    (PipelineConfig, "trainjob"): TrainJobConfig,
     (GpuConfig, "tolerations"): Toleration,
 }
 
@@ -156,6 +236,8 @@ def validate(cfg: PipelineConfig, where: str = "pipeline config") -> None:
             raise ConfigError(f"{where}: toleration operator must be Equal or Exists, got {t.operator!r}")
         if t.effect not in ("", "NoSchedule", "PreferNoSchedule", "NoExecute"):
             raise ConfigError(f"{where}: toleration effect {t.effect!r} is not a Kubernetes taint effect")
+    if cfg.trainjob.enabled:
+        _validate_trainjob(cfg, where)
     if not isinstance(cfg.retry.num_retries, int) or cfg.retry.num_retries < 0:
         raise ConfigError(f"{where}: retry.num_retries must be an integer >= 0")
     for s in cfg.secrets:
@@ -164,6 +246,20 @@ def validate(cfg: PipelineConfig, where: str = "pipeline config") -> None:
         for key, var in s.env.items():
             if not str(var).replace("_", "").isalnum() or str(var)[:1].isdigit():
                 raise ConfigError(f"{where}: secret '{s.name}': {var!r} is not an environment variable name")
+
+
+def _validate_trainjob(cfg: PipelineConfig, where: str) -> None:
+    """Every TrainJob rule (names, counts, volumes, env), checked at compile time."""
+    from vsearch.training.trainjob import TrainJobSpec, validate as validate_spec
+
+    tj = cfg.trainjob
+    if not tj.pvc or not tj.mount_path.startswith("/"):
+        raise ConfigError(f"{where}: trainjob needs a ReadWriteMany pvc and an absolute mount_path")
+    if not isinstance(tj.poll_seconds, int) or tj.poll_seconds < 1 or not isinstance(tj.timeout_seconds, int) or tj.timeout_seconds < 1:
+        raise ConfigError(f"{where}: trainjob.poll_seconds and trainjob.timeout_seconds must be integers >= 1")
+    spec = TrainJobSpec.from_dict(json.loads(trainjob_settings(cfg))["spec"], where=f"{where}: trainjob")
+    spec.name, spec.namespace = "compile-check", spec.namespace or "default"
+    validate_spec(spec, where=f"{where}: trainjob")
 
 
 def load_pipeline_config(path: str | os.PathLike | None = None, overrides: list[str] | tuple[str, ...] = ()) -> PipelineConfig:

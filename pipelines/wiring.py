@@ -33,7 +33,8 @@ def configure(task, display_name: str, cfg: PipelineConfig):
             backoff_max_duration=cfg.retry.backoff_max_duration,
         )
     gpu = cfg.gpu
-    if gpu.enabled and step in gpu.steps:
+    # A step that launches a TrainJob only waits for it: the job's nodes get the GPUs.
+    if gpu.enabled and step in gpu.steps and not cfg.launches_trainjob(step):
         task.set_accelerator_type(gpu.accelerator_type).set_accelerator_limit(gpu.accelerator_limit)
         if gpu.cpu_limit:
             task.set_cpu_limit(gpu.cpu_limit)
@@ -50,6 +51,12 @@ def configure(task, display_name: str, cfg: PipelineConfig):
                 effect=t.effect or None,
                 toleration_seconds=t.toleration_seconds,
             )
+    if cfg.launches_trainjob(step):
+        from pipelines.config import trainjob_settings
+        from vsearch.training.trainjob import ENV_VAR
+
+        kubernetes.mount_pvc(task, pvc_name=cfg.trainjob.pvc, mount_path=cfg.trainjob.mount_path)
+        task.set_env_variable(ENV_VAR, trainjob_settings(cfg, step))
     for secret in cfg.secrets_for(step):
         kubernetes.use_secret_as_env(
             task, secret_name=secret.name, secret_key_to_env=dict(sorted(secret.env.items())), optional=secret.optional

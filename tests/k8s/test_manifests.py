@@ -447,8 +447,14 @@ def test_rbac_is_least_privilege(overlay):
         return any(group in r["apiGroups"] and resource in r["resources"] and verb in r["verbs"] and not r.get("resourceNames")
                    for r in role["rules"])
 
-    for verb in ("create", "get", "list", "watch", "delete"):
-        assert grants(runner, "trainer.kubeflow.org", "trainjobs", verb), f"pipeline-runner cannot {verb} trainjobs"
+    # Exactly what the TrainJob launcher does (vsearch.training.trainjob.RBAC_RULES), nothing more.
+    from vsearch.training.trainjob import RBAC_RULES
+
+    need = RBAC_RULES["trainjob"]
+    for verb in need["verbs"]:
+        assert grants(runner, need["apiGroup"], need["resource"], verb), f"pipeline-runner cannot {verb} {need['resource']}"
+    granted = {v for r in runner["rules"] if need["apiGroup"] in r["apiGroups"] for v in r["verbs"]}
+    assert granted == set(need["verbs"]), f"pipeline-runner has more than the launcher needs on {need['apiGroup']}: {granted}"
     assert grants(runner, "", "pods/log", "get")
     assert not grants(runner, "", "secrets", "get"), "pipeline-runner may read named Secrets only"
     assert not grants(runner, "", "pods", "create")

@@ -40,8 +40,13 @@ def init(env: DistEnv, device: torch.device) -> None:
     """Join the process group (NCCL on GPU, gloo on CPU) when launched by torchrun."""
     if not env.enabled or torch.distributed.is_initialized():
         return
-    backend = "nccl" if device.type == "cuda" else "gloo"
-    torch.distributed.init_process_group(backend=backend, rank=env.rank, world_size=env.world_size)
+    if device.type == "cuda":
+        # Bind this process to its GPU first: NCCL collectives (and barrier) run on the
+        # current device, which would otherwise be cuda:0 for every local rank.
+        torch.cuda.set_device(device)
+        torch.distributed.init_process_group(backend="nccl", rank=env.rank, world_size=env.world_size, device_id=device)
+    else:
+        torch.distributed.init_process_group(backend="gloo", rank=env.rank, world_size=env.world_size)
 
 
 def shutdown(env: DistEnv) -> None:
@@ -59,14 +64,23 @@ def gather_with_grad(tensor: torch.Tensor) -> torch.Tensor:
     """All-gather ``tensor`` (B, ...) from every rank into (world * B, ...), in rank order.
 
     Gradients flow back through the gather (``torch.distributed.nn.all_gather``), so every
-    rank computes the loss over the global batch; with DDP's gradient averaging the result
-    equals single-process training on that global batch. One process: returns ``tensor``.
+    rank computes the loss L over the global batch. Its backward sums the gradients of all
+    ranks' (identical) losses, giving ``world * dL/d tensor`` on each rank's own rows; DDP's
+    averaging divides by ``world`` again, so parameter gradients equal those of one process
+    on the global batch (not ``world`` times them). One process: returns ``tensor``.
     """
     if world_size() == 1:
         return tensor
+    import warnings
+
     from torch.distributed.nn import all_gather
 
-    return torch.cat(all_gather(tensor.contiguous()), dim=0)
+    # torch 2.13 marks this public op deprecated in favour of a private functional-collectives
+    # API; its autograd (gradients summed over ranks in backward) is the one DDP parity is
+    # tested with (tests/integration/test_ddp.py), so keep it and do not print that per rank.
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*all_gather is deprecated", category=FutureWarning)
+        return torch.cat(all_gather(tensor.contiguous()), dim=0)
 
 
 def barrier() -> None:
@@ -75,8 +89,17 @@ def barrier() -> None:
 
 
 def all_reduce_mean(value: float) -> float:
+    """Mean of ``value`` over ranks (a collective: every rank must call it)."""
     if world_size() == 1:
         return value
-    t = torch.tensor([value], dtype=torch.float64)
+    # NCCL reduces device tensors only; gloo reduces CPU tensors.
+    on_gpu = torch.distributed.get_backend() == "nccl"
+    t = torch.tensor([value], dtype=torch.float64, device=torch.cuda.current_device() if on_gpu else "cpu")
     torch.distributed.all_reduce(t)
     return float(t.item() / world_size())
+
+
+def has_batchnorm(model: torch.nn.Module) -> bool:
+    """True if ``model`` holds BatchNorm layers: under DDP they normalise with per-rank batch
+    statistics unless converted to SyncBatchNorm, which torch supports on GPUs only."""
+    return any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in model.modules())

@@ -59,13 +59,25 @@ def lr_lambda(warmup_steps: int, total_steps: int):
 
 
 def build_optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
-    """AdamW; no weight decay on biases, norms and the temperature (as CLIP/open_clip)."""
-    decay, no_decay = [], []
+    """AdamW; no weight decay on biases, norms and the temperature (as CLIP/open_clip).
+
+    The image backbone's parameters get ``lr * cfg.image_backbone_lr_scale`` (a pretrained
+    backbone is usually fine-tuned more gently than the freshly initialised heads).
+    """
+    scale = float(getattr(cfg, "image_backbone_lr_scale", 1.0))
+    # Plain groups first (decay, no decay: the historical order, and group 0's lr is the one logged).
+    buckets: dict[tuple[bool, bool], list] = {(d, b): [] for b in (False, True) for d in (True, False)}
     for name, param in model.named_parameters():
         if not param.requires_grad:
             continue
-        (no_decay if param.ndim < 2 or "logit_scale" in name else decay).append(param)
-    groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+        decays = not (param.ndim < 2 or "logit_scale" in name)
+        in_backbone = scale != 1.0 and "image_encoder.backbone." in name
+        buckets[(decays, in_backbone)].append(param)
+    groups = [
+        {"params": params, "weight_decay": cfg.weight_decay if decays else 0.0, "lr": cfg.lr * (scale if in_backbone else 1.0)}
+        for (decays, in_backbone), params in buckets.items()
+        if params or not in_backbone  # keep the two plain groups even when empty (as before)
+    ]
     return torch.optim.AdamW(groups, lr=cfg.lr, betas=(0.9, 0.98), eps=1e-6)
 
 
@@ -256,6 +268,14 @@ def train(
     if env.enabled:
         if device.type == "cuda":  # batch-norm statistics over the global batch (CUDA only)
             model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
+        elif env.is_main and distributed.has_batchnorm(model):
+            # torch's SyncBatchNorm rejects CPU tensors: each rank normalises its own slice.
+            print(
+                f"warning: {cfg.name}: BatchNorm layers use per-rank batch statistics on {device.type} "
+                "(SyncBatchNorm needs CUDA); the loss curve will differ slightly from one process",
+                file=sys.stderr,
+                flush=True,
+            )
         train_model = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
     use_bf16 = cfg.train.precision == "bf16" or (cfg.train.precision == "auto" and device.type == "cuda")
     bar = _Progress(total_steps, step, progress and env.is_main)
@@ -393,12 +413,51 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--init", help="start from this model folder (4-tower from the 3-tower model)")
     parser.add_argument("--restart", action="store_true", help="discard an unfinished run instead of resuming it")
     parser.add_argument("--quiet", action="store_true", help="no progress output")
+    parser.add_argument(
+        "--nproc-per-node", type=int, default=1, metavar="N",
+        help="run N processes on this node under torchrun (DDP: gloo on CPU, NCCL with one GPU each); "
+        "data.batch_size stays the global batch",
+    )
     parser.add_argument("overrides", nargs="*", help="dotted overrides, e.g. train.lr=3e-4 data.batch_size=32")
     args = parser.parse_args(argv)
     cfg = load_config(args.config, args.overrides)
+    if args.nproc_per_node != 1:
+        return _launch_torchrun(list(sys.argv[1:] if argv is None else argv), args.nproc_per_node, cfg)
     summary = train(cfg, args.data, args.out, args.init, restart=args.restart, progress=not args.quiet)
     if distributed.detect().rank != 0:
         return 0
     final = summary["final"]
     print(json.dumps({k: summary[k] for k in ("name", "steps", "seconds", "samples_per_s", "out")} | {"loss": final.get("loss")}))
     return 0
+
+
+def _launch_torchrun(argv: list[str], nproc: int, cfg: RunConfig) -> int:
+    """Re-run this command under ``torch.distributed.run --standalone`` with ``nproc`` workers.
+
+    Equivalent to ``torchrun --standalone --nproc-per-node N -m vsearch.training.loop ARGS``;
+    returns the launcher's exit status.
+    """
+    import subprocess
+
+    if nproc < 1:
+        raise ConfigError(f"--nproc-per-node must be >= 1, got {nproc}")
+    if "LOCAL_RANK" in os.environ:
+        raise ConfigError("--nproc-per-node with torchrun: the launcher already sets the world size; drop one of them")
+    if cfg.data.batch_size % nproc:
+        raise ConfigError(f"data.batch_size {cfg.data.batch_size} (the global batch) must be divisible by --nproc-per-node {nproc}")
+    rest, skip = [], False
+    for arg in argv:
+        if skip:
+            skip = False
+        elif arg == "--nproc-per-node":
+            skip = True
+        elif not arg.startswith("--nproc-per-node="):
+            rest.append(arg)
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}", "-m", "vsearch.training.loop", *rest]
+    return subprocess.run(cmd, check=False).returncode
+
+
+if __name__ == "__main__":  # torchrun -m vsearch.training.loop ...: same errors and exit codes as `vsearch train`
+    from vsearch.cli import main as cli_main
+
+    sys.exit(cli_main(["train", *sys.argv[1:]]))

@@ -1,0 +1,417 @@
+"""The container images, checked by review in code (no Docker engine runs here).
+
+A small real Dockerfile parser (instructions, line continuations, comment lines inside them,
+stages) reads dockerfiles/Dockerfile (CPU project image) and dockerfiles/Dockerfile.gpu (GPU
+training/backfill image), and the tests hold them to the lock: every ``pip install`` is
+constrained by constraints.txt or installs exact pins equal to it (torchvision: the release
+paired with the lock's torch), bases are pinned, the last user is a fixed non-root UID, no URL
+is ADDed, no secret is baked in, the build context keeps what the build COPYs and drops
+.venv/.git/runs, and the image tags follow the package version. The pin closure test checks
+that every distribution ``'.[all]'`` pulls (walked through installed metadata) has a line in
+constraints.txt, so ``-c constraints.txt`` leaves nothing to float.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import re
+import shlex
+import sys
+import tomllib
+from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
+
+import pytest
+from packaging.requirements import Requirement
+from packaging.specifiers import SpecifierSet
+from packaging.utils import canonicalize_name
+
+ROOT = Path(__file__).resolve().parents[2]
+DOCKERFILES = {"cpu": ROOT / "dockerfiles" / "Dockerfile", "gpu": ROOT / "dockerfiles" / "Dockerfile.gpu"}
+# torchvision releases and the torch release each one requires (torchvision's own metadata:
+# torchvision 0.28.0 -> Requires-Dist: torch==2.13.0). A torch bump in the lock fails here
+# until the GPU image's torchvision is bumped with it.
+TORCHVISION_FOR_TORCH = {"2.13.0": "0.28.0"}
+# Installer packages `pip freeze` leaves out of constraints.txt: a Dockerfile pins them
+# explicitly, to the version the project venv runs (the environment the lock was frozen from).
+BOOTSTRAP = {"pip", "setuptools", "wheel"}
+# A secret-looking name has one of these as an underscore-separated word (AWS_SECRET_ACCESS_KEY,
+# HF_TOKEN, DB_PASSWORD; not TOKENIZERS_PARALLELISM).
+SECRET_WORDS = {"KEY", "APIKEY", "TOKEN", "PASSWORD", "PASSWD", "PASS", "SECRET", "CREDENTIAL", "CREDENTIALS"}
+
+
+# --- the parser ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Instruction:
+    keyword: str  # upper case: FROM, RUN, COPY ...
+    args: str  # the arguments with continuations joined
+    line: int  # 1-based line of the keyword
+    stage: int  # index of the FROM this instruction belongs to (-1 before any FROM)
+
+
+def parse_dockerfile(text: str) -> list[Instruction]:
+    """Instructions of a Dockerfile: comment lines dropped (also inside a continued
+    instruction, as BuildKit does), ``\\``-continued lines joined with a space."""
+    instructions: list[Instruction] = []
+    stage, pending, start = -1, [], 0
+    for number, raw in enumerate(text.splitlines(), start=1):
+        stripped = raw.strip()
+        if not pending and (not stripped or stripped.startswith("#")):
+            continue
+        if pending and (stripped.startswith("#") or not stripped):
+            continue
+        if not pending:
+            start = number
+        continued = stripped.endswith("\\")
+        pending.append(stripped[:-1].strip() if continued else stripped)
+        if continued:
+            continue
+        joined = " ".join(part for part in pending if part)
+        pending = []
+        keyword, _, args = joined.partition(" ")
+        keyword = keyword.upper()
+        if keyword == "FROM":
+            stage += 1
+        instructions.append(Instruction(keyword, args.strip(), start, stage))
+    if pending:
+        raise ValueError(f"line {start}: the file ends inside a continued instruction")
+    return instructions
+
+
+def test_parser_joins_continuations_and_skips_comment_lines():
+    text = "# syntax=docker/dockerfile:1\nFROM a:1 AS b\nRUN x \\\n    # a comment\n    && y \\\n\n    z\nUSER 1\nFROM c:2\nENV A=1\n"
+    got = [(i.keyword, i.args, i.line, i.stage) for i in parse_dockerfile(text)]
+    assert got == [("FROM", "a:1 AS b", 2, 0), ("RUN", "x && y z", 3, 0), ("USER", "1", 8, 0), ("FROM", "c:2", 9, 1), ("ENV", "A=1", 10, 1)]
+    with pytest.raises(ValueError, match="line 1"):
+        parse_dockerfile("RUN a \\\n")
+
+
+# --- helpers ----------------------------------------------------------------------------------
+
+
+def _lock() -> dict[str, str]:
+    pins = {}
+    for line in (ROOT / "constraints.txt").read_text().splitlines():
+        line = line.split("#", 1)[0].strip()
+        if line:
+            name, sep, version = line.partition("==")
+            assert sep and version, f"constraints.txt: '{line}' is not an exact pin"
+            pins[canonicalize_name(name)] = version.strip()
+    return pins
+
+
+def _pyproject() -> dict:
+    return tomllib.loads((ROOT / "pyproject.toml").read_text())
+
+
+def _instructions(kind: str) -> list[Instruction]:
+    return parse_dockerfile(DOCKERFILES[kind].read_text())
+
+
+def _shell_commands(run_args: str) -> list[list[str]]:
+    """A RUN line split into simple commands at ``&&``, ``||`` and ``;``."""
+    commands, current = [], []
+    for token in shlex.split(run_args, posix=True):
+        if token in ("&&", "||", ";"):
+            commands.append(current)
+            current = []
+        else:
+            current.append(token)
+    commands.append(current)
+    return [c for c in commands if c]
+
+
+def _pip_installs(kind: str) -> list[tuple[int, list[str]]]:
+    """(line, argv after ``install``) of every ``pip install`` / ``python -m pip install``."""
+    found = []
+    for ins in _instructions(kind):
+        if ins.keyword != "RUN":
+            continue
+        for cmd in _shell_commands(ins.args):
+            words = [w for w in cmd]
+            for i in range(len(words) - 1):
+                if Path(words[i]).name in ("pip", "pip3") and words[i + 1] == "install":
+                    found.append((ins.line, words[i + 2 :]))
+    return found
+
+
+def _split_pip_args(args: list[str]) -> tuple[dict[str, list[str]], list[str]]:
+    """Options (name -> values) and positional requirements of ``pip install`` arguments."""
+    with_value = {"-c", "--constraint", "-r", "--requirement", "-i", "--index-url", "--extra-index-url", "-f", "--find-links"}
+    options: dict[str, list[str]] = {}
+    positional: list[str] = []
+    it = iter(args)
+    for arg in it:
+        if arg.startswith("-"):
+            name, eq, value = arg.partition("=")
+            if name in with_value and not eq:
+                value = next(it)
+            options.setdefault(name, []).append(value)
+        else:
+            positional.append(arg)
+    return options, positional
+
+
+# --- pins -------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("kind", sorted(DOCKERFILES))
+def test_every_pip_install_uses_the_lock_or_its_exact_pins(kind):
+    lock = _lock()
+    installs = _pip_installs(kind)
+    assert installs, f"{kind}: no pip install found"
+    for line, args in installs:
+        where = f"{DOCKERFILES[kind].name}:{line}"
+        options, requirements = _split_pip_args(args)
+        assert "--no-cache-dir" in options, f"{where}: pip install without --no-cache-dir (image size)"
+        assert not {"-r", "--requirement", "--extra-index-url", "-f", "--find-links", "--pre"} & options.keys(), (
+            f"{where}: requirement files, extra indexes (dependency confusion) and pre-releases are not allowed"
+        )
+        for url in options.get("--index-url", []) + options.get("-i", []):
+            assert re.fullmatch(r"https://download\.pytorch\.org/whl/(cpu|cu\d+)", url), f"{where}: unexpected index {url}"
+        constrained = "constraints.txt" in options.get("-c", []) + options.get("--constraint", [])
+        for spec in requirements:
+            if spec.startswith("."):  # the project itself: only under the lock
+                assert constrained, f"{where}: '{spec}' installed without -c constraints.txt"
+                continue
+            req = Requirement(spec)
+            name = canonicalize_name(req.name)
+            pinned = [s.version for s in req.specifier if s.operator == "=="]
+            assert len(pinned) == 1 and len(req.specifier) == 1, f"{where}: '{spec}' is not an exact == pin"
+            if name in lock:
+                assert pinned[0] == lock[name], f"{where}: {req.name}=={pinned[0]} but constraints.txt pins {lock[name]}"
+            elif name in BOOTSTRAP:
+                assert pinned[0] == metadata.version(name), f"{where}: {req.name}=={pinned[0]} but the project venv runs {metadata.version(name)}"
+            elif name == "torchvision":
+                assert TORCHVISION_FOR_TORCH.get(lock["torch"]) == pinned[0], (
+                    f"{where}: torchvision=={pinned[0]} is not the release paired with the lock's torch=={lock['torch']}"
+                )
+            else:
+                pytest.fail(f"{where}: {req.name} is neither in constraints.txt nor a known torch companion")
+
+
+def test_the_gpu_image_adds_cuda_torch_and_torchvision_to_the_same_install():
+    def summary(kind):
+        out = []
+        for _, args in _pip_installs(kind):
+            options, reqs = _split_pip_args(args)
+            out.append((tuple(options.get("--index-url", [])), tuple(sorted(canonicalize_name(Requirement(r).name) if not r.startswith(".") else r for r in reqs))))
+        return out
+
+    cpu, gpu = summary("cpu"), summary("gpu")
+    assert (("https://download.pytorch.org/whl/cpu",), ("torch",)) in cpu
+    assert "torchvision" not in str(cpu)  # its PyPI wheels are CUDA builds that break CPU torch (NOTES)
+    gpu_torch = [s for s in gpu if "torch" in s[1]]
+    assert len(gpu_torch) == 1 and gpu_torch[0][1] == ("torch", "torchvision")
+    assert re.fullmatch(r"https://download\.pytorch\.org/whl/cu\d+", gpu_torch[0][0][0])
+    # The rest is the same project install under the lock, after torch (so the lock cannot swap it).
+    rest = [((), ("setuptools",)), ((), (".[all]",))]
+    assert [s for s in cpu if "torch" not in s[1]] == [s for s in gpu if "torch" not in s[1]] == rest
+    for kind in ("cpu", "gpu"):
+        order = [reqs for _, reqs in summary(kind)]
+        assert order.index((".[all]",)) == len(order) - 1, kind
+
+
+def _requirements_closure(roots: list[str]) -> dict[str, str]:
+    """Every distribution the root requirements pull, walked through installed metadata
+    (markers evaluated for this interpreter, extras followed): name -> who pulled it."""
+    seen: dict[str, str] = {}
+    queue = [(Requirement(r), "pyproject") for r in roots]
+    while queue:
+        req, parent = queue.pop()
+        name = canonicalize_name(req.name)
+        key = name + "[" + ",".join(sorted(req.extras)) + "]"
+        if key in seen:
+            continue
+        seen[key] = parent
+        if name == "vsearch":
+            continue
+        try:
+            dist = metadata.distribution(req.name)
+        except metadata.PackageNotFoundError:
+            pytest.fail(f"{req.name} (required by {parent}) is not installed: the venv does not match the lock")
+        for dep in dist.requires or []:
+            dep_req = Requirement(dep)
+            envs = [{"extra": e} for e in (req.extras or {""})]
+            if dep_req.marker is None or any(dep_req.marker.evaluate(env) for env in envs):
+                queue.append((dep_req, req.name))
+    return {k.split("[")[0]: v for k, v in seen.items()}
+
+
+def test_every_package_the_all_extra_pulls_is_pinned_in_constraints():
+    project = _pyproject()["project"]
+    extras = project["optional-dependencies"]
+
+    def expand(extra: str) -> list[str]:
+        reqs = []
+        for spec in extras[extra]:
+            req = Requirement(spec)
+            if canonicalize_name(req.name) == "vsearch":
+                reqs += [r for e in sorted(req.extras) for r in expand(e)]
+            else:
+                reqs.append(spec)
+        return reqs
+
+    direct = project["dependencies"] + expand("all")
+    lock = _lock()
+    missing = sorted({canonicalize_name(Requirement(r).name) for r in direct} - lock.keys())
+    assert not missing, f"requirements of '.[all]' without a pin line in constraints.txt: {missing}"
+    closure = _requirements_closure(direct)
+    pinned_in_images = [
+        {canonicalize_name(Requirement(r).name) for _, args in _pip_installs(kind) for r in _split_pip_args(args)[1] if not r.startswith(".")}
+        for kind in DOCKERFILES
+    ]
+    floating = {
+        name: parent
+        for name, parent in closure.items()
+        if name not in lock and name != "vsearch" and not (name in BOOTSTRAP and all(name in p for p in pinned_in_images))
+    }
+    assert not floating, f"pulled by '.[all]' but not pinned in constraints.txt (name: required by): {floating}"
+    for name in closure:
+        if name in lock and name != "torch":  # torch here is the local +cpu build of the pinned version
+            assert metadata.version(name) == lock[name], f"{name}: installed {metadata.version(name)}, lock {lock[name]}"
+
+
+# --- bases, users, secrets, ADD ---------------------------------------------------------------
+
+
+def _stages(kind: str) -> list[tuple[str, str | None]]:
+    """(image, alias) per FROM."""
+    out = []
+    for ins in _instructions(kind):
+        if ins.keyword == "FROM":
+            words = [w for w in ins.args.split() if not w.startswith("--platform")]
+            alias = words[2] if len(words) == 3 and words[1].upper() == "AS" else None
+            out.append((words[0], alias))
+    return out
+
+
+@pytest.mark.parametrize("kind", sorted(DOCKERFILES))
+def test_base_images_are_pinned_and_match_the_python_of_the_lock(kind):
+    stages = _stages(kind)
+    assert len(stages) >= 2, f"{kind}: expected a multi-stage build (builder + runtime)"
+    aliases = {alias for _, alias in stages if alias}
+    bases = [image for image, _ in stages if image not in aliases]
+    requires = _pyproject()["project"]["requires-python"]
+    for image in bases:
+        assert "$" not in image, f"{kind}: base '{image}' comes from a build arg (pin it literally)"
+        name, _, digest = image.partition("@")
+        repo, _, tag = name.rpartition(":") if ":" in name.split("/")[-1] else (name, "", "")
+        assert tag, f"{kind}: base '{image}' has no tag"
+        assert tag != "latest", f"{kind}: base '{image}' uses latest"
+        assert re.match(r"^\d+\.\d+\.\d+", tag) or re.fullmatch(r"sha256:[0-9a-f]{64}", digest), (
+            f"{kind}: base '{image}' is not pinned to a full version (x.y.z) or a digest"
+        )
+        if repo.endswith("python"):
+            # The lock was frozen on this interpreter's minor version: the image runs the same one.
+            version = re.match(r"^(\d+)\.(\d+)\.(\d+)", tag)
+            assert (int(version[1]), int(version[2])) == sys.version_info[:2], f"{kind}: base Python {tag} vs the lock's {sys.version_info[:2]}"
+            assert SpecifierSet(requires).contains(version[0]), f"{kind}: base Python {version[0]} outside requires-python {requires}"
+    # The venv is copied from the builder into the runtime: both must be the same Python build.
+    assert len(set(bases)) == 1, f"{kind}: builder and runtime bases differ ({bases}); a copied venv would break"
+
+
+@pytest.mark.parametrize("kind", sorted(DOCKERFILES))
+def test_the_image_runs_as_a_fixed_non_root_uid(kind):
+    instructions = _instructions(kind)
+    last_stage = max(i.stage for i in instructions)
+    users = [i for i in instructions if i.keyword == "USER" and i.stage == last_stage]
+    assert users, f"{kind}: the final stage sets no USER (it would run as root)"
+    user = users[-1].args.split(":")[0]
+    assert user.isdigit() and int(user) >= 10000, (
+        f"{kind}: last USER is '{users[-1].args}': use a fixed numeric UID >= 10000 (runAsNonRoot can verify it)"
+    )
+    after = [i.keyword for i in instructions if i.stage == last_stage and i.line > users[-1].line]
+    assert "RUN" not in after, f"{kind}: RUN after the last USER"
+    assert any(i.keyword == "COPY" and "--from=builder" in i.args and "/opt/venv" in i.args for i in instructions if i.stage == last_stage)
+
+
+@pytest.mark.parametrize("kind", sorted(DOCKERFILES))
+def test_no_add_of_urls_and_no_baked_in_secrets(kind):
+    for ins in _instructions(kind):
+        where = f"{DOCKERFILES[kind].name}:{ins.line}"
+        if ins.keyword == "ADD":
+            assert not re.search(r"(https?|git|ftp)://|git@", ins.args), f"{where}: ADD of a URL (unverified download)"
+        if ins.keyword in ("ENV", "ARG"):
+            for token in shlex.split(ins.args):
+                name, eq, value = token.partition("=")
+                if SECRET_WORDS & set(name.upper().split("_")):
+                    assert not value, f"{where}: {ins.keyword} {name} has a value baked into the image"
+
+
+@pytest.mark.parametrize("kind", sorted(DOCKERFILES))
+def test_the_runtime_is_offline_and_finds_the_feast_definitions(kind):
+    instructions = _instructions(kind)
+    last_stage = max(i.stage for i in instructions)
+    env = {}
+    for ins in instructions:
+        if ins.keyword == "ENV" and ins.stage == last_stage:
+            env.update(t.partition("=")[::2] for t in shlex.split(ins.args))
+    assert env.get("HF_HUB_OFFLINE") == "1" and env.get("DO_NOT_TRACK") == "1" and env.get("FEAST_USAGE") == "False"
+    assert env.get("PATH", "").startswith("/opt/venv/bin:")
+    copies = [i.args.split() for i in instructions if i.keyword == "COPY" and i.stage == last_stage]
+    assert ["feature_repo", env["VSEARCH_FEATURE_REPO"]] in copies  # vsearch.features.repo.definitions_dir
+
+
+# --- build context ----------------------------------------------------------------------------
+
+
+def _dockerignore() -> list[tuple[bool, str]]:
+    rules = []
+    for line in (ROOT / ".dockerignore").read_text().splitlines():
+        line = line.strip()
+        if line and not line.startswith("#"):
+            negate = line.startswith("!")
+            rules.append((negate, line.lstrip("!").strip("/")))
+    return rules
+
+
+def _ignored(path: str, rules: list[tuple[bool, str]]) -> bool:
+    """Docker's rule: the last matching pattern wins; a pattern also matches everything under it."""
+    parts = path.strip("/").split("/")
+    ignored = False
+    for negate, pattern in rules:
+        for i in range(1, len(parts) + 1):
+            prefix = "/".join(parts[:i])
+            if fnmatch.fnmatchcase(prefix, pattern) or (pattern.startswith("**/") and fnmatch.fnmatchcase(prefix, pattern[3:])) \
+                    or (pattern.startswith("**/") and fnmatch.fnmatchcase(parts[i - 1], pattern[3:])):
+                ignored = not negate
+                break
+    return ignored
+
+
+def test_dockerignore_drops_environments_history_and_runs_but_keeps_what_the_build_copies():
+    rules = _dockerignore()
+    for path in (".venv/bin/python", ".git/HEAD", "runs/demo/metrics.json", "data/catalog.parquet",
+                 "src/vsearch/__pycache__/cli.cpython-311.pyc", "tests/conftest.py", "milvus.db"):
+        assert _ignored(path, rules), f".dockerignore lets {path} into the build context"
+    for kind in DOCKERFILES:
+        for ins in _instructions(kind):
+            if ins.keyword == "COPY" and "--from=" not in ins.args:
+                for source in ins.args.split()[:-1]:
+                    sample = next((p for p in sorted((ROOT / source).rglob("*.py"))), ROOT / source) if (ROOT / source).is_dir() else ROOT / source
+                    assert sample.exists(), f"{kind}: COPY {source}: not in the repository"
+                    rel = str(sample.relative_to(ROOT))
+                    assert not _ignored(rel, rules), f"{kind}: COPY {source} but .dockerignore drops {rel}"
+    # The package's own data module must survive a root-anchored `data` rule.
+    assert not _ignored("src/vsearch/data/dataset.py", rules)
+
+
+# --- tags -------------------------------------------------------------------------------------
+
+
+def test_image_tags_follow_the_package_version():
+    from components.image import GPU_IMAGE, IMAGE
+
+    version = _pyproject()["project"]["version"]
+    for image in (IMAGE, GPU_IMAGE):
+        repo, _, tag = image.rpartition(":")
+        assert "/" in repo and tag.split("-")[0] == version, f"{image}: tag does not start with the package version {version}"
+    assert IMAGE != GPU_IMAGE
+    assert IMAGE.endswith("-python" + ".".join(_stages("cpu")[-1][0].split(":")[1].split(".")[:2]))
+    major_minor = re.search(r"cu(\d+)$", next(u for _, args in _pip_installs("gpu") for u in _split_pip_args(args)[0].get("--index-url", [])))
+    cuda = major_minor.group(1)
+    assert GPU_IMAGE.endswith(f"-cuda{cuda[:-1]}.{cuda[-1]}"), f"{GPU_IMAGE}: tag does not name the CUDA of the torch wheels (cu{cuda})"
