@@ -172,3 +172,12 @@ def test_nproc_per_node_rejects_a_global_batch_it_cannot_split(tiny_data, tmp_pa
     assert "data.batch_size 8 (the global batch) must be divisible by --nproc-per-node 3" in proc.stderr
     assert not (tmp_path / "m").exists() and not (tmp_path / "m.partial").exists()
 
+
+
+def test_each_rank_draws_its_own_random_stream_and_one_process_keeps_its_own():
+    from vsearch.training.distributed import DistEnv, rank_seed
+
+    assert rank_seed(0, 5, DistEnv()) is None  # one process: the global stream is left alone
+    seeds = {rank_seed(0, step, DistEnv(rank=r, world_size=4)) for step in range(50) for r in range(4)}
+    assert len(seeds) == 200  # distinct per (step, rank): no two ranks share augmentations or dropout masks
+    assert rank_seed(3, 7, DistEnv(rank=1, world_size=2)) == rank_seed(3, 7, DistEnv(rank=1, world_size=2))

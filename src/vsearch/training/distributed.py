@@ -88,6 +88,18 @@ def barrier() -> None:
         torch.distributed.barrier()
 
 
+def rank_seed(seed: int, step: int, env: DistEnv) -> int | None:
+    """The RNG seed of ``env``'s rank for ``step``, or None for one process (its stream is untouched).
+
+    Every rank starts from the same ``train.seed`` (identical initial weights), so without this
+    rank r's j-th row would get exactly rank 0's j-th augmentation and dropout mask. Seeding by
+    (seed, step, rank) gives each rank its own stream and stays exact when a run resumes.
+    """
+    if not env.enabled:
+        return None
+    return (seed * 1_000_003 + step * 7_919 + env.rank * 104_729) % (2**63)
+
+
 def all_reduce_mean(value: float) -> float:
     """Mean of ``value`` over ranks (a collective: every rank must call it)."""
     if world_size() == 1:

@@ -292,8 +292,10 @@ def train(
             batch_sampler=sampler,
             collate_fn=collator,
             num_workers=cfg.data.num_workers,
-            generator=torch.Generator().manual_seed(cfg.train.seed * 100_003 + epoch),
+            generator=torch.Generator().manual_seed(cfg.train.seed * 100_003 + epoch + 10_007 * env.rank),
         )
+        if (rank_seed := distributed.rank_seed(cfg.train.seed, step, env)) is not None:
+            torch.manual_seed(rank_seed)  # this rank's augmentation + dropout stream for the next batch
         t0 = time.perf_counter()  # a step's time includes fetching and collating its batch
         progressed = False
         for batch in loader:
@@ -333,6 +335,8 @@ def train(
                 checkpoint.save_checkpoint(ckpt_root, step, model, optimizer, scheduler)
             if step >= total_steps or (stop_after is not None and step >= stop_after):
                 break
+            if (rank_seed := distributed.rank_seed(cfg.train.seed, step, env)) is not None:
+                torch.manual_seed(rank_seed)
             t0 = time.perf_counter()
         if not progressed:
             raise RuntimeError(f"the sampler yielded no batch for epoch {epoch} at offset {offset}")
