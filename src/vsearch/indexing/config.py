@@ -12,6 +12,7 @@ import yaml
 from vsearch.config import ConfigError, _build, apply_overrides
 
 INDEX_TYPES = ("HNSW", "IVF_FLAT", "IVF_SQ8", "FLAT", "AUTOINDEX")
+BACKFILL_METHODS = ("insert", "bulk_import")
 
 
 @dataclass
@@ -51,6 +52,11 @@ class BackfillParams:
     num_workers: int = 2
     queue_size: int = 8
     device: str = "cpu"
+    # Sharded backfill write step: "insert" (upsert through the proxy, idempotent, any Milvus)
+    # or "bulk_import" (Milvus server only: Parquet files into import_dir, one import task per shard).
+    method: str = "insert"
+    import_dir: str = ""  # a folder / s3:// prefix Milvus's own storage reads (bulk_import only)
+    import_poll_s: float = 1.0
 
 
 @dataclass
@@ -107,5 +113,11 @@ def _validate(cfg: IndexConfig, where: str) -> None:
         raise ConfigError(f"{where}.verify: k and sample_size must be >= 1")
     if cfg.backfill.batch_size < 1 or cfg.backfill.queue_size < 1 or cfg.backfill.num_workers < 0:
         raise ConfigError(f"{where}.backfill: batch_size and queue_size must be >= 1, num_workers >= 0")
+    if cfg.backfill.method not in BACKFILL_METHODS:
+        raise ConfigError(f"{where}.backfill.method must be one of {list(BACKFILL_METHODS)}, not '{cfg.backfill.method}'")
+    if cfg.backfill.method == "bulk_import" and not cfg.backfill.import_dir:
+        raise ConfigError(f"{where}.backfill.import_dir must name a folder or s3:// prefix Milvus's storage reads (backfill.method=bulk_import)")
+    if cfg.backfill.import_poll_s <= 0:
+        raise ConfigError(f"{where}.backfill.import_poll_s must be > 0")
     if cfg.search.ef < 1 or cfg.search.nprobe < 1:
         raise ConfigError(f"{where}.search: ef and nprobe must be >= 1")

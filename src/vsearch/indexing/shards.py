@@ -134,6 +134,10 @@ def index_shards(store: Store, model_dir: str | os.PathLike, data_dir: str | os.
     catalog_path = str(Path(data_dir) / schema.CATALOG_FILE)
     merged, vectors = read_shards(shard_files, ids, dim, catalog_path)
     check_finite(vectors, list(range(len(merged))), merged["product_id"].tolist(), catalog_path)
+    if cfg.backfill.method == "bulk_import":  # refuse Milvus Lite before creating anything
+        from vsearch.indexing.bulk import check_bulk_supported
+
+        check_bulk_supported(store)
     collection, version, created = open_collection(store, model_dir, dim, cfg)
     report = BackfillReport(collection, version, alias, len(catalog))
     existing_dim = store.collection_dim(collection)
@@ -146,6 +150,10 @@ def index_shards(store: Store, model_dir: str | os.PathLike, data_dir: str | os.
         # Same model version, already served: its rows are these very vectors (content-derived version);
         # re-verify rather than rewrite what is being served.
         progress(f"collection {collection} is served by {serving}: verifying it, not rewriting")
+    elif cfg.backfill.method == "bulk_import":
+        from vsearch.indexing.bulk import import_shards
+
+        import_shards(store, collection, shard_files, dim, cfg, report, progress)
     else:
         t0 = time.perf_counter()
         stale = sorted(store.existing_ids(collection) - set(ids)) if not created else []
