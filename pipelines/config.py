@@ -24,17 +24,7 @@ import yaml
 
 from components.image import IMAGE
 from vsearch.config import ConfigError, apply_overrides
-
-
-@dataclass
-class Toleration:
-    """A Kubernetes toleration (kfp.kubernetes.add_toleration)."""
-
-    key: str = ""
-    operator: str = "Equal"  # Equal | Exists
-    value: str = ""
-    effect: str = ""  # NoSchedule | PreferNoSchedule | NoExecute | "" (all)
-    toleration_seconds: int | None = None
+from vsearch.training.trainjob import Toleration  # one definition for pipeline steps and TrainJob pods
 
 
 @dataclass

@@ -7,16 +7,13 @@ tests/integration/test_indexing_server.py: this file run as a script prints one 
 
 from __future__ import annotations
 
-import json
-import os
 import re
-import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+from milvus_netns import run_scenario, scenario_main
 
 from vsearch.config import ConfigError
 from vsearch.schema import DataError
@@ -203,17 +200,7 @@ def _scenario(work: str, data: str, three: str, image_only: str) -> dict:
 
 @pytest.mark.slow
 def test_bulk_import_backfill_on_real_server(tmp_path, tiny_data, tiny_models):
-    pytest.importorskip("milvus", reason="the PyPI 'milvus' package (real Milvus 2.3.5) is not installed")
-    if not shutil.which("unshare") or subprocess.run(["unshare", "-n", "true"], capture_output=True).returncode != 0:
-        pytest.skip("cannot create a network namespace here (unshare -n): the server would listen on all interfaces")
-    cmd = ["unshare", "-n", "sh", "-c", 'ip link set lo up && exec "$@"', "sh", sys.executable, __file__,
-           str(tmp_path), str(tiny_data), str(tiny_models["three_tower"]), str(tiny_models["image_only"])]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=280)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    r = json.loads(proc.stdout[proc.stdout.rindex("\n{") + 1 :])
-    if "skip" in r:
-        pytest.skip(r["skip"])
-    assert [line.split(":")[1].strip() for line in r["interfaces"] if line.strip()] == ["lo"]
+    r = run_scenario(__file__, tmp_path, tiny_data, tiny_models["three_tower"], tiny_models["image_only"])
     c3, c1 = r["collections"]
     assert r["report"] == {"written": 32, "alias_moved": True, "index_type": "HNSW"}
     assert r["count_c3"] == 32 and r["alias_1"] == c3
@@ -230,11 +217,7 @@ def test_bulk_import_backfill_on_real_server(tmp_path, tiny_data, tiny_models):
     assert r["rerun"] == {"written": 32, "alias_moved": True} and r["count_c1"] == 32
     assert r["alias_4"] == c1 and r["status_c1"] == "verified"
     assert r["again"] == {"written": 0, "count": 32}
-    peers = [line.split()[4] for line in r["connections"] if line.strip()]
-    assert all(p.startswith(("127.0.0.1:", "[::1]:", "[::ffff:127.0.0.1]:")) for p in peers), peers
 
 
 if __name__ == "__main__":  # the scenario, run inside the network namespace by the test above
-    for var, val in (("HF_HUB_OFFLINE", "1"), ("TRANSFORMERS_OFFLINE", "1"), ("DO_NOT_TRACK", "1"), ("TOKENIZERS_PARALLELISM", "false")):
-        os.environ.setdefault(var, val)
-    print("\n" + json.dumps(_scenario(*sys.argv[1:5])), flush=True)
+    scenario_main(_scenario)

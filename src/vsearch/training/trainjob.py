@@ -79,7 +79,7 @@ _TAINT_EFFECTS = ("", "NoSchedule", "PreferNoSchedule", "NoExecute")
 
 @dataclass
 class Toleration:
-    """A Kubernetes toleration for the training pods."""
+    """A Kubernetes toleration (training pods here; pipeline steps via kfp.kubernetes.add_toleration)."""
 
     key: str = ""
     operator: str = "Equal"  # Equal | Exists
