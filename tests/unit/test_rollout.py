@@ -63,6 +63,9 @@ def test_kserve_manifest_is_structurally_valid_and_canary(tmp_path, blessed):
     assert env["STORAGE_URI"] == str(cand.resolve()) and env["VSEARCH_MODEL_VERSION"] == model_version(cand)
     args = predictor["containers"][0]["args"]
     assert args[args.index("--alias") + 1] == "vsearch_serving_candidate"  # the treatment's alias, filled in
+    from components.image import IMAGE
+
+    assert predictor["containers"][0]["image"] == IMAGE  # the one project image tag, unless the config names another
     # The validator is not a rubber stamp: each of these must be rejected.
     broken = []
     for path, value in [
