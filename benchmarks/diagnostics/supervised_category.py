@@ -8,6 +8,9 @@ labels themselves do: if this bound is low, cross-category false positives canno
 through image-text alignment at this data scale.
 
     python benchmarks/diagnostics/supervised_category.py --data runs/quality-data/default-seed0 --epochs 12
+
+Another tower: ``--config pretrained_image_only --set model.image_size=128`` (the ImageNet
+MobileNetV2, its backbone at the preset's lower learning rate, as `vsearch train` does).
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from vsearch.config import load_config
 from vsearch.data.dataset import ImageStore
 from vsearch.data.transforms import build_augment
 from vsearch.models.multitower import build_model
+from vsearch.training.loop import build_optimizer
 
 
 def main() -> None:
@@ -33,10 +37,12 @@ def main() -> None:
     p.add_argument("--epochs", type=int, default=12)
     p.add_argument("--attribute", default="category")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--config", default="image_only", help="preset whose image tower, size, augmentation and optimiser are used")
+    p.add_argument("--set", nargs="*", default=[], help="config overrides, e.g. model.image_size=128")
     args = p.parse_args()
     torch.manual_seed(args.seed)
     torch.set_num_threads(2)
-    cfg = load_config("image_only")
+    cfg = load_config(args.config, args.set)
     catalog = pd.read_parquet(f"{args.data}/{schema.CATALOG_FILE}").set_index("product_id")
     inter = pd.read_parquet(f"{args.data}/{schema.INTERACTIONS_FILE}")
     train, test = inter[inter.split == "train"], inter[inter.split == "test"]
@@ -60,7 +66,10 @@ def main() -> None:
         x = aug(x).clamp(0, 1) if aug is not None else x
         return head(10 * encoder(pixel_values=(x - mean) / std))  # unit features: scale up for the head
 
-    opt = torch.optim.AdamW([*encoder.parameters(), *head.parameters()], lr=cfg.train.lr, weight_decay=cfg.train.weight_decay)
+    if cfg.train.image_backbone_lr_scale == 1.0:
+        opt = torch.optim.AdamW([*encoder.parameters(), *head.parameters()], lr=cfg.train.lr, weight_decay=cfg.train.weight_decay)
+    else:  # the training loop's parameter groups (gentler pretrained backbone)
+        opt = build_optimizer(nn.ModuleDict({"image_encoder": encoder, "head": head}), cfg.train)
     started = time.time()
     for epoch in range(args.epochs):
         encoder.train()
@@ -74,7 +83,7 @@ def main() -> None:
         encoder.eval()
         with torch.no_grad():
             acc = (logits(x_test).argmax(1) == y_test).float().mean().item()
-        print(json.dumps({"data": args.data, "attribute": args.attribute, "epoch": epoch, "train_queries": len(x_train),
+        print(json.dumps({"data": args.data, "config": args.config, "overrides": args.set, "attribute": args.attribute, "epoch": epoch, "train_queries": len(x_train),
                           "test_accuracy": round(acc, 3), "chance": round(1 / len(classes), 3),
                           "seconds": round(time.time() - started, 1)}), flush=True)
 
