@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import shutil
 import sys
-import threading
 from pathlib import Path
 
 import pandas as pd
@@ -24,7 +23,7 @@ from vsearch.cli import main
 from vsearch.registry import Registry, RegistryConflict
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "unit"))  # the registry tests' real blessings
-from test_registry import bless, make_model_dir  # noqa: E402
+from test_registry import bless, make_model_dir, race_on_the_next_version  # noqa: E402
 
 pytestmark = pytest.mark.integration
 
@@ -86,22 +85,7 @@ def test_concurrent_promotions_on_s3_exactly_one_wins(s3):
     """Eight writers create the same next record at once: S3's conditional create
     (If-None-Match: *, s3fs mode "xb") lets exactly one through, the others get a conflict."""
     reg = Registry(f"s3://{BUCKET}/race")
-    barrier, outcomes = threading.Barrier(8), []
-
-    def write(i):
-        barrier.wait()
-        try:
-            reg._commit(0, "promote", {"model_version": f"3t-{i:012d}"}, None)
-            outcomes.append("ok")
-        except RegistryConflict:
-            outcomes.append("conflict")
-
-    threads = [threading.Thread(target=write, args=(i,)) for i in range(8)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert sorted(outcomes) == ["conflict"] * 7 + ["ok"]
+    assert race_on_the_next_version(reg) == ["conflict"] * 7 + ["ok"]
     assert _keys(s3, "race/") == ["race/records/000001.json"]
     winner = Registry(f"s3://{BUCKET}/race").head()["champion"]["model_version"]
     assert winner.startswith("3t-")

@@ -120,9 +120,9 @@ def test_concurrent_promotions_in_processes_one_wins_no_corruption(tmp_path):
     assert [p.name for p in (tmp_path / "registry" / "records").iterdir()] == ["000001.json"]  # no temp files left
 
 
-def test_concurrent_threads_racing_on_the_same_version(tmp_path):
-    reg = Registry(tmp_path / "registry")
-    barrier, outcomes = threading.Barrier(8), []
+def race_on_the_next_version(reg: Registry, writers: int = 8) -> list[str]:
+    """``writers`` threads commit the same next record at once; each one's outcome, sorted."""
+    barrier, outcomes = threading.Barrier(writers), []
 
     def write(i):
         barrier.wait()
@@ -132,12 +132,17 @@ def test_concurrent_threads_racing_on_the_same_version(tmp_path):
         except RegistryConflict:
             outcomes.append("conflict")
 
-    threads = [threading.Thread(target=write, args=(i,)) for i in range(8)]
+    threads = [threading.Thread(target=write, args=(i,)) for i in range(writers)]
     for t in threads:
         t.start()
     for t in threads:
         t.join()
-    assert sorted(outcomes) == ["conflict"] * 7 + ["ok"]
+    return sorted(outcomes)
+
+
+def test_concurrent_threads_racing_on_the_same_version(tmp_path):
+    reg = Registry(tmp_path / "registry")
+    assert race_on_the_next_version(reg) == ["conflict"] * 7 + ["ok"]
     assert reg.versions() == [1] and reg.head()["champion"]["model_version"].startswith("3t-")
 
 
