@@ -82,6 +82,7 @@ DOC_TABLES = {
     ],
     "pretrained_default": ["docs/quality-runs/pretrained_default.json"],
     "pretrained_holdout": ["docs/quality-runs/pretrained_holdout.json"],
+    "pt128_soft03_default": ["docs/quality-runs/pt128_soft03_default.json"],
 }
 
 if __name__ == "__main__":
