@@ -83,7 +83,7 @@ DOC_TABLES = {
     "pretrained_default": ["docs/quality-runs/pretrained_default.json"],
     "pretrained_holdout": ["docs/quality-runs/pretrained_holdout.json"],
     "pt128_soft03_default": ["docs/quality-runs/pt128_soft03_default.json"],
-    "pt128_soft03_holdout": ["docs/quality-runs/pt128_soft03_holdout_io3t.json"],
+    "pt128_soft03_holdout": ["docs/quality-runs/pt128_soft03_holdout.json"],
 }
 
 if __name__ == "__main__":
