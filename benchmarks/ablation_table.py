@@ -82,6 +82,10 @@ DOC_TABLES = {
     ],
     "pretrained_default": ["docs/quality-runs/pretrained_default.json"],
     "pretrained_holdout": ["docs/quality-runs/pretrained_holdout.json"],
+    "pt128_screens": [
+        f"docs/quality-runs/screen_pretrained_ft128_{name}.json"
+        for name in ("e5", "minilm", "minilm_w1", "soft015", "soft03", "soft06", "neg05", "soft03_t02")
+    ],
     "pt128_soft03_default": ["docs/quality-runs/pt128_soft03_default.json"],
     "pt128_soft03_holdout": ["docs/quality-runs/pt128_soft03_holdout.json"],
 }

@@ -61,6 +61,9 @@ class ModelConfig:
     tokenizer_vocab_size: int = 512  # for the tokenizer trained on catalog titles
 
 
+SOFT_FORMS = ("mix", "negatives")
+
+
 @dataclass
 class LossPair:
     """One InfoNCE term between two feature keys (towers or ``fused_query``)."""
@@ -78,6 +81,11 @@ class LossPair:
     soft_targets: str = ""
     soft_mix: float = 0.0
     soft_temperature: float = 0.05
+    # "mix": targets = (1 - mix) * one-hot + mix * soft (the positive's target shrinks).
+    # "negatives": (1 - mix) * InfoNCE + mix * cross-entropy of the soft targets against the
+    # model's distribution over the negatives only: the positive keeps its full target and
+    # the text orders only what ranks behind it.
+    soft_form: str = "mix"
 
     def __post_init__(self) -> None:
         if not self.name:
@@ -298,6 +306,8 @@ def validate(cfg: RunConfig) -> None:
             raise ConfigError(f"loss pair '{pair.name}': soft_targets '{pair.soft_targets}' is not produced by towers {towers}")
         if not 0.0 <= pair.soft_mix <= 1.0:
             raise ConfigError(f"loss pair '{pair.name}': soft_mix must be in [0, 1]")
+        if pair.soft_form not in SOFT_FORMS:
+            raise ConfigError(f"loss pair '{pair.name}': soft_form must be one of {SOFT_FORMS}, got '{pair.soft_form}'")
         if pair.weight < 0:
             raise ConfigError(f"loss pair '{pair.name}': weight must be >= 0")
         names.add(pair.name)

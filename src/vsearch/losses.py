@@ -31,12 +31,25 @@ def info_nce(a: torch.Tensor, b: torch.Tensor, logit_scale: torch.Tensor) -> tor
 
 
 def soft_info_nce(
-    a: torch.Tensor, b: torch.Tensor, logit_scale: torch.Tensor, target_features: torch.Tensor, mix: float, temperature: float
+    a: torch.Tensor,
+    b: torch.Tensor,
+    logit_scale: torch.Tensor,
+    target_features: torch.Tensor,
+    mix: float,
+    temperature: float,
+    form: str = "mix",
 ) -> torch.Tensor:
-    """Symmetric InfoNCE whose targets mix the one-hot positive with soft in-batch targets.
+    """Symmetric InfoNCE with soft in-batch targets from another feature's similarity.
 
     Soft targets for row i: softmax over j != i of ``target_features[i] . target_features[j]
-    / temperature`` (no gradient through them). Targets = (1 - mix) * one-hot + mix * soft.
+    / temperature`` (no gradient through them).
+
+    - ``form="mix"``: targets = (1 - mix) * one-hot + mix * soft, against the softmax over all
+      columns (the positive's own target shrinks to about 1 - mix).
+    - ``form="negatives"``: (1 - mix) * InfoNCE + mix * cross-entropy of the soft targets
+      against the softmax over the negatives only (column i left out). The two parts are
+      independent: the first only ranks the positive above the rest, the second only orders
+      the rest, so the text shapes what comes after the true product without lowering it.
 
     Args:
         a, b: (N, D) L2-normalised features, row i of each is the positive pair.
@@ -44,6 +57,7 @@ def soft_info_nce(
         target_features: (N, E) L2-normalised features defining which rows are alike.
         mix: share of the soft part in [0, 1]; 0 gives ``info_nce``.
         temperature: sharpness of the soft targets.
+        form: ``"mix"`` or ``"negatives"`` (above).
 
     Returns:
         Scalar: mean cross-entropy of both directions against those targets.
@@ -54,10 +68,35 @@ def soft_info_nce(
         tf = target_features.detach().to(a.dtype)
         sim = tf @ tf.t()
         soft = (sim / temperature).masked_fill(eye.bool(), float("-inf")).softmax(dim=1).to(a.dtype)
-        targets = (1.0 - mix) * eye + mix * soft
-    logits_per_a = logit_scale * a @ b.t()
-    loss_a = -(targets * logits_per_a.log_softmax(dim=1)).sum(dim=1).mean()
-    loss_b = -(targets * logits_per_a.t().log_softmax(dim=1)).sum(dim=1).mean()  # sim is symmetric
+    return soft_cross_entropy(logit_scale * a @ b.t(), soft, mix, form)
+
+
+def soft_cross_entropy(logits: torch.Tensor, soft: torch.Tensor, mix: float, form: str = "mix") -> torch.Tensor:
+    """The loss of ``soft_info_nce`` from its logits.
+
+    Args:
+        logits: (N, N) logits of row a_i against column b_j; the diagonal holds the positives.
+        soft: (N, N) soft targets, rows sum to 1, zero diagonal; symmetric (used for both directions).
+        mix: share of the soft part in [0, 1].
+        form: ``"mix"`` or ``"negatives"`` (see ``soft_info_nce``).
+
+    Returns:
+        Scalar, mean over rows and both directions, natural log units.
+    """
+    eye = torch.eye(logits.shape[0], device=logits.device, dtype=torch.bool)
+    if form == "negatives":
+        labels = torch.arange(logits.shape[0], device=logits.device)
+        hard = 0.5 * (F.cross_entropy(logits, labels) + F.cross_entropy(logits.t(), labels))
+        # The positive's column is left out of the softmax; its target is 0, and 0 * -inf would
+        # be NaN, so the masked entries are set to 0 after the log-softmax.
+        relational = 0.0
+        for per_row in (logits, logits.t()):
+            log_p = per_row.masked_fill(eye, float("-inf")).log_softmax(dim=1).masked_fill(eye, 0.0)
+            relational = relational - 0.5 * (soft * log_p).sum(dim=1).mean()
+        return (1.0 - mix) * hard + mix * relational
+    targets = (1.0 - mix) * eye.to(logits.dtype) + mix * soft
+    loss_a = -(targets * logits.log_softmax(dim=1)).sum(dim=1).mean()
+    loss_b = -(targets * logits.t().log_softmax(dim=1)).sum(dim=1).mean()  # soft is symmetric
     return 0.5 * (loss_a + loss_b)
 
 
@@ -117,7 +156,7 @@ class MultiTowerLoss(nn.Module):
                 continue
             scale = logit_scale if pair.logit_scale is None else logit_scale.new_tensor(pair.logit_scale)
             if target is not None:
-                term = soft_info_nce(a, b, scale, target, pair.soft_mix, pair.soft_temperature)
+                term = soft_info_nce(a, b, scale, target, pair.soft_mix, pair.soft_temperature, pair.soft_form)
             else:
                 term = info_nce(a, b, scale)
             losses[f"{pair.name}_loss"] = pair.weight * self.schedule(pair) * term

@@ -1,6 +1,12 @@
+import json
+from pathlib import Path
+
 import pytest
 
-from vsearch.config import ConfigError, load_config, preset_names
+from vsearch.config import ConfigError, load_config, preset_names, to_dict
+
+# The run whose figures docs/model-quality.md gives as the final recipe's.
+FINAL_RUN = Path(__file__).parents[2] / "docs" / "quality-runs" / "pt128_soft03_default.json"
 
 
 def test_presets_load_and_differ_only_in_towers_and_losses():
@@ -14,6 +20,17 @@ def test_presets_load_and_differ_only_in_towers_and_losses():
     assert io.model.image == three.model.image == four.model.image
     assert [p.name for p in three.loss.pairs] == ["image_image", "query_image_title", "product_image_title"]
     assert "fused_query_product_image" in [p.name for p in four.loss.pairs]
+
+
+@pytest.mark.parametrize("model", ["image_only", "three_tower", "four_tower"])
+def test_default_presets_are_the_measured_final_recipe(model):
+    """The presets `make demo` trains are exactly the configs (preset + overrides) of the run
+    whose figures docs/model-quality.md reports: a changed preset needs a new measured run."""
+    run = json.loads(FINAL_RUN.read_text())
+    measured = to_dict(load_config(run["configs"][model], [*run["overrides"]["all"], *run["overrides"][model]]))
+    preset = to_dict(load_config(model))
+    measured.pop("name"), preset.pop("name")
+    assert preset == measured
 
 
 def test_dotted_overrides_are_parsed_as_yaml():

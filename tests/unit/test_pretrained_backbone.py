@@ -171,7 +171,7 @@ def test_optimizer_gives_the_backbone_its_own_lr(weight_cache):
         assert lr_of[id(param)] == pytest.approx(expected), name
     # The default scale keeps the two historical groups (decay, no decay), so resumed
     # checkpoints of existing presets still match.
-    plain = build_optimizer(model, load_config("image_only").train)
+    plain = build_optimizer(model, load_config("scratch_image_only").train)
     assert [g["weight_decay"] for g in plain.param_groups] == [0.05, 0.0]
 
 
@@ -216,3 +216,31 @@ def test_frozen_bn_and_train_reload_in_a_fresh_process(weight_cache, tiny_data, 
     subprocess.run([sys.executable, "-c", code, str(out), str(tmp_path / "x.pt"), str(tmp_path / "y.pt")], check=True, env=env, timeout=120)
     assert torch.allclose(torch.load(tmp_path / "y.pt", weights_only=True), expected, atol=1e-6)
     assert not (tmp_path / "empty-cache").exists()
+
+
+def test_default_presets_train_the_final_recipe(weight_cache, tiny_data, tmp_path):
+    """The presets `make demo` trains: pretrained MobileNetV2 at 128 px, the frozen MiniLM title
+    encoder (384-d space, no projection), the soft image-image term; 3-tower then 4-tower."""
+    from vsearch.config import load_config
+    from vsearch.evaluation.evaluate import embed_texts
+    from vsearch.models import load_model
+    from vsearch.training.loop import train
+
+    small = ["data.batch_size=8", "train.max_steps=2", "train.warmup_steps=1"]
+    three, four = tmp_path / "three", tmp_path / "four"
+    summary = train(load_config("three_tower", small), tiny_data, three, progress=False)
+    assert summary["loss_terms"] == ["image_image_loss", "query_image_title_loss", "product_image_title_loss"]
+    train(load_config("four_tower", small), tiny_data, four, init=three, progress=False)
+
+    model, tokenizer = load_model(four)
+    assert model.cfg.image_size == 128 and model.cfg.embed_dim == 384
+    assert type(model.image_encoder.backbone).__name__ == "VsearchMobileNetV2Model"
+    # Frozen, unprojected MiniLM: its sentence geometry is the constraint, so after training the
+    # title embeddings still put two mugs closer than a mug and a dress.
+    mug, mug2, dress = embed_texts(model, tokenizer, ["red zebra mug by Velora", "blue striped coffee mug", "floral summer dress"], 3, "cpu")
+    assert mug @ mug2 > mug @ dress
+    model.eval()
+    with torch.no_grad():
+        image = model.encode_image(torch.rand(2, 3, 128, 128, generator=torch.Generator().manual_seed(0)))
+    assert image.shape == (2, 384)
+    assert torch.allclose(image.norm(dim=-1), torch.ones(2), atol=1e-5)
