@@ -244,3 +244,18 @@ def test_default_presets_train_the_final_recipe(weight_cache, tiny_data, tmp_pat
         image = model.encode_image(torch.rand(2, 3, 128, 128, generator=torch.Generator().manual_seed(0)))
     assert image.shape == (2, 384)
     assert torch.allclose(image.norm(dim=-1), torch.ones(2), atol=1e-5)
+
+
+def test_frozen_batchnorm_does_not_count_as_per_rank_statistics(weight_cache):
+    """DDP on CPU warns about per-rank BatchNorm statistics only where training uses them: the
+    default presets' MobileNetV2 keeps ImageNet's (freeze_bn), a from-scratch ResNet does not."""
+    from vsearch.config import load_config
+    from vsearch.models.multitower import build_model
+    from vsearch.training.distributed import uses_batch_statistics
+
+    frozen = build_model(load_config("pretrained_image_only").model).eval()
+    fine_tuned = build_model(load_config("pretrained_image_only", ["model.image.kwargs={freeze_bn: false}"]).model)
+    scratch = build_model(load_config("scratch_image_only").model)
+    assert not uses_batch_statistics(frozen)
+    assert not frozen.training  # the mode it had is restored
+    assert uses_batch_statistics(fine_tuned) and uses_batch_statistics(scratch)

@@ -111,7 +111,14 @@ def all_reduce_mean(value: float) -> float:
     return float(t.item() / world_size())
 
 
-def has_batchnorm(model: torch.nn.Module) -> bool:
-    """True if ``model`` holds BatchNorm layers: under DDP they normalise with per-rank batch
-    statistics unless converted to SyncBatchNorm, which torch supports on GPUs only."""
-    return any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in model.modules())
+def uses_batch_statistics(model: torch.nn.Module) -> bool:
+    """True if ``model`` in training mode has BatchNorm layers that normalise with batch
+    statistics: under DDP those are per-rank unless converted to SyncBatchNorm, which torch
+    supports on GPUs only. BatchNorm a backbone keeps in eval mode while training (frozen
+    statistics, e.g. ``freeze_bn`` of the pretrained MobileNetV2) does not count."""
+    was_training = model.training
+    model.train()
+    try:
+        return any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) and m.training for m in model.modules())
+    finally:
+        model.train(was_training)

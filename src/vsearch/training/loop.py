@@ -268,7 +268,7 @@ def train(
     if env.enabled:
         if device.type == "cuda":  # batch-norm statistics over the global batch (CUDA only)
             model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
-        elif env.is_main and distributed.has_batchnorm(model):
+        elif env.is_main and distributed.uses_batch_statistics(model):
             # torch's SyncBatchNorm rejects CPU tensors: each rank normalises its own slice.
             print(
                 f"warning: {cfg.name}: BatchNorm layers use per-rank batch statistics on {device.type} "
