@@ -9,7 +9,7 @@ from vsearch.config import ConfigError, load_config, preset_names, to_dict
 FINAL_RUN = Path(__file__).parents[2] / "docs" / "quality-runs" / "pt128_soft03_default.json"
 
 
-def test_presets_load_and_differ_only_in_towers_and_losses():
+def test_presets_load_and_every_model_gets_the_same_image_tower():
     names = set(preset_names())
     assert {"image_only", "three_tower", "four_tower", "tiny", "tiny_image_only", "tiny_four_tower"} <= names
     io, three, four = load_config("image_only"), load_config("three_tower"), load_config("four_tower")
