@@ -85,7 +85,8 @@ DOC_TABLES = {
     "pt128_screens": [
         f"docs/quality-runs/screen_pretrained_ft128_{name}.json"
         for name in ("e5", "minilm", "minilm_w1", "soft015", "soft03", "soft06", "neg05", "soft03_t02")
-    ],
+    ]
+    + ["docs/quality-runs/screen_large128_final_recipe.json"],
     "pt128_soft03_default": ["docs/quality-runs/pt128_soft03_default.json"],
     "pt128_soft03_holdout": ["docs/quality-runs/pt128_soft03_holdout.json"],
 }
