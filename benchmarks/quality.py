@@ -32,6 +32,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import yaml
 
 # (model a, model b, metric, direction, required relative change of a vs b): the issue's bar.
 PAIRED = (
@@ -67,8 +68,42 @@ def t_interval(points: list[float]) -> list[float] | None:
     return [mean - half, mean + half]
 
 
-def run_seed(args, seed: int, work: Path) -> dict[str, dict[str, np.ndarray]]:
-    from vsearch.config import load_config
+# Keys that do not change what a model learns: a reused model may differ there.
+REUSE_IGNORED = ("name", "train.log_every", "train.checkpoint_every", "train.device", "eval")
+
+
+def config_differences(want: dict, have: dict, prefix: str = "") -> list[str]:
+    """Dotted keys where two config dicts differ (REUSE_IGNORED left out)."""
+    keys: list[str] = []
+    for key in sorted(set(want) | set(have)):
+        path = f"{prefix}{key}"
+        if path in REUSE_IGNORED:
+            continue
+        a, b = want.get(key), have.get(key)
+        if isinstance(a, dict) and isinstance(b, dict):
+            keys += config_differences(a, b, f"{path}.")
+        elif a != b:
+            keys.append(path)
+    return keys
+
+
+def check_reusable(model_dir: Path, cfg) -> None:
+    """A model reused from --work must have been trained with the requested config."""
+    from vsearch.config import config_from_dict, to_dict
+    from vsearch.training.loop import RUN_CONFIG_FILE
+
+    saved = model_dir / RUN_CONFIG_FILE
+    have = to_dict(config_from_dict(yaml.safe_load(saved.read_text())))
+    diff = config_differences(to_dict(cfg), have)
+    if diff:
+        raise SystemExit(
+            f"--reuse: {saved} was trained with another config (differs at {', '.join(diff)}); "
+            "retrain it (leave the model out of --reuse) or use another --work"
+        )
+
+
+def run_seed(args, seed: int, work: Path, resolved: dict) -> dict[str, dict[str, np.ndarray]]:
+    from vsearch.config import load_config, to_dict
     from vsearch.data import synth
     from vsearch.evaluation.evaluate import evaluate_model, load_eval_set
     from vsearch.models import load_model
@@ -89,10 +124,12 @@ def run_seed(args, seed: int, work: Path) -> dict[str, dict[str, np.ndarray]]:
         if name not in args.models:
             continue
         cfg = load_config(preset, [f"train.seed={seed}", *args.set, *extra])
+        resolved.setdefault(name, to_dict(cfg))
         dirs[name] = work / f"seed{seed}" / name
         t0 = time.perf_counter()
         if name in args.reuse and (dirs[name] / "train_summary.json").is_file():
-            pass  # an earlier run's model of the same seed (e.g. the 3-tower a 4-tower variant starts from)
+            # an earlier run's model of the same seed (e.g. the 3-tower a 4-tower variant starts from)
+            check_reusable(dirs[name], cfg)
         else:
             train(cfg, data, dirs[name], init=dirs[init] if init else None, restart=True, progress=False)
         model, tokenizer = load_model(dirs[name])
@@ -131,7 +168,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("four_tower starts from three_tower: include both")
 
     started = time.perf_counter()
-    per_seed = [run_seed(args, s, Path(args.work)) for s in args.seeds]
+    resolved: dict[str, dict] = {}
+    per_seed = [run_seed(args, s, Path(args.work), resolved) for s in args.seeds]
     models = list(per_seed[0])
     summary: dict = {}
     for name in models:
@@ -164,6 +202,8 @@ def main(argv: list[str] | None = None) -> int:
                 "data_seeds": args.data_seeds,
                 "configs": {"image_only": args.image_only, "three_tower": args.three, "four_tower": args.four},
                 "overrides": {"all": args.set, "image_only": args.image_only_set, "three_tower": args.three_set, "four_tower": args.four_set},
+                # each model's full config as trained (train.seed is the first seed's; each seed sets its own)
+                "resolved_configs": resolved,
                 "models": summary,
                 "paired": paired,
                 "seconds": round(time.perf_counter() - started, 1),
