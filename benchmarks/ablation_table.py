@@ -87,6 +87,18 @@ DOC_TABLES = {
         for name in ("e5", "minilm", "minilm_w1", "soft015", "soft03", "soft06", "neg05", "soft03_t02")
     ]
     + ["docs/quality-runs/screen_large128_final_recipe.json"],
+    "pt128_round2": [
+        f"docs/quality-runs/screen_{name}.json"
+        for name in (
+            "val3_final_recipe",
+            "val3_textw1",
+            "val3_soft_warmup",
+            "val3_catalog_relational",
+            "val1_category_batches",
+            "val1_epochs10",
+            "val1_frozen_backbone",
+        )
+    ],
     "pt128_soft03_default": ["docs/quality-runs/pt128_soft03_default.json"],
     "pt128_soft03_holdout": ["docs/quality-runs/pt128_soft03_holdout.json"],
 }
