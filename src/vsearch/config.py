@@ -125,6 +125,7 @@ class TrainConfig:
     log_every: int = 10
     seed: int = 0
     image_backbone_lr_scale: float = 1.0  # lr multiplier for the image backbone (pretrained: < 1)
+    text_backbone_lr_scale: float = 1.0  # the same for the text backbone (when it is not frozen)
     precision: str = "auto"  # auto (bf16 on cuda, fp32 on cpu) | fp32 | bf16
     device: str = "auto"
 

@@ -175,6 +175,28 @@ def test_optimizer_gives_the_backbone_its_own_lr(weight_cache):
     assert [g["weight_decay"] for g in plain.param_groups] == [0.05, 0.0]
 
 
+def test_optimizer_scales_the_text_backbone_separately(weight_cache):
+    from vsearch.config import load_config
+    from vsearch.models.multitower import build_model
+    from vsearch.training.loop import build_optimizer
+
+    # The default 3-tower (image backbone at 0.1) with its MiniLM title encoder unfrozen.
+    cfg = load_config("three_tower", ["model.text.freeze=false", "train.text_backbone_lr_scale=0.03"])
+    model = build_model(cfg.model)
+    optimizer = build_optimizer(model, cfg.train)
+    lr_of = {id(p): g["lr"] for g in optimizer.param_groups for p in g["params"]}
+    named = dict(model.named_parameters())
+    assert len(lr_of) == sum(p.requires_grad for p in named.values())
+    seen = set()
+    for name, param in named.items():
+        scale = 0.1 if name.startswith("image_encoder.backbone.") else 0.03 if name.startswith("text_encoder.backbone.") else 1.0
+        seen.add(scale)
+        assert lr_of[id(param)] == pytest.approx(cfg.train.lr * scale), name
+    assert seen == {0.1, 0.03, 1.0}
+    # Plain groups first, then image, then text backbone (decay, no decay each).
+    assert [g["lr"] / cfg.train.lr for g in optimizer.param_groups] == pytest.approx([1, 1, 0.1, 0.1, 0.03, 0.03])
+
+
 @pytest.mark.slow
 def test_frozen_bn_and_train_reload_in_a_fresh_process(weight_cache, tiny_data, tmp_path):
     """Train the pretrained 3-tower preset a few steps; BN statistics stay ImageNet's; the

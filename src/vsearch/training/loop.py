@@ -61,22 +61,27 @@ def lr_lambda(warmup_steps: int, total_steps: int):
 def build_optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
     """AdamW; no weight decay on biases, norms and the temperature (as CLIP/open_clip).
 
-    The image backbone's parameters get ``lr * cfg.image_backbone_lr_scale`` (a pretrained
-    backbone is usually fine-tuned more gently than the freshly initialised heads).
+    The image backbone's parameters get ``lr * cfg.image_backbone_lr_scale`` and the text
+    backbone's ``lr * cfg.text_backbone_lr_scale`` (a pretrained backbone is usually fine-tuned
+    more gently than the freshly initialised heads).
     """
-    scale = float(getattr(cfg, "image_backbone_lr_scale", 1.0))
-    # Plain groups first (decay, no decay: the historical order, and group 0's lr is the one logged).
-    buckets: dict[tuple[bool, bool], list] = {(d, b): [] for b in (False, True) for d in (True, False)}
+    scales = {
+        "image_encoder.backbone.": float(getattr(cfg, "image_backbone_lr_scale", 1.0)),
+        "text_encoder.backbone.": float(getattr(cfg, "text_backbone_lr_scale", 1.0)),
+    }
+    # Plain groups first (decay, no decay: the historical order, and group 0's lr is the one
+    # logged), then image backbone groups, then text backbone groups, each only when scaled.
+    buckets: dict[tuple[str, bool], list] = {(g, d): [] for g in ("", *scales) for d in (True, False)}
     for name, param in model.named_parameters():
         if not param.requires_grad:
             continue
         decays = not (param.ndim < 2 or "logit_scale" in name)
-        in_backbone = scale != 1.0 and "image_encoder.backbone." in name
-        buckets[(decays, in_backbone)].append(param)
+        group = next((prefix for prefix, scale in scales.items() if scale != 1.0 and prefix in name), "")
+        buckets[(group, decays)].append(param)
     groups = [
-        {"params": params, "weight_decay": cfg.weight_decay if decays else 0.0, "lr": cfg.lr * (scale if in_backbone else 1.0)}
-        for (decays, in_backbone), params in buckets.items()
-        if params or not in_backbone  # keep the two plain groups even when empty (as before)
+        {"params": params, "weight_decay": cfg.weight_decay if decays else 0.0, "lr": cfg.lr * scales.get(group, 1.0)}
+        for (group, decays), params in buckets.items()
+        if params or not group  # keep the two plain groups even when empty (as before)
     ]
     return torch.optim.AdamW(groups, lr=cfg.lr, betas=(0.9, 0.98), eps=1e-6)
 
