@@ -94,6 +94,7 @@ DOC_TABLES = {
             "val3_textw1",
             "val3_soft_warmup",
             "val3_catalog_relational",
+            "val3_text_finetuned",
             "val1_category_batches",
             "val1_epochs10",
             "val1_frozen_backbone",
