@@ -15,6 +15,8 @@ interval reflects query sampling over all seeds' test sets. The per-seed values 
 t-interval across seeds are reported too, so seed-to-seed spread is visible.
 
 Tune on ``--split val`` (test products never influence a choice); report on ``test``.
+``--reuse`` takes an already trained model from ``--work`` only if its saved config is the
+requested one (else it stops, naming the keys); the JSON records every resolved config.
 
     python benchmarks/quality.py --preset default --seeds 0 1 2
     python benchmarks/quality.py --preset default --seeds 0 --split val --set train.epochs=20
