@@ -65,10 +65,7 @@ def build_optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.Opt
     backbone's ``lr * cfg.text_backbone_lr_scale`` (a pretrained backbone is usually fine-tuned
     more gently than the freshly initialised heads).
     """
-    scales = {
-        "image_encoder.backbone.": float(getattr(cfg, "image_backbone_lr_scale", 1.0)),
-        "text_encoder.backbone.": float(getattr(cfg, "text_backbone_lr_scale", 1.0)),
-    }
+    scales = {"image_encoder.backbone.": cfg.image_backbone_lr_scale, "text_encoder.backbone.": cfg.text_backbone_lr_scale}
     # Plain groups first (decay, no decay: the historical order, and group 0's lr is the one
     # logged), then image backbone groups, then text backbone groups, each only when scaled.
     buckets: dict[tuple[str, bool], list] = {(g, d): [] for g in ("", *scales) for d in (True, False)}
