@@ -51,6 +51,7 @@ def test_quality_json_and_reuse_check(quality, capsys, tmp_path):
     # A reused model trained with another config is refused, naming the file and the keys.
     with pytest.raises(SystemExit, match=r"three_tower/run_config\.yaml was trained with another config \(differs at train\.lr\)"):
         _run(quality, capsys, tmp_path, "--reuse", "image_only", "three_tower", "--three-set", "train.lr=0.5")
+    assert summary.stat().st_mtime_ns == stamp  # the refused model is left as it was
     # Keys that do not change the model are not a reason to refuse.
     _run(quality, capsys, tmp_path, "--reuse", "image_only", "three_tower", "--set", "train.log_every=3")
 
