@@ -95,6 +95,10 @@ class LossPair:
 @dataclass
 class LossConfig:
     pairs: list[LossPair] = field(default_factory=lambda: [LossPair(schema.QUERY_IMAGE, schema.PRODUCT_IMAGE)])
+    # A frozen pretrained text encoder for soft targets (``soft_targets: reference_text``): the
+    # training loop encodes every distinct title once; it is not part of the saved model. Lets
+    # the model's own text tower be fine-tuned while the targets keep the pretrained geometry.
+    reference_text: BackboneConfig = field(default_factory=BackboneConfig)
 
 
 @dataclass
@@ -210,6 +214,7 @@ _FIELD_TYPES: dict[tuple[type, str], Any] = {
     (ModelConfig, "image"): BackboneConfig,
     (ModelConfig, "text"): BackboneConfig,
     (LossConfig, "pairs"): list_of_pairs,
+    (LossConfig, "reference_text"): BackboneConfig,
 }
 
 
@@ -303,7 +308,10 @@ def validate(cfg: RunConfig) -> None:
                 raise ConfigError(f"loss pair '{pair.name}': '{end}' is not produced by towers {towers}")
         if pair.name in names:
             raise ConfigError(f"loss pair name '{pair.name}' used twice")
-        if pair.soft_targets and pair.soft_targets not in keys:
+        if pair.soft_targets == schema.REFERENCE_TEXT:
+            if not cfg.loss.reference_text.pretrained:
+                raise ConfigError(f"loss pair '{pair.name}': soft_targets 'reference_text' needs loss.reference_text.pretrained")
+        elif pair.soft_targets and pair.soft_targets not in keys:
             raise ConfigError(f"loss pair '{pair.name}': soft_targets '{pair.soft_targets}' is not produced by towers {towers}")
         if not 0.0 <= pair.soft_mix <= 1.0:
             raise ConfigError(f"loss pair '{pair.name}': soft_mix must be in [0, 1]")

@@ -31,6 +31,7 @@ from vsearch.models.multitower import TOKENIZER_DIR, MultiTowerModel, build_mode
 from vsearch.models.tokenizer import load_tokenizer, train_title_tokenizer
 from vsearch.schema import DataError
 from vsearch.training import checkpoint, distributed
+from vsearch.training.reference import encode_reference_titles
 
 METRICS_LOG = "metrics.jsonl"
 SUMMARY_FILE = "train_summary.json"
@@ -239,6 +240,10 @@ def train(
         (staging / RUN_CONFIG_FILE).write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
     model.to(device)
     loss_fn = MultiTowerLoss(cfg.loss.pairs)
+    reference_titles = None
+    if any(p.soft_targets == schema.REFERENCE_TEXT for p in cfg.loss.pairs):
+        # Frozen, so one pass over the distinct titles serves every step (and every rank alike).
+        reference_titles = encode_reference_titles(cfg.loss.reference_text, dataset.titles, cfg.model.max_text_length, device)
 
     groups = dataset.groups(cfg.data.group_by) if cfg.data.group_by else None
     sampler = UniqueProductBatchSampler(
@@ -305,6 +310,8 @@ def train(
             batch = _to_device(batch, device)
             with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=use_bf16):
                 out_features = train_model(batch)
+            if reference_titles is not None:
+                out_features[f"{schema.REFERENCE_TEXT}_features"] = reference_titles[batch["title_index"]]
             loss_fn.set_step(step)
             terms = loss_fn(**{k: (v.float() if torch.is_floating_point(v) else v) for k, v in out_features.items()})
             loss = sum(terms.values())
