@@ -100,6 +100,17 @@ DOC_TABLES = {
             "val1_frozen_backbone",
         )
     ],
+    "pt128_round3": [
+        f"docs/quality-runs/screen_{name}.json"
+        for name in (
+            "val3_final_recipe",
+            "val3_text_finetuned",
+            "val3_text_finetuned_reference_targets",
+            "val3_text_finetuned_lr03_reference_targets",
+            "val1_epochs10",
+            "val1_epochs10_reference_targets",
+        )
+    ],
     "pt128_soft03_default": ["docs/quality-runs/pt128_soft03_default.json"],
     "pt128_soft03_holdout": ["docs/quality-runs/pt128_soft03_holdout.json"],
 }
