@@ -56,47 +56,37 @@ def test_reference_features_are_the_frozen_title_tower(tiny_data):
     torch.testing.assert_close(reference, tower, atol=1e-5, rtol=1e-4)
 
 
+def _train_both(data, root, overrides: list[str]) -> tuple[list[float], list[float]]:
+    """Train the tiny config twice, soft targets from the title tower vs the reference encoder;
+    returns the two image-image loss curves (own, reference)."""
+    from vsearch.training.loop import read_metrics_log, train
+
+    own, ref = root / "own", root / "ref"
+    train(load_config("tiny", overrides + [_pairs("product_text")]), data, own, progress=False)
+    with_reference = overrides + [_pairs("reference_text"), f"loss.reference_text.pretrained={MINILM}"]
+    train(load_config("tiny", with_reference), data, ref, progress=False)
+    curves = tuple([r["image_image_loss"] for r in read_metrics_log(d)] for d in (own, ref))
+    assert len(curves[0]) == len(curves[1]) == 4
+    return curves
+
+
 def test_training_with_reference_targets_matches_frozen_title_targets(tiny_data, tmp_path):
     """With the title tower frozen, soft targets from the reference encoder and from the model's
     own title features are the same targets: the loss curves agree step for step, and the saved
     model holds no reference weights."""
     from safetensors.torch import load_file
 
-    from vsearch.training.loop import read_metrics_log, train
-
-    own, ref = tmp_path / "own", tmp_path / "ref"
-    train(load_config("tiny", FROZEN_MINILM + [_pairs("product_text")]), tiny_data, own, progress=False)
-    train(
-        load_config("tiny", FROZEN_MINILM + [_pairs("reference_text"), f"loss.reference_text.pretrained={MINILM}"]),
-        tiny_data,
-        ref,
-        progress=False,
-    )
-    curve_own = [r["image_image_loss"] for r in read_metrics_log(own)]
-    curve_ref = [r["image_image_loss"] for r in read_metrics_log(ref)]
-    assert len(curve_own) == len(curve_ref) == 4
+    curve_own, curve_ref = _train_both(tiny_data, tmp_path, FROZEN_MINILM)
     assert curve_ref == pytest.approx(curve_own, rel=1e-4)
-    assert set(load_file(str(ref / "model.safetensors"))) == set(load_file(str(own / "model.safetensors")))
+    assert set(load_file(str(tmp_path / "ref" / "model.safetensors"))) == set(load_file(str(tmp_path / "own" / "model.safetensors")))
 
 
 def test_reference_targets_stay_fixed_while_the_title_tower_learns(tiny_data, tmp_path):
     """A fine-tuned title tower's features move (and see dropout); the reference targets do not,
     so the two soft-target sources now give different image-image losses."""
-    from vsearch.training.loop import read_metrics_log, train
-
     tuned = [o for o in FROZEN_MINILM if not o.startswith("model.text.freeze")] + ["model.text.freeze=false", "train.lr=3e-2"]
-    own, ref = tmp_path / "own", tmp_path / "ref"
-    train(load_config("tiny", tuned + [_pairs("product_text")]), tiny_data, own, progress=False)
-    train(
-        load_config("tiny", tuned + [_pairs("reference_text"), f"loss.reference_text.pretrained={MINILM}"]),
-        tiny_data,
-        ref,
-        progress=False,
-    )
-    curve_own = [r["image_image_loss"] for r in read_metrics_log(own)]
-    curve_ref = [r["image_image_loss"] for r in read_metrics_log(ref)]
+    curve_own, curve_ref = _train_both(tiny_data, tmp_path, tuned)
     # A trainable tower also runs with dropout, so its targets differ from the first step on.
-    assert len(curve_own) == len(curve_ref) == 4
     assert all(r != pytest.approx(o, rel=1e-3) for r, o in zip(curve_ref, curve_own))
 
 
