@@ -109,6 +109,7 @@ DOC_TABLES = {
             "val3_text_finetuned_lr03_reference_targets",
             "val1_epochs10",
             "val1_epochs10_reference_targets",
+            "val3_epochs10_reference_targets",
         )
     ],
     "pt128_soft03_default": ["docs/quality-runs/pt128_soft03_default.json"],
