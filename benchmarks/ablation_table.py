@@ -119,6 +119,7 @@ DOC_TABLES = {
     "pt128_soft03_default": ["docs/quality-runs/pt128_soft03_default.json"],
     "pt128_soft03_holdout": ["docs/quality-runs/pt128_soft03_holdout.json"],
     "pt128_soft03_default_5seeds": ["docs/quality-runs/pt128_soft03_default_5seeds.json"],
+    "pt128_soft03_holdout_5seeds": ["docs/quality-runs/pt128_soft03_holdout_5seeds.json"],
 }
 
 if __name__ == "__main__":
