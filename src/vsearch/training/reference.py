@@ -38,6 +38,7 @@ def encode_reference_titles(
     Returns:
         (T, E) float32 L2-normalised features, row i for ``titles[i]``; E is the encoder's width.
     """
+    from vsearch.data.dataset import Collator
     from vsearch.models.tokenizer import load_tokenizer
     from vsearch.models.towers import Encoder, backbone_width, build_backbone
 
@@ -45,13 +46,11 @@ def encode_reference_titles(
         raise ValueError("loss.reference_text: set `pretrained` (a frozen pretrained text encoder)")
     backbone = build_backbone(dataclasses.replace(cfg, freeze=True), "text")
     encoder = Encoder(backbone, backbone_width(backbone), cfg.pooling, "none").to(device).eval()
-    tokenizer = load_tokenizer(cfg.pretrained)
+    collator = Collator([], load_tokenizer(cfg.pretrained), max_length)
     parts = []
     for start in range(0, len(titles), batch_size):
-        enc = tokenizer(
-            list(titles[start : start + batch_size]), padding=True, truncation=True, max_length=max_length, return_tensors="pt"
-        )
-        parts.append(encoder(input_ids=enc["input_ids"].to(device), attention_mask=enc["attention_mask"].to(device)).float())
+        tokens = collator.tokenize(titles[start : start + batch_size])
+        parts.append(encoder(**{k: v.to(device) for k, v in tokens.items()}).float())
     if not parts:
         return torch.zeros(0, backbone_width(backbone), device=device)
     return torch.cat(parts)
