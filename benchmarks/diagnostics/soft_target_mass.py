@@ -1,0 +1,83 @@
+"""Where does the soft relational target mass go? Its share per relation to the row's product.
+
+The soft targets of the image-image term (``soft_targets: product_text``) give each row's
+query a target distribution over the other products of its batch: a softmax, at the pair's
+``soft_temperature``, of title similarity under the model's text tower. This script draws
+the training batches exactly as training does (``UniqueProductBatchSampler``, the run's
+batch size and seed, one epoch), encodes the titles with the trained model's (frozen) text
+tower, and reports the mean share of that mass on colour siblings (same ``design_id``),
+other designs of the same category, and other categories (and, of those, the same colour
+or the same brand). Prints one JSON line per temperature.
+
+    python benchmarks/diagnostics/soft_target_mass.py --data runs/quality-data/default-seed0 \
+        --model runs/quality-pt128-soft03-default/seed0/three_tower --temperatures 0.05 0.2
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+import numpy as np
+import pandas as pd
+import torch
+
+from vsearch import schema
+from vsearch.config import load_config
+from vsearch.data.dataset import UniqueProductBatchSampler
+from vsearch.evaluation.evaluate import embed_texts
+from vsearch.models.multitower import load_model
+
+
+def target_mass(sim: np.ndarray, batch: np.ndarray, temperature: float) -> np.ndarray:
+    """(B, B) soft targets of one batch: row softmax of sim / temperature over j != i."""
+    logits = sim[np.ix_(batch, batch)] / temperature
+    np.fill_diagonal(logits, -np.inf)
+    logits -= logits.max(axis=1, keepdims=True)
+    mass = np.exp(logits)
+    return mass / mass.sum(axis=1, keepdims=True)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--data", required=True)
+    p.add_argument("--model", required=True, help="a trained model folder with a text tower")
+    p.add_argument("--temperatures", nargs="+", type=float, default=[0.05])
+    args = p.parse_args()
+    torch.set_num_threads(2)
+    cfg = load_config(f"{args.model}/run_config.yaml")
+    catalog = pd.read_parquet(f"{args.data}/{schema.CATALOG_FILE}").set_index("product_id")
+    inter = pd.read_parquet(f"{args.data}/{schema.INTERACTIONS_FILE}")
+    train = inter[inter.split == "train"]
+    products = catalog.loc[sorted(train.product_id.unique())]
+    index = {pid: i for i, pid in enumerate(products.index)}
+    model, tokenizer = load_model(args.model)
+    model.eval()
+    feats = embed_texts(model, tokenizer, list(products.title), 128, "cpu")
+    sim = feats @ feats.T
+    sampler = UniqueProductBatchSampler(train.product_id.map(index).to_numpy(), cfg.data.batch_size, cfg.train.seed)
+    batches = [np.asarray(train.product_id.iloc[b].map(index)) for b in sampler]
+    attr = {k: products[k].to_numpy() for k in ("design_id", "category", "colour", "brand")}
+    for temperature in args.temperatures:
+        shares: dict[str, list[float]] = {}
+        for batch in batches:
+            mass = target_mass(sim, batch, temperature)
+            same = {k: v[batch][:, None] == v[batch][None, :] for k, v in attr.items()}
+            other_cat = ~same["category"]
+            parts = {
+                "colour_sibling": same["design_id"],
+                "same_category_other_design": same["category"] & ~same["design_id"],
+                "other_category": other_cat,
+                "other_category_same_colour": other_cat & same["colour"],
+                "other_category_same_brand": other_cat & same["brand"],
+            }
+            for k, m in parts.items():
+                shares.setdefault(k, []).append(float((mass * m).sum(axis=1).mean()))
+        print(json.dumps({
+            "model": args.model, "data": args.data, "temperature": temperature, "batches": len(batches),
+            "batch_size": cfg.data.batch_size, "mean_share": {k: round(float(np.mean(v)), 4) for k, v in shares.items()},
+        }))
+
+
+if __name__ == "__main__":
+    main()
