@@ -116,6 +116,9 @@ DOC_TABLES = {
         f"docs/quality-runs/screen_{name}.json"
         for name in ("val3_final_recipe", "val3_textw1", "val3_textw025", "val3_title_temperature01")
     ],
+    "pt128_round5": [
+        f"docs/quality-runs/screen_{name}.json" for name in ("val3_final_recipe", "val3_soft_negatives03")
+    ],
     "pt128_soft03_default": ["docs/quality-runs/pt128_soft03_default.json"],
     "pt128_soft03_holdout": ["docs/quality-runs/pt128_soft03_holdout.json"],
     "pt128_soft03_default_5seeds": ["docs/quality-runs/pt128_soft03_default_5seeds.json"],
