@@ -86,6 +86,10 @@ class LossPair:
     # model's distribution over the negatives only: the positive keeps its full target and
     # the text orders only what ranks behind it.
     soft_form: str = "mix"
+    # A catalog column (e.g. ``design_id``, the variant group): in-batch products sharing the
+    # row's value get no soft target mass. Colour variants of one design have near-identical
+    # titles but are different products, the ones a query must be told apart from.
+    soft_exclude: str = ""
 
     def __post_init__(self) -> None:
         if not self.name:
@@ -315,6 +319,8 @@ def validate(cfg: RunConfig) -> None:
             raise ConfigError(f"loss pair '{pair.name}': soft_targets '{pair.soft_targets}' is not produced by towers {towers}")
         if not 0.0 <= pair.soft_mix <= 1.0:
             raise ConfigError(f"loss pair '{pair.name}': soft_mix must be in [0, 1]")
+        if pair.soft_exclude and not (pair.soft_targets and pair.soft_mix > 0):
+            raise ConfigError(f"loss pair '{pair.name}': soft_exclude '{pair.soft_exclude}' needs soft_targets and soft_mix > 0")
         if pair.soft_form not in SOFT_FORMS:
             raise ConfigError(f"loss pair '{pair.name}': soft_form must be one of {SOFT_FORMS}, got '{pair.soft_form}'")
         if pair.weight < 0:

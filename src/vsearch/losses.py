@@ -38,6 +38,7 @@ def soft_info_nce(
     mix: float,
     temperature: float,
     form: str = "mix",
+    exclude_groups: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Symmetric InfoNCE with soft in-batch targets from another feature's similarity.
 
@@ -58,16 +59,22 @@ def soft_info_nce(
         mix: share of the soft part in [0, 1]; 0 gives ``info_nce``.
         temperature: sharpness of the soft targets.
         form: ``"mix"`` or ``"negatives"`` (above).
+        exclude_groups: (N,) integer group per row (e.g. the product's design); rows of the
+            same group get no soft mass from each other. A row left with no other row keeps a
+            one-hot target (its soft row is all zero).
 
     Returns:
         Scalar: mean cross-entropy of both directions against those targets.
     """
     n = a.shape[0]
-    eye = torch.eye(n, device=a.device, dtype=a.dtype)
+    masked = torch.eye(n, device=a.device, dtype=torch.bool)
+    if exclude_groups is not None:
+        masked = masked | (exclude_groups[:, None] == exclude_groups[None, :])
     with torch.no_grad():
         tf = target_features.detach().to(a.dtype)
         sim = tf @ tf.t()
-        soft = (sim / temperature).masked_fill(eye.bool(), float("-inf")).softmax(dim=1).to(a.dtype)
+        # A fully masked row's softmax is NaN; it becomes zeros (no soft mass, one-hot target).
+        soft = (sim / temperature).masked_fill(masked, float("-inf")).softmax(dim=1).nan_to_num(0.0).to(a.dtype)
     return soft_cross_entropy(logit_scale * a @ b.t(), soft, mix, form)
 
 
@@ -76,7 +83,8 @@ def soft_cross_entropy(logits: torch.Tensor, soft: torch.Tensor, mix: float, for
 
     Args:
         logits: (N, N) logits of row a_i against column b_j; the diagonal holds the positives.
-        soft: (N, N) soft targets, rows sum to 1, zero diagonal; symmetric (used for both directions).
+        soft: (N, N) soft targets, rows sum to 1 (or are all zero: that row keeps a one-hot
+            target), zero diagonal; used for both directions.
         mix: share of the soft part in [0, 1].
         form: ``"mix"`` or ``"negatives"`` (see ``soft_info_nce``).
 
@@ -94,7 +102,8 @@ def soft_cross_entropy(logits: torch.Tensor, soft: torch.Tensor, mix: float, for
             log_p = per_row.masked_fill(eye, float("-inf")).log_softmax(dim=1).masked_fill(eye, 0.0)
             relational = relational - 0.5 * (soft * log_p).sum(dim=1).mean()
         return (1.0 - mix) * hard + mix * relational
-    targets = (1.0 - mix) * eye.to(logits.dtype) + mix * soft
+    soft_mass = mix * soft.sum(dim=1, keepdim=True)  # mix, or 0 for a row with no soft targets
+    targets = (1.0 - soft_mass) * eye.to(logits.dtype) + mix * soft
     loss_a = -(targets * logits.log_softmax(dim=1)).sum(dim=1).mean()
     loss_b = -(targets * logits.t().log_softmax(dim=1)).sum(dim=1).mean()  # soft is symmetric
     return 0.5 * (loss_a + loss_b)
@@ -147,16 +156,18 @@ class MultiTowerLoss(nn.Module):
                     mask = get(f"{end}_valid").bool()
                     valid = mask if valid is None else valid & mask
             target = get(f"{pair.soft_targets}_features") if pair.soft_targets and pair.soft_mix > 0 else None
+            groups = get(f"{pair.soft_exclude}_groups") if target is not None and pair.soft_exclude else None
             if valid is not None:
                 a, b = a[valid], b[valid]
                 target = target[valid] if target is not None else None
+                groups = groups[valid] if groups is not None else None
             if a.shape[0] < 2:
                 # No negatives: a zero that keeps the graph (and DDP's gradient buckets) intact.
                 losses[f"{pair.name}_loss"] = (model_out[f"{pair.a}_features"].sum() * 0.0)
                 continue
             scale = logit_scale if pair.logit_scale is None else logit_scale.new_tensor(pair.logit_scale)
             if target is not None:
-                term = soft_info_nce(a, b, scale, target, pair.soft_mix, pair.soft_temperature, pair.soft_form)
+                term = soft_info_nce(a, b, scale, target, pair.soft_mix, pair.soft_temperature, pair.soft_form, groups)
             else:
                 term = info_nce(a, b, scale)
             losses[f"{pair.name}_loss"] = pair.weight * self.schedule(pair) * term
