@@ -117,7 +117,8 @@ DOC_TABLES = {
         for name in ("val3_final_recipe", "val3_textw1", "val3_textw025", "val3_title_temperature01")
     ],
     "pt128_round5": [
-        f"docs/quality-runs/screen_{name}.json" for name in ("val3_final_recipe", "val3_soft_negatives03")
+        f"docs/quality-runs/screen_{name}.json"
+        for name in ("val3_final_recipe", "val3_soft_negatives03", "val3_soft_exclude_siblings")
     ],
     "pt128_soft03_default": ["docs/quality-runs/pt128_soft03_default.json"],
     "pt128_soft03_holdout": ["docs/quality-runs/pt128_soft03_holdout.json"],

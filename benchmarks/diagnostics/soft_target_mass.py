@@ -7,7 +7,8 @@ the training batches exactly as training does (``UniqueProductBatchSampler``, th
 batch size and seed, one epoch), encodes the titles with the trained model's (frozen) text
 tower, and reports the mean share of that mass on colour siblings (same ``design_id``),
 other designs of the same category, and other categories (and, of those, the same colour
-or the same brand). Prints one JSON line per temperature.
+or the same brand). ``--exclude design_id`` removes a row's own group from its targets, as
+the loss option ``soft_exclude`` does. Prints one JSON line per temperature.
 
     python benchmarks/diagnostics/soft_target_mass.py --data runs/quality-data/default-seed0 \
         --model runs/quality-pt128-soft03-default/seed0/three_tower --temperatures 0.05 0.2
@@ -29,13 +30,17 @@ from vsearch.evaluation.evaluate import embed_texts
 from vsearch.models.multitower import load_model
 
 
-def target_mass(sim: np.ndarray, batch: np.ndarray, temperature: float) -> np.ndarray:
-    """(B, B) soft targets of one batch: row softmax of sim / temperature over j != i."""
+def target_mass(sim: np.ndarray, batch: np.ndarray, temperature: float, groups: np.ndarray | None = None) -> np.ndarray:
+    """(B, B) soft targets of one batch: row softmax of sim / temperature over j != i (and, with
+    ``groups``, over j of another group than i); a row with no such j gets all zeros."""
     logits = sim[np.ix_(batch, batch)] / temperature
     np.fill_diagonal(logits, -np.inf)
-    logits -= logits.max(axis=1, keepdims=True)
-    mass = np.exp(logits)
-    return mass / mass.sum(axis=1, keepdims=True)
+    if groups is not None:
+        logits[groups[batch][:, None] == groups[batch][None, :]] = -np.inf
+    top = logits.max(axis=1, keepdims=True)
+    mass = np.exp(logits - np.where(np.isfinite(top), top, 0.0))
+    total = mass.sum(axis=1, keepdims=True)
+    return np.divide(mass, total, out=np.zeros_like(mass), where=total > 0)
 
 
 def main() -> None:
@@ -43,6 +48,7 @@ def main() -> None:
     p.add_argument("--data", required=True)
     p.add_argument("--model", required=True, help="a trained model folder with a text tower")
     p.add_argument("--temperatures", nargs="+", type=float, default=[0.05])
+    p.add_argument("--exclude", default="", help="catalog column whose shared value gets no soft mass (soft_exclude)")
     args = p.parse_args()
     torch.set_num_threads(2)
     cfg = load_config(f"{args.model}/run_config.yaml")
@@ -58,10 +64,11 @@ def main() -> None:
     sampler = UniqueProductBatchSampler(train.product_id.map(index).to_numpy(), cfg.data.batch_size, cfg.train.seed)
     batches = [np.asarray(train.product_id.iloc[b].map(index)) for b in sampler]
     attr = {k: products[k].to_numpy() for k in ("design_id", "category", "colour", "brand")}
+    exclude = np.unique(products[args.exclude].astype(str).to_numpy(), return_inverse=True)[1] if args.exclude else None
     for temperature in args.temperatures:
         shares: dict[str, list[float]] = {}
         for batch in batches:
-            mass = target_mass(sim, batch, temperature)
+            mass = target_mass(sim, batch, temperature, exclude)
             same = {k: v[batch][:, None] == v[batch][None, :] for k, v in attr.items()}
             other_cat = ~same["category"]
             parts = {
@@ -74,7 +81,7 @@ def main() -> None:
             for k, m in parts.items():
                 shares.setdefault(k, []).append(float((mass * m).sum(axis=1).mean()))
         print(json.dumps({
-            "model": args.model, "data": args.data, "temperature": temperature, "batches": len(batches),
+            "model": args.model, "data": args.data, "temperature": temperature, "exclude": args.exclude, "batches": len(batches),
             "batch_size": cfg.data.batch_size, "mean_share": {k: round(float(np.mean(v)), 4) for k, v in shares.items()},
         }))
 
