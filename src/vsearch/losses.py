@@ -102,8 +102,8 @@ def soft_cross_entropy(logits: torch.Tensor, soft: torch.Tensor, mix: float, for
             log_p = per_row.masked_fill(eye, float("-inf")).log_softmax(dim=1).masked_fill(eye, 0.0)
             relational = relational - 0.5 * (soft * log_p).sum(dim=1).mean()
         return (1.0 - mix) * hard + mix * relational
-    soft_mass = mix * soft.sum(dim=1, keepdim=True)  # mix, or 0 for a row with no soft targets
-    targets = (1.0 - soft_mass) * eye.to(logits.dtype) + mix * soft
+    has_soft = (soft.sum(dim=1, keepdim=True) > 0).to(logits.dtype)  # 0 for a row with no soft targets
+    targets = (1.0 - mix * has_soft) * eye.to(logits.dtype) + mix * soft
     loss_a = -(targets * logits.log_softmax(dim=1)).sum(dim=1).mean()
     loss_b = -(targets * logits.t().log_softmax(dim=1)).sum(dim=1).mean()  # soft is symmetric
     return 0.5 * (loss_a + loss_b)
