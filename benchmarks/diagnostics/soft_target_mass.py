@@ -27,20 +27,8 @@ from vsearch import schema
 from vsearch.config import load_config
 from vsearch.data.dataset import UniqueProductBatchSampler
 from vsearch.evaluation.evaluate import embed_texts
+from vsearch.losses import soft_targets
 from vsearch.models.multitower import load_model
-
-
-def target_mass(sim: np.ndarray, batch: np.ndarray, temperature: float, groups: np.ndarray | None = None) -> np.ndarray:
-    """(B, B) soft targets of one batch: row softmax of sim / temperature over j != i (and, with
-    ``groups``, over j of another group than i); a row with no such j gets all zeros."""
-    logits = sim[np.ix_(batch, batch)] / temperature
-    np.fill_diagonal(logits, -np.inf)
-    if groups is not None:
-        logits[groups[batch][:, None] == groups[batch][None, :]] = -np.inf
-    top = logits.max(axis=1, keepdims=True)
-    mass = np.exp(logits - np.where(np.isfinite(top), top, 0.0))
-    total = mass.sum(axis=1, keepdims=True)
-    return np.divide(mass, total, out=np.zeros_like(mass), where=total > 0)
 
 
 def main() -> None:
@@ -60,15 +48,14 @@ def main() -> None:
     model, tokenizer = load_model(args.model)
     model.eval()
     feats = embed_texts(model, tokenizer, list(products.title), 128, "cpu")
-    sim = feats @ feats.T
     sampler = UniqueProductBatchSampler(train.product_id.map(index).to_numpy(), cfg.data.batch_size, cfg.train.seed)
     batches = [np.asarray(train.product_id.iloc[b].map(index)) for b in sampler]
     attr = {k: products[k].to_numpy() for k in ("design_id", "category", "colour", "brand")}
-    exclude = np.unique(products[args.exclude].astype(str).to_numpy(), return_inverse=True)[1] if args.exclude else None
+    exclude = torch.from_numpy(np.unique(products[args.exclude].astype(str).to_numpy(), return_inverse=True)[1]) if args.exclude else None
     for temperature in args.temperatures:
         shares: dict[str, list[float]] = {}
         for batch in batches:
-            mass = target_mass(sim, batch, temperature, exclude)
+            mass = soft_targets(torch.from_numpy(feats[batch]), temperature, exclude[batch] if exclude is not None else None).numpy()
             same = {k: v[batch][:, None] == v[batch][None, :] for k, v in attr.items()}
             other_cat = ~same["category"]
             parts = {

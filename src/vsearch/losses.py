@@ -66,16 +66,21 @@ def soft_info_nce(
     Returns:
         Scalar: mean cross-entropy of both directions against those targets.
     """
-    n = a.shape[0]
-    masked = torch.eye(n, device=a.device, dtype=torch.bool)
+    soft = soft_targets(target_features.to(a.dtype), temperature, exclude_groups)
+    return soft_cross_entropy(logit_scale * a @ b.t(), soft, mix, form)
+
+
+@torch.no_grad()
+def soft_targets(target_features: torch.Tensor, temperature: float, exclude_groups: torch.Tensor | None = None) -> torch.Tensor:
+    """(N, N) soft targets of ``soft_info_nce``: row i is the softmax over j != i (and, with
+    ``exclude_groups``, over j of another group) of ``target_features[i] . target_features[j] /
+    temperature``; a row with no such j is all zeros. No gradient."""
+    masked = torch.eye(target_features.shape[0], device=target_features.device, dtype=torch.bool)
     if exclude_groups is not None:
         masked = masked | (exclude_groups[:, None] == exclude_groups[None, :])
-    with torch.no_grad():
-        tf = target_features.detach().to(a.dtype)
-        sim = tf @ tf.t()
-        # A fully masked row's softmax is NaN; it becomes zeros (no soft mass, one-hot target).
-        soft = (sim / temperature).masked_fill(masked, float("-inf")).softmax(dim=1).nan_to_num(0.0).to(a.dtype)
-    return soft_cross_entropy(logit_scale * a @ b.t(), soft, mix, form)
+    tf = target_features.detach()
+    # A fully masked row's softmax is NaN; it becomes zeros (no soft mass, one-hot target).
+    return (tf @ tf.t() / temperature).masked_fill(masked, float("-inf")).softmax(dim=1).nan_to_num(0.0)
 
 
 def soft_cross_entropy(logits: torch.Tensor, soft: torch.Tensor, mix: float, form: str = "mix") -> torch.Tensor:
@@ -105,7 +110,7 @@ def soft_cross_entropy(logits: torch.Tensor, soft: torch.Tensor, mix: float, for
     has_soft = (soft.sum(dim=1, keepdim=True) > 0).to(logits.dtype)  # 0 for a row with no soft targets
     targets = (1.0 - mix * has_soft) * eye.to(logits.dtype) + mix * soft
     loss_a = -(targets * logits.log_softmax(dim=1)).sum(dim=1).mean()
-    loss_b = -(targets * logits.t().log_softmax(dim=1)).sum(dim=1).mean()  # soft is symmetric
+    loss_b = -(targets * logits.t().log_softmax(dim=1)).sum(dim=1).mean()  # row i's targets serve b_i too
     return 0.5 * (loss_a + loss_b)
 
 
