@@ -102,5 +102,6 @@ def test_an_unknown_exclude_column_names_the_catalog(tiny_data, tmp_path):
     from vsearch.training.loop import train
 
     cfg = load_config("tiny", ["train.max_steps=1", f"loss.pairs=[{SOFT % ', soft_exclude: no_such_column'}]"])
-    with pytest.raises(DataError, match="no_such_column"):
+    with pytest.raises(DataError, match=r"catalog.parquet: .*'no_such_column' is not in the catalog"):
         train(cfg, tiny_data, tmp_path / "bad", progress=False)
+    assert not (tmp_path / "bad").exists()  # nothing is published
