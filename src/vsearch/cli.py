@@ -21,7 +21,9 @@ COMMANDS = {
     ("serve",): ("vsearch.serving.app", "HTTP search service (FastAPI) with A/B routing and a web page"),
     ("gate",): ("vsearch.evaluation.gate", "bless or reject a candidate vs baseline and champion"),
     ("registry",): ("vsearch.registry", "champion registry: show | promote | rollback | history"),
-    ("rollout",): ("vsearch.rollout.writer", "write rollout.yaml + KServe canary manifest from a blessing"),
+    ("rollout",): ("vsearch.rollout.writer", "write rollout.yaml + the per-arm KServe manifests from a blessing"),
+    ("rollout", "analyze"): ("vsearch.rollout.analyze", "A/B evidence: per-arm CTR + CI, guardrails, recommendation, HTML"),
+    ("release",): ("vsearch.release.cli", "release lifecycle: status | approve | ramp | promote | rollback"),
     ("drift",): ("vsearch.monitoring.drift", "Evidently drift report: exit 0 (no drift) or 3 (drift)"),
     ("pipeline",): ("pipelines.cli", "Kubeflow: compile | run-local | submit | schedule"),
 }

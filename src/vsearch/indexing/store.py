@@ -39,6 +39,25 @@ class IndexError_(RuntimeError):
     """An index operation that cannot proceed (alias missing, nothing to roll back to ...)."""
 
 
+class EmbeddingSpaceMismatch(IndexError_):
+    """A model would query a collection another model built (or one of another dimension)."""
+
+
+# The one naming rule for the aliases of a release (vsearch.release): the live alias is moved
+# only by an explicit promotion or rollback; a candidate is indexed under <live>_candidate; on a
+# first deployment (no champion yet) the control arm is the baseline under <live>_baseline.
+CANDIDATE_SUFFIX = "_candidate"
+BASELINE_SUFFIX = "_baseline"
+
+
+def candidate_alias(live_alias: str) -> str:
+    return live_alias + CANDIDATE_SUFFIX
+
+
+def baseline_alias(live_alias: str) -> str:
+    return live_alias + BASELINE_SUFFIX
+
+
 def hit_id(hit) -> str:
     """Primary key of a search hit (a server reports it as ``id``, Lite under the field name)."""
     pk = getattr(hit, "id", None)
@@ -130,6 +149,44 @@ class Store:
         self.put_record(f"collection:{collection}", record)
         return record
 
+    def check_embedding_space(self, name: str, model_version: str, dim: int) -> str:
+        """The collection behind ``name`` (alias or collection), if ``model_version`` built it.
+
+        Every query path (search CLI, service, each A/B arm, promote, rollback) calls this
+        before it sends a vector: vectors of one model are meaningless in another's space.
+
+        Raises:
+            IndexError_: ``name`` resolves to nothing.
+            EmbeddingSpaceMismatch: the collection was built by another model, has another
+                dimension, has no recorded builder, or is not verified.
+        """
+        target = self.alias_target(name) or (name if self.client.has_collection(name) else None)
+        if target is None:
+            raise IndexError_(f"Milvus alias '{name}' does not exist")
+        record = self.collection_record(target) or {}
+        built_by, status = record.get("model_version"), record.get("status", "unknown")
+        where = f"'{name}' -> collection '{target}'" if target != name else f"collection '{target}'"
+        if built_by is None:
+            raise EmbeddingSpaceMismatch(f"{where} has no recorded model version: refusing to query it with model {model_version}")
+        if built_by != model_version:
+            raise EmbeddingSpaceMismatch(f"{where} was built by model {built_by}, not by model {model_version}: "
+                                         "its vectors are in another embedding space")
+        stored_dim = self.collection_dim(target)
+        if stored_dim != int(dim):
+            raise EmbeddingSpaceMismatch(f"{where} holds {stored_dim}-dim vectors; model {model_version} embeds {dim}")
+        if status != VERIFIED:
+            raise EmbeddingSpaceMismatch(f"{where} is not verified (status {status}): nothing unverified is served")
+        return target
+
+    def drop_alias(self, alias: str, *, record: bool = True) -> None:
+        """Remove ``alias`` (a release rolled back to 'nothing live yet'); history keeps a tombstone."""
+        if self.alias_target(alias) is not None:
+            self.client.drop_alias(alias)
+        if record:
+            history = self.alias_history(alias)
+            history.append({"collection": None, "at": time.time()})
+            self.put_record(f"alias:{alias}", {"history": history})
+
     # ------------------------------------------------------------ aliases
     def alias_target(self, alias: str) -> str | None:
         """The collection ``alias`` points to, or None when the alias does not exist."""
@@ -168,8 +225,8 @@ class Store:
             history.pop()
         while history:
             candidate = history[-1]["collection"]
-            record = self.collection_record(candidate) or {}
-            if candidate != current and self.client.has_collection(candidate) and record.get("status") == VERIFIED:
+            record = (self.collection_record(candidate) or {}) if candidate else {}
+            if candidate and candidate != current and self.client.has_collection(candidate) and record.get("status") == VERIFIED:
                 self.client.alter_alias(candidate, alias)
                 self.put_record(f"alias:{alias}", {"history": history})
                 return current, candidate
