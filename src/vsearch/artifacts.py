@@ -53,10 +53,23 @@ def model_version(model_dir: str | os.PathLike) -> str:
     import hashlib
     import json
 
-    model_dir = Path(model_dir)
-    meta = json.loads((model_dir / "vsearch_model.json").read_text())
+    import fsspec
+
+    # A local folder or an fsspec URI (s3://bucket/models/x): the same bytes give the same id.
+    root = str(model_dir).rstrip("/")
+    with fsspec.open(f"{root}/vsearch_model.json", "rb") as fh:
+        meta = json.loads(fh.read().decode())
     digest = hashlib.sha256()
-    with open(model_dir / "model.safetensors", "rb") as fh:
+    with fsspec.open(f"{root}/model.safetensors", "rb") as fh:
         for chunk in iter(lambda: fh.read(1 << 20), b""):
             digest.update(chunk)
     return f"{len(meta['model']['towers'])}t-{digest.hexdigest()[:12]}"
+
+
+def is_model_dir(uri: str | os.PathLike) -> bool:
+    """True when ``uri`` (a folder or fsspec URI) holds a saved vsearch model."""
+    import fsspec
+
+    root = str(uri).rstrip("/")
+    fs, path = fsspec.core.url_to_fs(root)
+    return fs.isfile(f"{path}/vsearch_model.json") and fs.isfile(f"{path}/model.safetensors")

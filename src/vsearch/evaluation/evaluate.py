@@ -207,6 +207,7 @@ def evaluate(
     *,
     title: str = "vsearch evaluation report",
     device: str = "cpu",
+    model_uris: dict[str, str] | None = None,
 ) -> dict:
     """Evaluate named model folders on the same test sets and publish the results.
 
@@ -215,6 +216,9 @@ def evaluate(
         data_dir: dataset folder (data contract).
         out_dir: receives metrics.json, per_query.parquet, curves.json, report.html.
         cfg: evaluation settings (Recall@K depths, fusion weight, bootstrap).
+        model_uris: {name: durable URI} of the models (a KFP artifact's ``uri``, e.g.
+            ``s3://...``) when ``models`` holds the paths they happen to be mounted at; the
+            gate, the registry and the rollout record these, never a pod-local path.
 
     Returns:
         The metrics.json dict: ``{"models": {name: {metric: mean, "ci95": {...}}}, ...}``.
@@ -239,6 +243,7 @@ def evaluate(
             "fusion_text_weight": {name: r.fusion_text_weight for name, r in results.items()},
             "n_boot": cfg.n_boot,
             "model_dirs": {name: str(Path(p).resolve()) for name, p in models.items()},
+            "model_uris": {name: str((model_uris or {}).get(name) or Path(p).resolve()) for name, p in models.items()},
         },
     }
     curves = {name: M.recall_curve(r.ranks, [k for k in CURVE_KS if k <= len(evalset.gallery)]) for name, r in results.items()}
