@@ -17,7 +17,11 @@ create (e.g. S3 ``If-None-Match: *``); a backend without it is refused, not trus
 Promotion only through a blessing: ``promote`` requires a blessed ``blessing.json`` whose
 candidate version equals the model folder's content hash (`vsearch.artifacts.model_version`)
 and whose champion is the registry's current champion (a blessing judged against another
-champion is stale). ``rollback`` restores the champion the current one replaced.
+champion is stale). ``rollback`` restores the champion the current one replaced (rolling
+back the first promotion leaves no champion). Champions are recorded by their durable model
+URI (a local folder, or ``s3://...``), never by the path a pipeline pod happened to mount them
+at. In production the release lifecycle (`vsearch.release`) promotes and rolls back, moving
+the live Milvus alias together with the champion.
 """
 
 from __future__ import annotations
@@ -148,37 +152,40 @@ class Registry:
         self._create_exclusive(base + 1, record)
         return record
 
-    def promote(self, blessing_path: str | os.PathLike, model_uri: str | None = None, *, expected_version: int | None = None) -> dict:
+    def promote(self, blessing_path: str | os.PathLike, model_uri: str | None = None, *, expected_version: int | None = None,
+                **extra) -> dict:
         """Make the blessed candidate the champion (see the module docstring for the rules).
 
         Args:
             blessing_path: blessing.json (or its folder) written by ``vsearch gate``.
-            model_uri: the candidate model folder; default: the one the blessing names.
+            model_uri: the candidate model folder or fsspec URI; default: the one the blessing names.
             expected_version: the registry version this promotion is based on (default: the
                 version read now); a different head raises `RegistryConflict`.
+            extra: recorded with the change (e.g. ``release=<experiment id>``).
         """
-        from vsearch.artifacts import model_version
-        from vsearch.evaluation.gate import load_blessing
+        from vsearch.artifacts import is_model_dir, model_version
+        from vsearch.blessing import blessing_path as _blessing_file
+        from vsearch.blessing import read_blessing
         from vsearch.schema import DataError
 
-        blessing = load_blessing(blessing_path)
+        blessing = read_blessing(blessing_path)
         where = str(blessing_path)
-        if not blessing["blessed"]:
-            raise DataError(where, "promotion needs a blessed candidate", detail=blessing.get("reason", ""))
-        candidate = blessing["candidate"]
-        model_uri = str(model_uri or candidate.get("model_dir") or "")
-        if not model_uri or not (Path(model_uri) / "vsearch_model.json").is_file():
+        if not blessing.blessed:
+            raise DataError(where, "promotion needs a blessed candidate", detail=blessing.reason)
+        candidate = blessing.candidate
+        model_uri = str(model_uri or candidate.model_uri or "")
+        if not model_uri or not is_model_dir(model_uri):
             raise DataError(where, "the candidate model folder is not available", detail=model_uri or "(none named)")
         actual = model_version(model_uri)
-        if candidate.get("version") != actual:
+        if candidate.version != actual:
             raise DataError(where, "the blessing names another model than the one promoted",
-                            detail=f"blessed {candidate.get('version')}, folder {model_uri} is {actual}")
+                            detail=f"blessed {candidate.version}, folder {model_uri} is {actual}")
         head = self.head()
         if expected_version is not None and (head["registry_version"] if head else 0) != expected_version:
             raise RegistryConflict(f"{self.store}: expected registry version {expected_version}, "
                                    f"found {head['registry_version'] if head else 0}")
         current = head.get("champion") if head else None
-        judged = (blessing.get("champion") or {}).get("version")
+        judged = blessing.champion.version if blessing.champion else None
         if current is not None and current["model_version"] == actual:
             raise DataError(where, "this model is already the champion", detail=actual)
         if (current or {}).get("model_version") != judged:
@@ -187,25 +194,31 @@ class Registry:
         champion = {
             "model_version": actual,
             "model_uri": str(Path(model_uri).resolve()) if "://" not in model_uri else model_uri,
-            "name": candidate.get("name"),
-            "blessing": str(Path(blessing_path).resolve()),
-            "blessing_reason": blessing.get("reason"),
-            "data_fingerprint": (blessing.get("data") or {}).get("fingerprint"),
+            "name": candidate.name,
+            "blessing": str(_blessing_file(blessing_path).resolve()),
+            "blessing_reason": blessing.reason,
+            "data_fingerprint": blessing.data.get("fingerprint"),
             "promoted_at": _now(),
         }
-        return self._commit(head["registry_version"] if head else 0, "promote", champion, head["registry_version"] if head else None)
+        return self._commit(head["registry_version"] if head else 0, "promote", champion, head["registry_version"] if head else None,
+                            **extra)
 
-    def rollback(self, *, expected_version: int | None = None, reason: str = "") -> dict:
-        """Restore the champion that the current one replaced (one step back per call)."""
+    def rollback(self, *, expected_version: int | None = None, reason: str = "", **extra) -> dict:
+        """Restore the champion that the current one replaced (one step back per call).
+
+        Rolling back the first promotion restores "no champion yet" (champion None).
+        """
         head = self.head()
-        if head is None or head.get("replaces") is None:
-            raise ConfigError(f"{self.store}: nothing to roll back to (no previous champion)")
-        restored = self.record(head["replaces"])
+        if head is None or head.get("champion") is None:
+            raise ConfigError(f"{self.store}: nothing to roll back (no champion)")
         base = head["registry_version"]
         if expected_version is not None and expected_version != base:
             raise RegistryConflict(f"{self.store}: expected registry version {expected_version}, found {base}")
+        if head.get("replaces") is None:
+            return self._commit(base, "rollback", None, None, rolled_back=head["champion"]["model_version"], reason=reason, **extra)
+        restored = self.record(head["replaces"])
         return self._commit(base, "rollback", restored["champion"], restored.get("replaces"),
-                            rolled_back=(head.get("champion") or {}).get("model_version"), reason=reason)
+                            rolled_back=(head.get("champion") or {}).get("model_version"), reason=reason, **extra)
 
 
 def _print_record(record: dict | None) -> None:
@@ -245,5 +258,6 @@ def main(argv: list[str] | None = None) -> int:
         record = registry.promote(args.blessing, args.model, expected_version=args.expected_version)
     else:
         record = registry.rollback(expected_version=args.expected_version, reason=args.reason)
-    print(f"registry v{record['registry_version']}: {record['action']} -> champion {record['champion']['model_version']}")
+    print(f"registry v{record['registry_version']}: {record['action']} -> champion "
+          f"{(record['champion'] or {}).get('model_version', 'none (no champion)')}")
     return 0

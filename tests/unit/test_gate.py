@@ -11,6 +11,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from vsearch.blessing import read_blessing
 from vsearch.config import ConfigError
 from vsearch.evaluation import gate as G
 from vsearch.evaluation.metrics import METRIC_DIRECTIONS, METRIC_KEYS
@@ -78,7 +79,38 @@ def test_blessed_iff_every_check_that_ran_passes_and_one_ran(cfg_checks, ev):
     assert all(c.against == "champion" for c in skipped)
     assert bool(skipped) <= (champion is None)  # only champion checks, only without a champion
     if champion is None and cfg_checks:
-        assert "No champion yet" in decision.reason
+        assert "no champion yet" in decision.reason
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(checks(), min_size=1, max_size=6), evidence())
+def test_without_a_champion_blessing_needs_a_significant_gain_over_the_baseline(cfg_checks, ev):
+    """Issue 19: with no champion, a mean gain is not enough: the CI lower bound must be above 0."""
+    values, baseline, _ = ev
+    decision = G.decide(cfg_checks, values, baseline, None, G.DEFAULT_WITHOUT_CHAMPION)
+    comp = baseline.get("recall@1")
+    if decision.blessed:
+        assert comp is not None and min(comp.diff_lo, comp.diff_hi) > 0
+    assert len(decision.checks) == len(cfg_checks) + 1
+    # One sentence: a single full stop, at the end.
+    assert decision.reason.endswith(".") and decision.reason.count(". ") == 0
+    # With a champion the first-deployment checks do not run.
+    with_champ = G.decide(cfg_checks, values, baseline, {}, G.DEFAULT_WITHOUT_CHAMPION)
+    assert len(with_champ.checks) == len(cfg_checks)
+
+
+def test_mean_gain_that_is_not_significant_does_not_bless_a_first_deployment():
+    """The tiny demo blessed at recall@1 +0.008 with a CI across 0; now it is refused, saying why."""
+    comp = G.Comparison(0.108, 0.100, 0.008, -0.02, 0.035)
+    mean_only = [G.Check("recall@1", "baseline", min_improvement=0.0)]
+    old = G.decide(mean_only, {}, {"recall@1": comp}, None, ())
+    new = G.decide(mean_only, {}, {"recall@1": comp}, None, G.DEFAULT_WITHOUT_CHAMPION)
+    assert old.blessed and not new.blessed
+    assert "CI lower bound" in new.reason and "-0.020" in new.reason
+    assert G.load_gate_config("gate").without_champion == G.DEFAULT_WITHOUT_CHAMPION
+    assert G.gate_config_from_dict({"without_champion": []}).without_champion == ()
+    with pytest.raises(ConfigError, match="without_champion"):
+        G.gate_config_from_dict({"without_champion": [{"metric": "mrr", "against": "champion", "max_regression": 0.1}]})
 
 
 @settings(max_examples=300, deadline=None)
@@ -154,7 +186,7 @@ def test_no_champion_judges_value_and_baseline_only_and_says_so():
     cfg = [G.Check("recall@1", "champion", min_improvement=0.0), G.Check("recall@10", "value", min=0.5)]
     d = G.decide(cfg, {"recall@10": G.Value(0.6, 0.55, 0.65)}, {}, None)
     assert d.blessed and [c.status for c in d.checks] == ["skipped", "pass"]
-    assert "No champion yet" in d.reason and "value and baseline thresholds only" in d.reason
+    assert "no champion yet, champion checks skipped" in d.reason
     d = G.decide(cfg[:1], {}, {}, None)  # only champion checks and no champion: fail closed
     assert not d.blessed and "fails closed" in d.reason
 
@@ -235,14 +267,15 @@ def test_run_gate_writes_blessing_with_numbers_ids_and_report(tmp_path, evals):
     )
     blessing = G.run_gate(evals, tmp_path / "gate", cfg, candidate_name="cand", champion=str(evals), champion_name="champ")
     on_disk = json.loads((tmp_path / "gate" / "blessing.json").read_text())
-    assert on_disk == blessing and blessing["blessed"] is True
-    assert [c["status"] for c in blessing["checks"]] == ["pass"] * 4
-    r1 = blessing["checks"][1]
+    assert on_disk == blessing.to_dict() and blessing.blessed is True
+    assert read_blessing(tmp_path / "gate") == blessing
+    assert [c["status"] for c in blessing.checks] == ["pass"] * 4
+    r1 = blessing.checks[1]
     assert r1["candidate"] == pytest.approx(0.40, abs=0.05) and r1["diff"] == pytest.approx(r1["candidate"] - r1["reference"])
     assert r1["diff_ci"][0] <= r1["diff"] <= r1["diff_ci"][1] and r1["statistic"] == pytest.approx(r1["diff_ci"][0])
-    assert blessing["candidate"]["name"] == "cand" and blessing["champion"]["name"] == "champ"
-    assert blessing["baseline"]["name"] == "image_only"
-    assert set(blessing["comparisons"]) == {"baseline", "champion"}
+    assert blessing.candidate.name == "cand" and blessing.champion.name == "champ"
+    assert blessing.baseline.name == "image_only"
+    assert set(blessing.comparisons) == {"baseline", "champion"}
     html = (tmp_path / "gate" / "report.html").read_text()
     assert 'data-status="pass"' in html and "BLESSED" in html and "Candidate vs champion" in html
     assert "http://" not in html and "https://" not in html
@@ -252,9 +285,9 @@ def test_run_gate_rejects_worse_candidate_and_report_marks_failures_red(tmp_path
     cfg = cfg_of(G.Check("recall@1", "champion", max_regression=0.0, ci=True), G.Check("recall@10", "value", min=0.1))
     # Swap the roles: the worse model as candidate.
     blessing = G.run_gate(evals, tmp_path / "gate", cfg, candidate_name="champ", champion=str(evals), champion_name="cand")
-    assert blessing["blessed"] is False
-    assert [c["status"] for c in blessing["checks"]] == ["fail", "pass"]
-    assert "1 of 2 checks failed" in blessing["reason"] and "recall@1" in blessing["reason"]
+    assert blessing.blessed is False
+    assert [c["status"] for c in blessing.checks] == ["fail", "pass"]
+    assert "1 of 2 checks failed" in blessing.reason and "recall@1" in blessing.reason
     html = (tmp_path / "gate" / "report.html").read_text()
     assert html.count('class="check fail"') == 1 and html.count('class="check pass"') == 1
     assert "NOT BLESSED" in html
@@ -268,7 +301,7 @@ def test_cli_exit_codes_and_no_champion(tmp_path, evals, capsys):
                    "  - {metric: recall@1, against: baseline, min_improvement: 0.0}\n")
     assert main(["gate", "--candidate", str(evals), "--candidate-name", "cand", "--config", str(cfg), "--out", str(tmp_path / "g")]) == 0
     out = capsys.readouterr().out
-    assert "[SKIP]" in out and "No champion yet" in out
+    assert "[SKIP]" in out and "no champion yet" in out
     assert main(["gate", "--candidate", str(evals), "--candidate-name", "cand", "--champion", str(evals),
                  "--champion-name", "cand", "--config", str(cfg), "--out", str(tmp_path / "g2")]) == 1  # equal is not a gain
     cfg.write_text("checks: []\n")
@@ -291,3 +324,37 @@ def test_champion_on_other_queries_is_refused(tmp_path, evals):
 
     with pytest.raises(DataError, match="not evaluated on the candidate's queries"):
         G.run_gate(evals, tmp_path / "g", cfg, candidate_name="cand", champion=str(other), champion_name="champ")
+
+
+@pytest.mark.parametrize("damage", ["nan_per_query", "out_of_range_per_query", "nan_summary", "empty_summary", "out_of_range_summary"])
+def test_broken_metrics_never_bless_and_leave_no_previous_blessing(tmp_path, evals, capsys, damage):
+    """Issue 20 item 8: NaN in per_query crashed and left a previous blessed: true; NaN, empty or
+    5.0 in metrics.json blessed. Now: one line, exit 2, and no blessing.json left in --out."""
+    from vsearch.cli import main
+
+    cfg = tmp_path / "gate.yaml"
+    cfg.write_text("n_boot: 200\nwithout_champion: []\nchecks:\n  - {metric: recall@1, against: baseline, min_improvement: 0.0}\n")
+    out = tmp_path / "g"
+    assert main(["gate", "--candidate", str(evals), "--candidate-name", "cand", "--config", str(cfg), "--out", str(out)]) == 0
+    assert read_blessing(out).blessed  # the previous, blessed verdict
+    capsys.readouterr()
+    per_query = pd.read_parquet(evals / "per_query.parquet")
+    summary = json.loads((evals / "metrics.json").read_text())
+    cand = (per_query["model"] == "cand") & (per_query["metric"] == "recall@1")
+    if damage == "nan_per_query":
+        per_query.loc[per_query.index[cand][3], "value"] = float("nan")
+    elif damage == "out_of_range_per_query":
+        per_query.loc[per_query.index[cand][3], "value"] = 5.0
+    elif damage == "nan_summary":
+        summary["models"]["cand"]["recall@1"] = float("nan")
+    elif damage == "empty_summary":
+        summary["models"]["cand"]["recall@1"] = ""
+    else:
+        summary["models"]["cand"]["recall@1"] = 5.0
+    per_query.to_parquet(evals / "per_query.parquet", index=False)
+    (evals / "metrics.json").write_text(json.dumps(summary))
+    code = main(["gate", "--candidate", str(evals), "--candidate-name", "cand", "--config", str(cfg), "--out", str(out)])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and "fails closed" in err[0] and "cand" in err[0]
+    assert ("per_query.parquet" if "per_query" in damage else "metrics.json") in err[0]
+    assert not (out / "blessing.json").exists()

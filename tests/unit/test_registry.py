@@ -62,11 +62,14 @@ def test_promote_history_rollback(tmp_path):
     r3 = reg.rollback(reason="guardrail p99 latency")
     assert r3["action"] == "rollback" and r3["rolled_back"] == model_version(m2)
     assert reg.current()["model_version"] == model_version(m1)
+    # m1 replaced nobody: rolling it back restores "no champion yet" (a first release undone).
+    r4 = reg.rollback(reason="first release undone")
+    assert r4["champion"] is None and r4["rolled_back"] == model_version(m1) and reg.current() is None
     with pytest.raises(ConfigError, match="nothing to roll back"):
-        reg.rollback()  # m1 replaced nobody
-    assert [r["action"] for r in reg.history()] == ["promote", "promote", "rollback"]
+        reg.rollback()
+    assert [r["action"] for r in reg.history()] == ["promote", "promote", "rollback", "rollback"]
     # Records are plain JSON files in the store, one per version.
-    assert sorted(p.name for p in (tmp_path / "registry" / "records").iterdir()) == ["000001.json", "000002.json", "000003.json"]
+    assert sorted(p.name for p in (tmp_path / "registry" / "records").iterdir()) == [f"00000{i}.json" for i in range(1, 5)]
 
 
 def test_promotion_needs_a_blessing_for_exactly_this_model_and_champion(tmp_path):

@@ -43,13 +43,15 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from vsearch.blessing import BLESSING_FILE, Blessing, ModelRef, remove_blessing, write_blessing
 from vsearch.config import ConfigError
 from vsearch.evaluation.metrics import METRIC_DIRECTIONS
 
-BLESSING_FILE = "blessing.json"
 GATE_REPORT_FILE = "report.html"
 AGAINST = ("baseline", "champion", "value")
-BLESSING_SCHEMA_VERSION = 1
+# Every metric of metrics.json is a share or a mean reciprocal rank: a value outside [0, 1]
+# is a broken evaluation, and the gate refuses it rather than judging it.
+METRIC_RANGE = (0.0, 1.0)
 
 
 # --------------------------------------------------------------------------- config
@@ -99,15 +101,25 @@ class Check:
         return self.direction or METRIC_DIRECTIONS.get(self.metric, "")
 
 
+# With no champion yet, the candidate would go live on mean differences alone; by default it
+# must beat the baseline on the primary metric with the whole CI of the gain above 0.
+DEFAULT_WITHOUT_CHAMPION = (Check(metric="recall@1", against="baseline", min_improvement=0.0, ci=True),)
+
+
 @dataclass(frozen=True)
 class GateConfig:
-    """The gate's thresholds and bootstrap settings (``configs/gate.yaml``)."""
+    """The gate's thresholds and bootstrap settings (``configs/gate.yaml``).
+
+    ``without_champion`` checks apply only while there is no champion (first deployment):
+    by default a significant recall@1 gain over the baseline (CI lower bound above 0).
+    """
 
     checks: tuple[Check, ...] = ()
     baseline: str = "image_only"
     n_boot: int = 1000
     seed: int = 0
     alpha: float = 0.05
+    without_champion: tuple[Check, ...] = DEFAULT_WITHOUT_CHAMPION
 
 
 def _check_from_dict(raw: Mapping, where: str) -> Check:
@@ -165,9 +177,17 @@ def gate_config_from_dict(raw: Any, where: str = "gate config") -> GateConfig:
     if not isinstance(checks_raw, list):
         raise ConfigError(f"{where}.checks: expected a list")
     checks = tuple(_check_from_dict(c, f"{where}.checks[{i}]") for i, c in enumerate(checks_raw))
+    first_raw = raw.get("without_champion", None)
+    if first_raw is not None and not isinstance(first_raw, list):
+        raise ConfigError(f"{where}.without_champion: expected a list")
+    first = DEFAULT_WITHOUT_CHAMPION if first_raw is None else tuple(
+        _check_from_dict(c, f"{where}.without_champion[{i}]") for i, c in enumerate(first_raw))
+    if any(c.against == "champion" for c in first):
+        raise ConfigError(f"{where}.without_champion: these checks run when there is no champion; use baseline or value")
     try:
         cfg = GateConfig(
             checks=checks,
+            without_champion=first,
             baseline=str(raw.get("baseline", "image_only")),
             n_boot=int(raw.get("n_boot", 1000)),
             seed=int(raw.get("seed", 0)),
@@ -335,6 +355,7 @@ def decide(
     candidate: Mapping[str, Value],
     baseline: Mapping[str, Comparison] | None,
     champion: Mapping[str, Comparison] | None,
+    without_champion: Sequence[Check] = (),
 ) -> Decision:
     """Bless or reject: the pure decision rule.
 
@@ -344,13 +365,18 @@ def decide(
         baseline: {metric: `Comparison`} candidate vs baseline on the same queries; None
             when no baseline is available (baseline checks then fail).
         champion: {metric: `Comparison`} candidate vs champion on the same queries; None
-            when there is no champion yet (champion checks are skipped and said so).
+            when there is no champion yet (champion checks are skipped and said so, and the
+            ``without_champion`` checks run in addition).
+        without_champion: checks that apply only when there is no champion (first
+            deployment), e.g. a significant gain over the baseline.
 
     Returns:
-        `Decision`: blessed iff at least one check ran and every check that ran passed.
+        `Decision`: blessed iff at least one check ran and every check that ran passed; its
+        ``reason`` is one sentence saying why.
     """
     results: list[CheckResult] = []
-    for check in checks:
+    extra = tuple(without_champion) if champion is None and checks else ()
+    for check in (*checks, *extra):
         validate_check(check)
         direction = check.oriented_direction()
         if check.against == "value":
@@ -365,17 +391,33 @@ def decide(
     ran = [r for r in results if r.status != "skipped"]
     failed = [r for r in ran if not r.passed]
     blessed = bool(ran) and not failed
+    return Decision(blessed=blessed, checks=tuple(results), reason=_one_sentence(checks, ran, failed, champion is None),
+                    has_champion=champion is not None)
+
+
+def _evidence(r: CheckResult) -> str:
+    """The numbers behind one check, short: 'recall@1 +0.031 [+0.012, +0.050] vs baseline'."""
+    if r.diff is not None:
+        ci = f" [{r.diff_ci[0]:+.3f}, {r.diff_ci[1]:+.3f}]" if r.diff_ci else ""
+        return f"{r.metric} {r.diff:+.3f}{ci} vs {r.against}"
+    if r.candidate is not None:
+        return f"{r.metric} {r.candidate:.3f}"
+    return f"{r.metric} (no finite value)"
+
+
+def _one_sentence(checks: Sequence[Check], ran: list[CheckResult], failed: list[CheckResult], no_champion: bool) -> str:
+    """Why, in one sentence a reviewer reads first (the checks table has the rest)."""
+    first = " (first deployment: no champion yet, champion checks skipped)" if no_champion else ""
     if not checks:
-        reason = "NOT BLESSED: no thresholds configured (the gate fails closed)."
-    elif not ran:
-        reason = "NOT BLESSED: no champion yet and no value or baseline thresholds configured (the gate fails closed)."
-    elif failed:
-        reason = f"NOT BLESSED: {len(failed)} of {len(ran)} checks failed: " + "; ".join(r.name for r in failed) + "."
-    else:
-        reason = f"BLESSED: all {len(ran)} checks passed."
-    if champion is None and checks:
-        reason += " No champion yet: champion checks skipped, judged on value and baseline thresholds only."
-    return Decision(blessed=blessed, checks=tuple(results), reason=reason, has_champion=champion is not None)
+        return "NOT BLESSED: no thresholds configured, and the gate fails closed."
+    if not ran:
+        return f"NOT BLESSED{first}: no check could run, and the gate fails closed."
+    if failed:
+        names = "; ".join(f"{r.name} ({_evidence(r)})" for r in failed[:3]) + ("; ..." if len(failed) > 3 else "")
+        return f"NOT BLESSED{first}: {len(failed)} of {len(ran)} checks failed: {names}."
+    key = next((r for r in ran if r.ci and r.against != "value"), ran[0])
+    every = f"all {len(ran)} checks passed" if len(ran) > 1 else "its one check passed"
+    return f"BLESSED{first}: {every}, including {key.name} ({_evidence(key)})."
 
 
 # --------------------------------------------------------------------------- I/O
@@ -390,6 +432,7 @@ class ModelEval:
     per_query: dict[str, Any]  # metric -> pandas Series indexed by query id
     summary: dict = field(default_factory=dict)
     source: str = ""
+    model_uri: str | None = None  # durable URI (what records hold); model_dir is where it is readable here
 
 
 def _read_eval(eval_dir: Path) -> tuple[dict, Any]:
@@ -418,6 +461,41 @@ def _read_eval(eval_dir: Path) -> tuple[dict, Any]:
     return summary, per_query
 
 
+def check_metric_values(summary: dict, per_query, eval_dir: Path, models: Sequence[str]) -> None:
+    """Refuse (DataError) a NaN, missing, non-numeric or out-of-range metric of ``models``.
+
+    The gate judges numbers; a broken number never blesses and never reaches `decide`.
+    """
+    import numpy as np
+    import pandas as pd
+
+    from vsearch.evaluation.evaluate import METRICS_FILE, PER_QUERY_FILE
+    from vsearch.schema import DataError
+
+    lo, hi = METRIC_RANGE
+    metrics_path, per_query_path = eval_dir / METRICS_FILE, eval_dir / PER_QUERY_FILE
+    for name in models:
+        entry = summary["models"].get(name)
+        if not isinstance(entry, dict):
+            raise DataError(metrics_path, f"model '{name}' has no metrics mapping: the gate fails closed")
+        for metric in METRIC_DIRECTIONS:
+            value = entry.get(metric)
+            if metric not in entry:
+                continue  # not evaluated (e.g. no reformulations); a check on it fails closed
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or not lo <= value <= hi:
+                raise DataError(metrics_path, f"model '{name}' metric '{metric}' must be a finite number in [{lo:g}, {hi:g}]: "
+                                "the gate fails closed", detail=repr(value)[:40])
+        rows = per_query[per_query["model"] == name]
+        if rows.empty:
+            raise DataError(per_query_path, f"model '{name}' has no per-query values: the gate fails closed")
+        values = pd.to_numeric(rows["value"], errors="coerce").to_numpy(dtype=float)
+        bad = ~np.isfinite(values) | (values < lo) | (values > hi)
+        if bad.any():
+            i = int(np.flatnonzero(bad)[0])
+            raise DataError(per_query_path, f"model '{name}' metric '{rows['metric'].iloc[i]}' must be finite and in "
+                            f"[{lo:g}, {hi:g}]: the gate fails closed", int(rows.index[i]), repr(rows["value"].iloc[i])[:40])
+
+
 def _model_eval(eval_dir: Path, summary: dict, per_query, name: str) -> ModelEval:
     from vsearch.schema import DataError
 
@@ -427,7 +505,8 @@ def _model_eval(eval_dir: Path, summary: dict, per_query, name: str) -> ModelEva
     rows = per_query[per_query["model"] == name]
     values = {metric: g.set_index("query")["value"] for metric, g in rows.groupby("metric", sort=False)}
     model_dir = (summary.get("eval", {}).get("model_dirs") or {}).get(name)
-    return ModelEval(name, model_dir, values, summary["models"][name], source=str(eval_dir))
+    model_uri = (summary.get("eval", {}).get("model_uris") or {}).get(name) or model_dir
+    return ModelEval(name, model_dir, values, summary["models"][name], source=str(eval_dir), model_uri=model_uri)
 
 
 def _evaluate_model_dir(model_dir: str, data_dir: str, name: str) -> ModelEval:
@@ -445,7 +524,7 @@ def _evaluate_model_dir(model_dir: str, data_dir: str, name: str) -> ModelEval:
             "multimodal": pd.RangeIndex(len(evalset.reformulations)).astype(str)}
     values = {m: pd.Series(v, index=qids["multimodal" if m.startswith("multimodal") else "street"])
               for m, v in result.per_query.items()}
-    return ModelEval(name, str(Path(model_dir).resolve()), values, source=f"evaluated on {data_dir}")
+    return ModelEval(name, str(Path(model_dir).resolve()), values, source=f"evaluated on {data_dir}", model_uri=str(model_dir))
 
 
 def _paired(candidate: ModelEval, reference: ModelEval, cfg: GateConfig, where: str) -> dict[str, Comparison]:
@@ -480,9 +559,9 @@ def _values(model: ModelEval, cfg: GateConfig) -> dict[str, Value]:
 
 
 def _version(model_dir: str | None) -> str | None:
-    from vsearch.artifacts import model_version
+    from vsearch.artifacts import is_model_dir, model_version
 
-    if model_dir and (Path(model_dir) / "vsearch_model.json").is_file() and (Path(model_dir) / "model.safetensors").is_file():
+    if model_dir and is_model_dir(model_dir):
         return model_version(model_dir)
     return None
 
@@ -516,6 +595,15 @@ def _resolve_champion(
         if current is None:
             return None, {"source": f"registry {registry} (empty)"}
         champion, info = current["model_uri"], {"source": f"registry {registry}", "registry_version": current["registry_version"]}
+        if "://" in champion:  # an object-store URI: read it where it is
+            from vsearch.artifacts import model_version
+
+            version = model_version(champion)
+            for name, model_dir in (summary.get("eval", {}).get("model_dirs") or {}).items():
+                if _version(model_dir) == version:
+                    found = _model_eval(cand_eval, summary, per_query, name)
+                    found.model_uri = champion
+                    return found, {**info, "reused_evaluation_of": name}
     else:
         info = {"source": str(champion)}
     path = Path(champion)
@@ -531,7 +619,7 @@ def _resolve_champion(
         for name, model_dir in (summary.get("eval", {}).get("model_dirs") or {}).items():
             if _version(model_dir) == version:  # already evaluated with the candidate: reuse
                 found = _model_eval(cand_eval, summary, per_query, name)
-                found.model_dir = str(path.resolve())
+                found.model_dir = found.model_uri = str(path.resolve())
                 return found, {**info, "reused_evaluation_of": name}
         data_dir = summary.get("eval", {}).get("data")
         if not data_dir or not Path(data_dir).is_dir():
@@ -574,66 +662,73 @@ def run_gate(
         registry: champion registry store (local folder or fsspec URI).
 
     Returns:
-        The blessing dict written to blessing.json.
+        The `Blessing` written to blessing.json. A previous blessing.json in ``out_dir`` is
+        removed first, so a gate that fails (bad input: exit 2) leaves no verdict behind.
     """
+    remove_blessing(out_dir)
     cand_eval = Path(candidate_eval)
     summary, per_query = _read_eval(cand_eval)
     candidate_name = candidate_name or _default_candidate(summary, cfg.baseline)
     cand = _model_eval(cand_eval, summary, per_query, candidate_name)
-    baseline = _model_eval(cand_eval, summary, per_query, cfg.baseline) if cfg.baseline in summary["models"] else None
+    has_baseline = cfg.baseline in summary["models"]
+    check_metric_values(summary, per_query, cand_eval, [candidate_name] + ([cfg.baseline] if has_baseline else []))
+    baseline = _model_eval(cand_eval, summary, per_query, cfg.baseline) if has_baseline else None
     champ, champ_info = _resolve_champion(cand_eval, summary, per_query, champion, champion_name, registry)
     where = str(cand_eval / "per_query.parquet")
+    if champ is not None:
+        import numpy as np
+
+        from vsearch.schema import DataError
+
+        for metric, series in champ.per_query.items():
+            values = series.to_numpy(dtype=float)
+            if not np.isfinite(values).all() or (values < METRIC_RANGE[0]).any() or (values > METRIC_RANGE[1]).any():
+                raise DataError(champ.source or where, f"champion '{champ.name}' metric '{metric}' has values that are not finite "
+                                f"or outside [{METRIC_RANGE[0]:g}, {METRIC_RANGE[1]:g}]: the gate fails closed")
     vs_baseline = _paired(cand, baseline, cfg, where) if baseline is not None else None
     vs_champion = _paired(cand, champ, cfg, where) if champ is not None else None
-    decision = decide(cfg.checks, _values(cand, cfg), vs_baseline, vs_champion)
+    decision = decide(cfg.checks, _values(cand, cfg), vs_baseline, vs_champion, cfg.without_champion)
     data_dir = summary.get("eval", {}).get("data")
 
-    def ident(model: ModelEval | None) -> dict | None:
+    def ident(model: ModelEval | None) -> ModelRef | None:
         if model is None:
             return None
-        return {"name": model.name, "model_dir": model.model_dir, "version": _version(model.model_dir), "evaluation": model.source}
+        return ModelRef(model.name, model.model_uri or model.model_dir, _version(model.model_dir), model.source)
 
-    blessing = {
-        "schema_version": BLESSING_SCHEMA_VERSION,
-        "blessed": decision.blessed,
-        "reason": decision.reason,
-        "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "candidate": ident(cand),
-        "baseline": ident(baseline),
-        "champion": (ident(champ) or {}) | {"found_via": champ_info} if champ is not None else None,
-        "champion_lookup": champ_info,
-        "data": {
+    blessing = Blessing(
+        blessed=decision.blessed,
+        reason=decision.reason,
+        created_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        candidate=ident(cand),
+        baseline=ident(baseline),
+        champion=ident(champ),
+        champion_lookup=champ_info,
+        data={
             "path": data_dir,
             "fingerprint": data_fingerprint(data_dir),
             "queries": summary.get("eval", {}).get("queries"),
             "gallery_size": summary.get("eval", {}).get("gallery_size"),
             "evaluation": str(cand_eval.resolve()),
         },
-        "gate": {"baseline": cfg.baseline, "n_boot": cfg.n_boot, "seed": cfg.seed, "alpha": cfg.alpha,
-                 "checks_configured": len(cfg.checks)},
-        "checks": decision.to_dict()["checks"],
+        gate={"baseline": cfg.baseline, "n_boot": cfg.n_boot, "seed": cfg.seed, "alpha": cfg.alpha,
+              "checks_configured": len(cfg.checks), "without_champion_checks": len(cfg.without_champion)},
+        checks=tuple(decision.to_dict()["checks"]),
         # Every metric, paired on the same queries (candidate - reference, with its CI).
-        "comparisons": {
+        comparisons={
             against: {m: {"candidate": c.candidate, "reference": c.reference, "diff": c.diff, "diff_ci": [c.diff_lo, c.diff_hi]}
                       for m, c in comps.items()}
             for against, comps in (("baseline", vs_baseline), ("champion", vs_champion)) if comps is not None
         },
-    }
+    )
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    _write_atomic(out / BLESSING_FILE, json.dumps(blessing, indent=2))
-    if write_report:
+    if write_report:  # the page first: blessing.json is the commit point a reader acts on
+        out.mkdir(parents=True, exist_ok=True)
         _write_gate_report(out / GATE_REPORT_FILE, cand_eval, summary, blessing, champ)
+    write_blessing(blessing, out)
     return blessing
 
 
-def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
-def _write_gate_report(path: Path, cand_eval: Path, summary: dict, blessing: dict, champ: ModelEval | None) -> None:
+def _write_gate_report(path: Path, cand_eval: Path, summary: dict, blessing: Blessing, champ: ModelEval | None) -> None:
     """The evaluation report's metrics and curves, plus the gate section and candidate vs champion."""
     from vsearch.evaluation.report import write_report
 
@@ -644,44 +739,28 @@ def _write_gate_report(path: Path, cand_eval: Path, summary: dict, blessing: dic
         models[f"champion:{champ.name}"] = summarize({m: s.to_numpy(dtype=float) for m, s in champ.per_query.items()}, n_boot=200)
     curves_path = cand_eval / "curves.json"
     curves = json.loads(curves_path.read_text()) if curves_path.is_file() else {}
-    cand = blessing["candidate"]
+    cand = blessing.candidate
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     write_report(
-        path,
+        tmp,
         {"models": models, "eval": summary.get("eval", {})},
         curves,
         [],
-        title=f"Gate: {cand['name']} ({cand['version'] or 'unversioned'}) - {'BLESSED' if blessing['blessed'] else 'NOT BLESSED'}",
+        title=f"Gate: {cand.name} ({cand.version or 'unversioned'}) - {'BLESSED' if blessing.blessed else 'NOT BLESSED'}",
         subtitle=f"evaluation {cand_eval}",
         notes=["Retrieval examples are in the evaluation report of " + str(cand_eval / 'report.html') + "."],
-        gate=blessing,
+        gate=blessing.to_dict(),
     )
+    os.replace(tmp, path)
 
 
-def load_blessing(path: str | os.PathLike) -> dict:
-    """Read a blessing.json (a file, or a folder that holds one); DataError if malformed."""
-    from vsearch.schema import DataError
-
-    path = Path(path)
-    if path.is_dir():
-        path = path / BLESSING_FILE
-    if not path.is_file():
-        raise DataError(path, "blessing file is missing")
-    try:
-        blessing = json.loads(path.read_text())
-    except json.JSONDecodeError as err:
-        raise DataError(path, "not valid JSON", detail=str(err)) from err
-    if not isinstance(blessing, dict) or not isinstance(blessing.get("blessed"), bool) or not isinstance(blessing.get("candidate"), dict):
-        raise DataError(path, "not a blessing (needs 'blessed' and 'candidate')")
-    return blessing
-
-
-def format_checks(blessing: Mapping) -> str:
+def format_checks(blessing: Blessing) -> str:
     """Plain-text lines: one per check, then the reason."""
     lines = []
-    for c in blessing["checks"]:
+    for c in blessing.checks:
         mark = {"pass": "PASS", "fail": "FAIL", "skipped": "SKIP"}[c["status"]]
         lines.append(f"  [{mark}] {c['name']}: {c['detail']}")
-    return "\n".join(lines + [blessing["reason"]])
+    return "\n".join(lines + [blessing.reason])
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -706,4 +785,4 @@ def main(argv: list[str] | None = None) -> int:
     )
     print(format_checks(blessing))
     print(f"blessing: {Path(args.out) / BLESSING_FILE}")
-    return 0 if blessing["blessed"] else 1
+    return 0 if blessing.blessed else 1
