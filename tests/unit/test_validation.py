@@ -212,7 +212,7 @@ CORPUS = [
     (missing_file, schema.INTERACTIONS_FILE, "uri_resolvable"),
     (zero_byte_file, schema.CATALOG_FILE, "image_nonempty"),
     (tiny_image, schema.CATALOG_FILE, "image_min_size"),
-    (uri_escapes, schema.INTERACTIONS_FILE, "uri_resolvable"),
+    (uri_escapes, schema.INTERACTIONS_FILE, "uri_allowed"),
     (empty_title, schema.CATALOG_FILE, "non_empty_text"),
     (replacement_char_title, schema.CATALOG_FILE, "text_utf8"),
     (duplicate_product_id, schema.CATALOG_FILE, "unique_key"),

@@ -23,38 +23,83 @@ from vsearch.schema import DataError
 def decode_image(data_dir: str | os.PathLike, uri: str, size: int, *, manifest: str = "", row: int | None = None) -> torch.Tensor:
     """Read and decode one image to a (3, size, size) uint8 tensor (RGB, bilinear resize).
 
+    Goes through the input boundary: ``schema.resolve_uri`` + ``schema.read_uri_bytes``
+    (allowed location, regular file, size cap) and ``image_to_rgb`` (pixel cap, modes).
+
     Raises:
-        DataError: missing, empty or undecodable file; the message names file, row and rule.
+        DataError: refused, missing, empty, too large or undecodable file; the message names
+            file, row and rule.
     """
-    from PIL import Image, UnidentifiedImageError
+    from PIL import Image
 
     path = schema.resolve_uri(data_dir, uri, manifest=manifest, row=row)
     where = f"{manifest or data_dir}, row {row}: {path}" if row is not None else path
-    try:
-        if "://" in path:
-            import fsspec
-
-            with fsspec.open(path, "rb") as fh:
-                raw = fh.read()
-        else:
-            with open(path, "rb") as fh:
-                raw = fh.read()
-    except FileNotFoundError as err:
-        raise DataError(where, "image file is missing") from err
-    except OSError as err:
-        raise DataError(where, "image file is unreadable", detail=str(err)) from err
-    if not raw:
-        raise DataError(where, "image file is empty (0 bytes)")
-    try:
-        with Image.open(io.BytesIO(raw)) as img:
-            img.load()
-            rgb = img.convert("RGB")
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
-        raise DataError(where, "image cannot be decoded", detail=f"{type(err).__name__}: {err}") from err
+    rgb = image_to_rgb(schema.read_uri_bytes(path, where), where)
     if rgb.size != (size, size):
         rgb = rgb.resize((size, size), Image.BILINEAR)
     array = np.asarray(rgb, dtype=np.uint8)
     return torch.from_numpy(array.copy()).permute(2, 0, 1).contiguous()
+
+
+def image_to_rgb(raw: bytes, where: str, *, max_pixels: int = schema.MAX_IMAGE_PIXELS):
+    """Decode image bytes to an 8-bit RGB PIL image, refusing what would lose content.
+
+    The pixel count is read from the header and checked against ``max_pixels`` before any
+    pixel is decoded; then a full decode (truncated files fail) and ``to_rgb``.
+
+    Raises:
+        DataError with kind "empty", "too_large" or "undecodable".
+    """
+    from PIL import Image, UnidentifiedImageError
+
+    if not raw:
+        raise DataError(where, "image file is empty (0 bytes)", kind="empty")
+    try:
+        img = Image.open(io.BytesIO(raw))
+    except Image.DecompressionBombError as err:
+        raise DataError(where, "image has too many pixels", detail=str(err)[:160], kind="too_large") from err
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
+        raise DataError(where, "image cannot be decoded", detail=f"{type(err).__name__}: {err}"[:200], kind="undecodable") from err
+    # Not closed: a closed PIL image drops its pixels; the bytes are in memory anyway.
+    width, height = img.size
+    if width * height > max_pixels:
+        raise DataError(where, "image has too many pixels", detail=f"{width}x{height} px, limit {max_pixels}", kind="too_large")
+    try:
+        img.load()
+        return to_rgb(img)
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as err:
+        raise DataError(where, "image cannot be decoded", detail=f"{type(err).__name__}: {err}"[:200], kind="undecodable") from err
+
+
+def to_rgb(img):
+    """A loaded PIL image -> 8-bit RGB without losing its content.
+
+    16-bit greyscale is scaled to 8 bits (a plain convert clips it to white); transparency
+    (RGBA, LA, a palette with a transparent index) is composited onto white (a plain convert
+    shows whatever colour hides under alpha 0); CMYK and the rest through PIL's conversion.
+
+    Raises:
+        ValueError: a mode that cannot be converted faithfully (float or 32-bit integer pixels).
+    """
+    from PIL import Image
+
+    mode = img.mode
+    if mode == "RGB":
+        return img
+    if mode.startswith("I;16") or mode == "I":
+        pixels = np.asarray(img).astype(np.int64)
+        if mode == "I" and pixels.size and (pixels.min() < 0 or pixels.max() > 65535):
+            raise ValueError("image mode I with values outside 16 bits is not supported")
+        return Image.fromarray(((pixels * 255 + 32767) // 65535).astype(np.uint8), "L").convert("RGB")
+    if mode == "F":
+        raise ValueError("image mode F (floating-point pixels) is not supported")
+    if mode in ("RGBA", "LA", "PA", "RGBa", "La") or (mode == "P" and "transparency" in img.info) or (
+        mode in ("L", "RGB") and "transparency" in img.info
+    ):
+        rgba = img.convert("RGBA")
+        white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(white, rgba).convert("RGB")
+    return img.convert("RGB")
 
 
 class ImageStore:

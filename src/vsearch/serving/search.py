@@ -23,7 +23,7 @@ from vsearch import schema
 
 ALLOWED_CONTENT_TYPES = ("image/jpeg", "image/png", "image/webp", "image/gif", "image/bmp")
 DEFAULT_MAX_UPLOAD_BYTES = 5 * 1024 * 1024
-DEFAULT_MAX_PIXELS = 4096 * 4096
+DEFAULT_MAX_PIXELS = schema.MAX_IMAGE_PIXELS  # the same pixel cap as validate and train
 DEFAULT_MAX_TEXT_CHARS = 200
 DEFAULT_MAX_K = 100
 
@@ -58,9 +58,11 @@ def decode_query_image(raw: bytes, *, max_bytes: int = DEFAULT_MAX_UPLOAD_BYTES,
     width, height = img.size
     if width * height > max_pixels:
         raise QueryError(413, f"image too large: {width}x{height} pixels (limit {max_pixels} pixels)")
+    from vsearch.data.dataset import to_rgb  # the same mode handling as training (16-bit, alpha)
+
     try:
         img.load()
-        return img.convert("RGB")
+        return to_rgb(img)
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as err:
         raise QueryError(400, f"corrupt image: the {img.format or 'image'} data could not be decoded ({err})") from err
 

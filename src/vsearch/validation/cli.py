@@ -1,8 +1,8 @@
 """``vsearch data validate --data DIR --out DIR``: validate a data folder, write JSON + HTML.
 
-Exit status: 0 when every check passes; 1 when the data fails validation (one line per
+Exit status: 0 when every check passes; 2 when the data fails validation (one line per
 failed check on stderr, naming the file, the rule and the offending rows; the report is
-still written); 2 for a usage error. The output folder is published atomically (staging +
+still written) or for a usage error, as every vsearch command does for bad input. The output folder is published atomically (staging +
 rename): a previous report is replaced only by a complete new one. Besides validation.json
 and our offline validation.html it holds GX's own Data Docs in ``gx_data_docs/`` (skip with
 ``--no-data-docs``).
@@ -40,6 +40,7 @@ def main(argv: list[str] | None = None) -> int:
 
     cfg = ValidationConfig(args.min_image_size, args.max_title_chars, args.min_categories, args.max_category_share,
                            args.workers, args.max_examples)
+    artifacts.check_out(args.out, [args.data], ours=("validation.json",))
     staging = artifacts.fresh_staging(args.out)
     try:
         # GX Data Docs are built from the run's GX context, straight into the staging folder.
@@ -54,7 +55,7 @@ def main(argv: list[str] | None = None) -> int:
                       "rows": stats["rows"], "images": stats["images"], "seconds": stats["seconds"], "out": str(args.out)}))
     for check in result.failures:
         print(f"vsearch data validate: {check.line()}", file=sys.stderr)
-    return 0 if result.success else 1
+    return 0 if result.success else 2
 
 
 if __name__ == "__main__":  # pragma: no cover

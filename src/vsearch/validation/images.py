@@ -1,4 +1,7 @@
-"""Probe every image a manifest references: resolvable, non-empty, decodable, big enough, hash.
+"""Probe every image a manifest references: allowed, resolvable, non-empty, within the size and
+pixel caps, decodable, big enough, hash. The probe goes through the same input boundary as
+training and serving (``schema.resolve_uri``, ``schema.read_uri_bytes``,
+``dataset.image_to_rgb``), so validation accepts exactly what they accept.
 
 Runs over all URIs with a process pool (decoding is CPU-bound; PIL holds the GIL for most of
 it). A probe never raises: each failure is a status the validation suites check, so one run
@@ -8,7 +11,6 @@ reports every bad image instead of stopping at the first.
 from __future__ import annotations
 
 import hashlib
-import io
 import os
 from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
@@ -18,12 +20,14 @@ import multiprocessing
 from vsearch import schema
 
 # Status of one probe, in the order the checks apply (each later one implies the earlier passed).
+# The names are the ``kind`` of the boundary's DataError.
 OK = "ok"
-ESCAPES = "escapes"  # not a string, absolute local path, or resolves outside the data folder
+ESCAPES = "escapes"  # not allowed: outside the data folder, URL not allowed, control characters, symlink loop
 MISSING = "missing"
-UNREADABLE = "unreadable"
+UNREADABLE = "unreadable"  # includes: not a regular file (FIFO, device, directory)
 EMPTY = "empty"
-UNDECODABLE = "undecodable"
+TOO_LARGE = "too_large"  # more than schema.MAX_IMAGE_BYTES bytes or schema.MAX_IMAGE_PIXELS pixels
+UNDECODABLE = "undecodable"  # includes: a mode that cannot be converted faithfully
 
 # Below this many URIs, probing in-process is faster than starting workers.
 POOL_MIN_ITEMS = 256
@@ -45,34 +49,18 @@ class ImageProbe:
 
 def probe_image(data_dir: str, uri: str) -> ImageProbe:
     """Read and fully decode one image without raising. Reads only; never writes."""
-    from PIL import Image, UnidentifiedImageError
+    from vsearch.data.dataset import image_to_rgb
 
     try:
         path = schema.resolve_uri(data_dir, uri)
+        raw = schema.read_uri_bytes(path, path)
     except schema.DataError as err:
-        return ImageProbe(str(uri), ESCAPES, err.rule)
-    try:
-        if "://" in path:
-            import fsspec
-
-            with fsspec.open(path, "rb") as fh:
-                raw = fh.read()
-        else:
-            with open(path, "rb") as fh:
-                raw = fh.read()
-    except FileNotFoundError:
-        return ImageProbe(uri, MISSING, "no such file")
-    except (OSError, ValueError) as err:
-        return ImageProbe(uri, UNREADABLE, f"{type(err).__name__}: {err}")
+        return ImageProbe(str(uri), err.kind or UNREADABLE, f"{err.rule}" + (f" ({err.detail})" if err.detail else ""))
     digest = hashlib.sha256(raw).hexdigest()
-    if not raw:
-        return ImageProbe(uri, EMPTY, "0 bytes", sha256=digest)
     try:
-        with Image.open(io.BytesIO(raw)) as img:
-            img.load()  # a full decode: truncated files fail here, not at open()
-            width, height = img.size
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as err:
-        return ImageProbe(uri, UNDECODABLE, f"{type(err).__name__}: {err}", n_bytes=len(raw), sha256=digest)
+        width, height = image_to_rgb(raw, path).size
+    except schema.DataError as err:
+        return ImageProbe(uri, err.kind or UNDECODABLE, err.detail or err.rule, n_bytes=len(raw), sha256=digest)
     return ImageProbe(uri, OK, "", width, height, len(raw), digest)
 
 

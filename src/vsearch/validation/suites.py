@@ -86,6 +86,10 @@ def _utf8_ok(value: Any) -> bool | None:
     return "\ufffd" not in text  # U+FFFD: something upstream replaced undecodable bytes
 
 
+# Derived per-image columns, one per stage of the input boundary (see derive_columns).
+IMAGE_STAGES = ("allowed", "resolvable", "nonempty", "within_limits", "decodable")
+
+
 def derive_columns(
     name: str,
     df: pd.DataFrame,
@@ -93,32 +97,55 @@ def derive_columns(
     *,
     catalog: pd.DataFrame | None,
     min_image_size: int,
+    interactions: pd.DataFrame | None = None,
 ) -> pd.DataFrame:
     """A copy of manifest ``df`` with the derived ``<column>__<what>`` columns its rules check.
 
     ``probes`` maps URI -> ``images.ImageProbe``; ``catalog`` (when readable) gives the
-    category of each product for the category-mix rules.
+    category of each product for the category-mix rules; ``interactions`` (when readable)
+    the train split the reformulation rules compare against.
     """
     from vsearch.validation import images
 
     out = df.copy()
     present = set(df.columns)
+    uri_columns = schema.URI_COLUMNS.get(name, ())
     for col in manifest_columns(name, list(df.columns)):
-        if col.kind != "timestamp" and col.name in present:
-            out[f"{col.name}__utf8"] = df[col.name].map(_utf8_ok).astype(object)
-    for col in schema.URI_COLUMNS.get(name, ()):
+        if col.name not in present:
+            continue
+        if col.kind == "timestamp":
+            if pd.api.types.is_datetime64_any_dtype(df[col.name]):  # else column_type fails
+                bad = schema.timestamp_out_of_range(df[col.name])
+                out[f"{col.name}__in_range"] = [None if pd.isna(v) else not b for v, b in zip(df[col.name], bad)]
+                out[f"{col.name}__in_range"] = out[f"{col.name}__in_range"].astype(object)
+            continue
+        out[f"{col.name}__utf8"] = df[col.name].map(_utf8_ok).astype(object)
+        if col.name not in uri_columns:  # a URI's characters are rule uri_allowed's
+            out[f"{col.name}__printable"] = df[col.name].map(
+                lambda v: schema.UNPRINTABLE.search(v) is None if isinstance(v, str) else None).astype(object)
+    # Each image fails exactly one of these, in this order (later ones are None once one fails).
+    stages = ((images.ESCAPES,), (images.MISSING, images.UNREADABLE), (images.EMPTY,), (images.TOO_LARGE,), (images.UNDECODABLE,))
+    for col in uri_columns:
         if col not in present:
             continue
         found = [probes.get(u) if isinstance(u, str) else None for u in df[col]]
         status = [p.status if p is not None else None for p in found]
-        out[f"{col}__resolvable"] = [None if s is None else s not in (images.ESCAPES, images.MISSING, images.UNREADABLE) for s in status]
-        out[f"{col}__nonempty"] = [None if s in (None, images.ESCAPES, images.MISSING, images.UNREADABLE) else s != images.EMPTY for s in status]
-        out[f"{col}__decodable"] = [None if s in (None, images.ESCAPES, images.MISSING, images.UNREADABLE, images.EMPTY) else s != images.UNDECODABLE for s in status]
+        earlier: tuple = (None,)
+        for derived, failing in zip(IMAGE_STAGES, stages):
+            out[f"{col}__{derived}"] = pd.Series([None if s in earlier else s not in failing for s in status], dtype=object, index=df.index)
+            earlier += failing
         out[f"{col}__min_side"] = pd.array([min(p.width, p.height) if p is not None and p.status == images.OK else None for p in found], dtype="Int64")
         if name == schema.INTERACTIONS_FILE:
             out[f"{col}__sha256"] = [p.sha256 if p is not None and p.status == images.OK else None for p in found]
-        for derived in ("resolvable", "nonempty", "decodable"):
-            out[f"{col}__{derived}"] = out[f"{col}__{derived}"].astype(object)
+    if (name == schema.REFORMULATIONS_FILE and interactions is not None
+            and {"product_id", "query_image_uri"} <= present and {"product_id", "split", "query_image_uri"} <= set(interactions.columns)):
+        leaks = schema.reformulation_leaks(df, interactions)
+        train_uris = interactions.loc[interactions["split"] == "train", "query_image_uri"]
+        train_hashes = {probes[u].sha256 for u in train_uris if isinstance(u, str) and u in probes and probes[u].sha256}
+        same_bytes = df["query_image_uri"].map(lambda u: isinstance(u, str) and u in probes and probes[u].sha256 in train_hashes)
+        target, photo = leaks.values()
+        out["product_id__not_train"] = (~target).astype(object)
+        out["query_image_uri__not_train"] = (~(photo | same_bytes.astype(bool))).astype(object)
     if name == schema.INTERACTIONS_FILE and {"product_id", "split"} <= present:
         n_splits = df.groupby("product_id", dropna=False)["split"].transform(lambda s: s.dropna().nunique())
         out["product_id__n_splits"] = n_splits.astype("Int64")
@@ -150,6 +177,8 @@ def suite_rules(name: str, df_columns: list[str], cfg: ValidationConfig, catalog
     required = [c.name for c in schema.MANIFESTS[name]]
     rules = [Rule("columns_present", f"required columns {required} are present", "ExpectTableColumnsToMatchSet",
                   {"column_set": required, "exact_match": False})]
+    if name in schema.REQUIRED_ROWS:
+        rules.append(Rule("row_count", "the manifest has at least one row", "ExpectTableRowCountToBeBetween", {"min_value": 1}))
     declared = manifest_columns(name, df_columns)
     for col in declared:
         if col.name not in present:
@@ -160,10 +189,16 @@ def suite_rules(name: str, df_columns: list[str], cfg: ValidationConfig, catalog
         if col.kind == "timestamp":
             rules.append(Rule("column_type", f"'{c}' is a timezone-aware (UTC) timestamp", "ExpectColumnValuesToBeOfType",
                               {"column": c, "type_": GX_TIMESTAMP_TYPE}, c))
+            if f"{c}__in_range" in present:
+                rules.append(Rule("timestamp_range", f"'{c}' lies between {schema.TIMESTAMP_MIN.date()} and now (+{schema.TIMESTAMP_MAX_AHEAD})",
+                                  "ExpectColumnValuesToBeInSet", {"column": f"{c}__in_range", "value_set": [True]}, c))
         else:
             rules.append(Rule("column_type", f"'{c}' holds strings", "ExpectColumnValuesToBeOfType", {"column": c, "type_": "str"}, c))
             rules.append(Rule("text_utf8", f"'{c}' is valid UTF-8 (no undecodable bytes, no U+FFFD)", "ExpectColumnValuesToBeInSet",
                               {"column": f"{c}__utf8", "value_set": [True]}, c))
+            if f"{c}__printable" in present:
+                rules.append(Rule("text_printable", f"'{c}' has no control or bidi-override characters (NUL, ESC, U+202E ...)",
+                                  "ExpectColumnValuesToBeInSet", {"column": f"{c}__printable", "value_set": [True]}, c))
         if col.allowed is not None:
             rules.append(Rule("allowed_values", f"'{c}' is one of {list(col.allowed)}", "ExpectColumnValuesToBeInSet",
                               {"column": c, "value_set": list(col.allowed)}, c))
@@ -183,10 +218,14 @@ def suite_rules(name: str, df_columns: list[str], cfg: ValidationConfig, catalog
         if uri not in present:
             continue
         rules += [
-            Rule("uri_resolvable", f"'{uri}' resolves inside the data folder (or is a URL) and the file exists", "ExpectColumnValuesToBeInSet",
+            Rule("uri_allowed", f"'{uri}' stays inside the data folder or is a URL under ${schema.ALLOWED_URI_PREFIXES_ENV}; no control characters",
+                 "ExpectColumnValuesToBeInSet", {"column": f"{uri}__allowed", "value_set": [True]}, uri),
+            Rule("uri_resolvable", f"'{uri}' exists and is a regular readable file", "ExpectColumnValuesToBeInSet",
                  {"column": f"{uri}__resolvable", "value_set": [True]}, uri),
             Rule("image_nonempty", f"'{uri}' file is not empty (0 bytes)", "ExpectColumnValuesToBeInSet",
                  {"column": f"{uri}__nonempty", "value_set": [True]}, uri),
+            Rule("image_within_limits", f"'{uri}' file has at most {schema.MAX_IMAGE_BYTES} bytes and {schema.MAX_IMAGE_PIXELS} pixels",
+                 "ExpectColumnValuesToBeInSet", {"column": f"{uri}__within_limits", "value_set": [True]}, uri),
             Rule("image_decodable", f"'{uri}' decodes completely as an image (not corrupt or truncated)", "ExpectColumnValuesToBeInSet",
                  {"column": f"{uri}__decodable", "value_set": [True]}, uri),
             Rule("image_min_size", f"'{uri}' image is at least {cfg.min_image_size}x{cfg.min_image_size} px", "ExpectColumnValuesToBeBetween",
@@ -198,6 +237,12 @@ def suite_rules(name: str, df_columns: list[str], cfg: ValidationConfig, catalog
     if catalog_ids is not None and name != schema.CATALOG_FILE and "product_id" in present:
         rules.append(Rule("referential_integrity", f"'product_id' exists in {schema.CATALOG_FILE}", "ExpectColumnValuesToBeInSet",
                           {"column": "product_id", "value_set": sorted(catalog_ids)}, "product_id"))
+    if "product_id__not_train" in present:
+        rules.append(Rule("reformulation_target_not_train", "the reformulation's target product is not in the train split", "ExpectColumnValuesToBeInSet",
+                          {"column": "product_id__not_train", "value_set": [True]}, "product_id"))
+    if "query_image_uri__not_train" in present:
+        rules.append(Rule("reformulation_photo_not_train", "the reformulation's photo is not a train-split photo (same URI or same bytes)",
+                          "ExpectColumnValuesToBeInSet", {"column": "query_image_uri__not_train", "value_set": [True]}, "query_image_uri"))
     if "product_id__n_splits" in present:
         rules.append(Rule("split_leakage", "each product is in exactly one split (no leakage)", "ExpectColumnValuesToBeBetween",
                           {"column": "product_id__n_splits", "max_value": 1}, "product_id"))

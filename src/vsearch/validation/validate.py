@@ -29,6 +29,8 @@ from vsearch.validation.suites import ValidationConfig, build_suite, derive_colu
 REQUIRED = (schema.CATALOG_FILE, schema.INTERACTIONS_FILE)
 OPTIONAL = (schema.REFORMULATIONS_FILE, schema.PRODUCT_HISTORY_FILE)
 EXAMPLES_IN_LINE = 5
+# A failure line is at most this long; each value shown in it at most VALUE_CHARS.
+LINE_CHARS, VALUE_CHARS = 300, 60
 # Our Data Docs site (the ephemeral context already has one called "local_site", in a temp dir).
 DATA_DOCS_SITE = "vsearch_data_docs"
 RUN_NAME = "vsearch-data-validate"
@@ -65,14 +67,22 @@ class CheckResult:
         for ex in self.examples[:EXAMPLES_IN_LINE]:
             text = "" if ex.get("row") is None else f"row {ex['row']}"
             if ex.get("value") is not None:
-                text += f" {ex['value']!r}" if text else repr(ex["value"])
+                value = _clip(repr(ex["value"]), VALUE_CHARS)
+                text += f" {value}" if text else value
             if ex.get("detail"):
-                text += f" ({ex['detail']})" if text else ex["detail"]
+                detail = _clip(str(ex["detail"]), VALUE_CHARS)
+                text += f" ({detail})" if text else detail
             shown.append(text.strip())
         if shown:
             more = (self.unexpected_count or len(self.examples)) - len(shown)
             where += ": " + "; ".join(shown) + (f"; ... {more} more" if more > 0 else "")
-        return where
+        return _clip(where, LINE_CHARS)
+
+
+def _clip(text: str, limit: int) -> str:
+    """``text`` cut to ``limit`` characters (an ellipsis marks the cut); one line always."""
+    text = text.replace("\n", " ").replace("\r", " ")
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 @dataclass
@@ -154,7 +164,7 @@ def _read(data_dir: Path, name: str) -> tuple[pd.DataFrame | None, CheckResult |
 def _detail(rule, df: pd.DataFrame, idx: int, probes: dict) -> str:
     """Why row ``idx`` failed ``rule``, in words (image probe detail, derived value ...)."""
     checked = rule.kwargs.get("column")
-    if rule.rule in ("uri_resolvable", "image_nonempty", "image_decodable"):
+    if rule.rule in ("uri_allowed", "uri_resolvable", "image_nonempty", "image_within_limits", "image_decodable"):
         probe = probes.get(df.at[idx, rule.column])
         return f"{probe.status}: {probe.detail}" if probe is not None else ""
     if rule.rule == "image_min_size":
@@ -203,6 +213,8 @@ def _to_check(name: str, rule, res, df: pd.DataFrame, probes: dict, max_examples
     elif rule.rule == "column_type":
         check.examples = [{"row": None, "value": None, "detail": f"column dtype is {result.get('observed_value') or df[rule.column].dtype}"}]
         check.unexpected_count = None
+    elif rule.rule == "row_count":
+        check.examples = [{"row": None, "value": None, "detail": f"{result.get('observed_value')} rows"}]
     elif rule.rule == "category_count":
         check.examples = [{"row": None, "value": None, "detail": f"{result.get('observed_value')} distinct categories"}]
     return check
@@ -254,7 +266,8 @@ def validate_dataset(data_dir: str | os.PathLike, cfg: ValidationConfig | None =
     # One run (name + time) for all manifests: Data Docs list them as one run.
     run_id = RunIdentifier(run_name=RUN_NAME, run_time=datetime.datetime.now(datetime.timezone.utc))
     for name, df in frames.items():
-        derived = derive_columns(name, df, probes, catalog=catalog, min_image_size=cfg.min_image_size)
+        derived = derive_columns(name, df, probes, catalog=catalog, min_image_size=cfg.min_image_size,
+                                 interactions=frames.get(schema.INTERACTIONS_FILE))
         rules = suite_rules(name, list(derived.columns), cfg, catalog_ids) + numeric_attribute_rules(name, df)
         suite = build_suite(context, name, rules)
         import great_expectations as gx
