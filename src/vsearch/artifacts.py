@@ -1,15 +1,21 @@
 """Publishing output folders atomically: nothing under ``--out`` is ever half-written.
 
 Work happens in a sibling staging folder; ``publish`` swaps it in with renames, keeping
-the previous contents until the new folder is in place.
+the previous contents until the new folder is in place, and leaves a marker file in every
+folder it publishes. ``check_out`` is the one rule every command applies to its ``--out``
+before doing any work: an output never overlaps an input, and never replaces a folder
+this tool did not write.
 """
 
 from __future__ import annotations
 
+import glob
 import os
 import shutil
 import uuid
 from pathlib import Path
+
+from vsearch import faults
 
 
 def staging_path(out: str | os.PathLike, tag: str = "partial") -> Path:
@@ -18,14 +24,95 @@ def staging_path(out: str | os.PathLike, tag: str = "partial") -> Path:
     return out.with_name(f"{out.name}.{tag}")
 
 
+# Written by ``publish`` into every folder it publishes: "this tool wrote it", so a later
+# run may replace it. A folder without it (and without a file the command itself writes)
+# is somebody else's and is never replaced.
+MARKER = ".vsearch-output"
+
+
+def mark(folder: str | os.PathLike) -> None:
+    """Write the marker that says ``folder`` is an output of this tool."""
+    (Path(folder) / MARKER).write_text("written by vsearch; a later run may replace this folder\n")
+
+
+def _old_copies(out: Path) -> list[Path]:
+    return sorted(out.parent.glob(f".{glob.escape(out.name)}.old-*"))
+
+
+def recover(out: str | os.PathLike) -> None:
+    """Undo what a kill inside ``publish`` or a stage left next to ``out``.
+
+    A kill between publish's two renames leaves ``out`` missing and the previous output
+    as ``.<out>.old-*``: it is renamed back. Staging folders ``<out>.partial-*`` of killed
+    runs are removed (the training loop's resumable ``<out>.partial`` is not touched).
+    """
+    out = Path(out)
+    olds = _old_copies(out)
+    if olds and not out.exists():
+        os.replace(olds[-1], out)
+        olds = olds[:-1]
+    for leftover in [*olds, *out.parent.glob(f"{glob.escape(out.name)}.partial-*")]:
+        shutil.rmtree(leftover, ignore_errors=True)
+
+
+def _overlaps(a: Path, b: Path) -> bool:
+    return a == b or a in b.parents or b in a.parents
+
+
+def check_out(out: str | os.PathLike, inputs=(), *, ours: tuple[str, ...] = ()) -> Path:
+    """Refuse an ``--out`` that would destroy something; call before doing any work.
+
+    Args:
+        out: the output folder of a command.
+        inputs: every input path of the command (data, model, snapshot, config folders;
+            None and ``scheme://`` URIs are skipped).
+        ours: file or folder names the command itself writes into ``out``: an existing
+            ``out`` holding one (written by a version of the tool before the marker) may be
+            replaced too.
+
+    Returns:
+        ``out`` as a Path, after leftovers of a killed run next to it were cleaned up.
+
+    Raises:
+        DataError: ``out`` is, contains or lies inside an input; or it exists and is a file,
+            or a non-empty folder without the marker and without any of ``ours``.
+    """
+    from vsearch.schema import DataError
+
+    out = Path(out)
+    target = out.resolve()
+    for item in inputs:
+        if item is None or "://" in str(item):
+            continue
+        source = Path(item).resolve()
+        if _overlaps(target, source):
+            how = "is" if target == source else "contains" if target in source.parents else "lies inside"
+            raise DataError(out, f"--out {how} the input {item}; an output never replaces an input, choose another --out")
+    recover(out)
+    if out.is_symlink() or (out.exists() and not out.is_dir()):
+        raise DataError(out, "--out exists and is not a folder; refusing to replace it")
+    if out.is_dir() and any(out.iterdir()):
+        if not (out / MARKER).is_file() and not any((out / name).exists() for name in ours):
+            raise DataError(out, "--out is a non-empty folder this tool did not write; refusing to replace it (choose an empty or new folder)")
+    return out
+
+
 def publish(staging: str | os.PathLike, out: str | os.PathLike) -> Path:
-    """Replace ``out`` by ``staging`` (rename; the old ``out`` is removed only afterwards)."""
+    """Replace ``out`` by ``staging`` (rename; the old ``out`` is removed only afterwards).
+
+    A kill at any instant leaves either the previous ``out``, or ``out`` missing with the
+    previous one as ``.<out>.old-*`` (``recover`` renames it back), or the new ``out``.
+    """
     staging, out = Path(staging), Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
+    mark(staging)
+    for leftover in _old_copies(out):  # an earlier publish killed after its second rename
+        shutil.rmtree(leftover, ignore_errors=True)
     old = None
     if out.exists():
         old = out.with_name(f".{out.name}.old-{uuid.uuid4().hex[:8]}")
         os.replace(out, old)
+    faults.fault_point("publish")  # test-only: a kill between the two renames
     try:
         os.replace(staging, out)
     except BaseException:
@@ -39,9 +126,11 @@ def publish(staging: str | os.PathLike, out: str | os.PathLike) -> Path:
 
 def fresh_staging(out: str | os.PathLike, tag: str = "partial") -> Path:
     """An empty staging folder next to ``out`` (a leftover one from a crash is cleared)."""
+    recover(out)
     staging = staging_path(out, f"{tag}-{uuid.uuid4().hex[:8]}")
     staging.mkdir(parents=True)
     return staging
+
 
 
 def model_version(model_dir: str | os.PathLike) -> str:
