@@ -1,7 +1,8 @@
 """One CLI, one subcommand per stage: ``vsearch data synth | train | evaluate | demo | ...``.
 
-Each subcommand is the ``main(argv)`` of its stage module. Bad input (DataError) and bad
-configs (ConfigError) end with one line on stderr and exit status 2, never a traceback.
+Each subcommand is the ``main(argv)`` of its stage module. Bad input (DataError, a missing
+file) and bad configs (ConfigError, broken YAML) end with one line of at most
+``MAX_ERROR_CHARS`` characters on stderr and exit status 2, never a traceback.
 """
 
 from __future__ import annotations
@@ -29,6 +30,34 @@ COMMANDS = {
 }
 
 
+MAX_ERROR_CHARS = 300
+
+
+def _cut(text: str, limit: int) -> str:
+    text = " ".join(str(text).split())  # one line, whatever the message held
+    return text if len(text) <= limit else f"{text[: limit - 3]}..."
+
+
+def error_line(command: str, err: BaseException) -> str:
+    """The one stderr line for ``err``: at most MAX_ERROR_CHARS characters. A DataError keeps
+    its file, row and rule whole where it can and gives up the detail (a value) first."""
+    from vsearch.schema import DataError
+
+    head = f"vsearch {command}: error: "
+    room = MAX_ERROR_CHARS - len(head)
+    if isinstance(err, DataError):
+        path = _cut(err.path, 120)
+        where = path + (f", row {err.row}" if err.row is not None else "")
+        rule = _cut(err.rule, max(60, room - len(where) - 2))
+        body = f"{where}: {rule}"
+        if err.detail and room - len(body) > 12:
+            body += f" ({_cut(err.detail, room - len(body) - 3)})"
+        return head + _cut(body, room)
+    if isinstance(err, OSError) and err.filename is not None:
+        return head + _cut(f"{_cut(err.filename, 120)}: {err.strerror or type(err).__name__}", room)
+    return head + _cut(str(err), room)
+
+
 def _usage() -> str:
     lines = ["usage: vsearch <command> [options]", "", "commands:"]
     lines += [f"  {' '.join(words):<16} {help_}" for words, (_, help_) in COMMANDS.items()]
@@ -43,13 +72,19 @@ def main(argv: list[str] | None = None) -> int:
     for words, (module, _) in sorted(COMMANDS.items(), key=lambda kv: -len(kv[0])):
         if tuple(argv[: len(words)]) == words:
             stage = importlib.import_module(module)
+            import json
+
+            import yaml
+
             from vsearch.config import ConfigError
             from vsearch.schema import DataError
 
             try:
                 return int(stage.main(argv[len(words) :]) or 0)
-            except (DataError, ConfigError) as err:
-                print(f"vsearch {' '.join(words)}: error: {err}", file=sys.stderr)
+            except (DataError, ConfigError, yaml.YAMLError, json.JSONDecodeError,
+                    FileNotFoundError, NotADirectoryError, IsADirectoryError) as err:
+                # Broken YAML/JSON and missing paths: bad input too, whichever loader met it first.
+                print(error_line(" ".join(words), err), file=sys.stderr)
                 return 2
     print(f"vsearch: unknown command '{' '.join(argv[:2])}'\n\n{_usage()}", file=sys.stderr)
     return 2

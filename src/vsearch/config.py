@@ -162,6 +162,23 @@ class ConfigError(ValueError):
     """A preset or override that does not fit the config schema."""
 
 
+def load_yaml(text: str, where: str) -> Any:
+    """``yaml.safe_load`` whose every failure (broken YAML, a ``!!python/object`` tag ...)
+    is a one-line ConfigError naming ``where``; every config loader reads YAML through it."""
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        first = " ".join(str(err).split())
+        raise ConfigError(f"{where}: not valid YAML ({clip(first, 160)})") from err
+
+
+def clip(value: Any, limit: int = 60) -> str:
+    """``repr``-like text of ``value`` cut to ``limit`` characters, for one-line errors."""
+    text = value if isinstance(value, str) else repr(value)
+    text = " ".join(text.split())
+    return text if len(text) <= limit else f"{text[: limit - 12]}...({len(text)} chars)"
+
+
 def _build(cls: type, raw: Any, where: str) -> Any:
     """Build dataclass ``cls`` from plain YAML data, rejecting unknown keys."""
     if not dataclasses.is_dataclass(cls):
@@ -204,7 +221,7 @@ def _coerce(value: Any, annotation: Any, where: str) -> Any:
         if base == "int" and isinstance(value, str):
             return int(value)
     except ValueError as err:
-        raise ConfigError(f"{where}: expected {base}, got {value!r}") from err
+        raise ConfigError(f"{where}: expected {base}, got {clip(value)}") from err
     return value
 
 
@@ -250,7 +267,7 @@ def _load_raw(name_or_path: str | os.PathLike, seen: tuple[str, ...] = ()) -> di
         text = res.read_text()
     if text_path in seen:
         raise ConfigError(f"config preset cycle: {' -> '.join(seen + (text_path,))}")
-    raw = yaml.safe_load(text) or {}
+    raw = load_yaml(text, text_path) or {}
     if not isinstance(raw, dict):
         raise ConfigError(f"{text_path}: top level must be a mapping")
     base = raw.pop("base", None)
@@ -273,7 +290,7 @@ def apply_overrides(raw: dict, overrides: list[str] | tuple[str, ...]) -> dict:
             child = dict(child) if isinstance(child, dict) else {}
             node[key] = child
             node = child
-        node[keys[-1]] = yaml.safe_load(value_text)
+        node[keys[-1]] = load_yaml(value_text, f"override {clip(dotted, 60)}")
     return raw
 
 
@@ -336,6 +353,80 @@ def validate(cfg: RunConfig) -> None:
         raise ConfigError("model.fusion_text_weight must be in [0, 1]")
     if cfg.data.batch_size < 2:
         raise ConfigError("data.batch_size must be >= 2 (in-batch negatives)")
+    _check_ranges(cfg)
+
+
+# (section, key) -> (lowest, highest, lowest allowed itself?): numbers outside are refused at
+# load, before any folder is written. None = unbounded on that side.
+_RANGES: dict[tuple[str, str], tuple[float | None, float | None, bool]] = {
+    ("model", "embed_dim"): (1, None, True),
+    ("model", "image_size"): (8, None, True),
+    ("model", "max_text_length"): (2, None, True),
+    ("model", "tokenizer_vocab_size"): (32, None, True),
+    ("model", "max_logit_scale"): (0, None, False),
+    ("data", "batch_size"): (2, None, True),
+    ("data", "num_workers"): (0, None, True),
+    ("data", "groups_per_batch"): (0, None, True),
+    ("data", "mine_reformulations"): (0, None, True),
+    ("train", "lr"): (0, None, False),
+    ("train", "weight_decay"): (0, None, True),
+    ("train", "warmup_steps"): (0, None, True),
+    ("train", "epochs"): (0, None, False),
+    ("train", "max_steps"): (0, None, True),
+    ("train", "grad_clip"): (0, None, True),
+    ("train", "checkpoint_every"): (0, None, True),
+    ("train", "log_every"): (1, None, True),
+    ("train", "image_backbone_lr_scale"): (0, None, True),
+    ("train", "text_backbone_lr_scale"): (0, None, True),
+    ("eval", "n_boot"): (0, None, True),
+    ("eval", "batch_size"): (1, None, True),
+    ("eval", "n_examples"): (0, None, True),
+}
+PRECISIONS = ("auto", "fp32", "bf16")
+_DEVICE = r"auto|cpu|mps|cuda(:\d+)?"
+
+
+def _range_text(low: float | None, high: float | None, closed: bool) -> str:
+    parts = [f"{'>=' if closed else '>'} {low}" if low is not None else "", f"<= {high}" if high is not None else ""]
+    return " and ".join(p for p in parts if p)
+
+
+def _check_ranges(cfg: RunConfig) -> None:
+    """Every number within its range (finite, the right type), every choice known."""
+    import math
+    import re
+
+    for (section, key), (low, high, closed) in _RANGES.items():
+        value = getattr(getattr(cfg, section), key)
+        allowed = _range_text(low, high, closed)
+        kind = next(f.type for f in dataclasses.fields(type(getattr(cfg, section))) if f.name == key)
+        wants_int = str(kind) == "int"
+        ok_type = isinstance(value, int) if wants_int else isinstance(value, (int, float))
+        if isinstance(value, bool) or not ok_type or not math.isfinite(value):
+            raise ConfigError(f"{section}.{key}={clip(value)}: must be a finite {'integer' if wants_int else 'number'} {allowed}")
+        if (low is not None and (value < low or (value == low and not closed))) or (high is not None and value > high):
+            raise ConfigError(f"{section}.{key}={clip(value)}: must be {allowed}")
+    for name, value in (("model.init_logit_scale", cfg.model.init_logit_scale),):
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            raise ConfigError(f"{name}={clip(value)}: must be a finite number")
+    if cfg.train.precision not in PRECISIONS:
+        raise ConfigError(f"train.precision={clip(cfg.train.precision)}: must be one of {list(PRECISIONS)}")
+    if not isinstance(cfg.train.device, str) or not re.fullmatch(_DEVICE, cfg.train.device):
+        raise ConfigError(f"train.device={clip(cfg.train.device)}: must be auto, cpu, mps, cuda or cuda:N")
+    for pair in cfg.loss.pairs:
+        for key, low in (("start_step", 0), ("ramp_steps", 0)):
+            value = getattr(pair, key)
+            if isinstance(value, bool) or not isinstance(value, int) or value < low:
+                raise ConfigError(f"loss pair '{clip(pair.name)}': {key}={clip(value)}: must be an integer >= {low}")
+        for key, value in (("weight", pair.weight), ("soft_mix", pair.soft_mix), ("soft_temperature", pair.soft_temperature)):
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+                raise ConfigError(f"loss pair '{clip(pair.name)}': {key}={clip(value)}: must be a finite number")
+        if pair.soft_temperature <= 0:
+            raise ConfigError(f"loss pair '{clip(pair.name)}': soft_temperature={clip(pair.soft_temperature)}: must be > 0")
+        if pair.logit_scale is not None and (not isinstance(pair.logit_scale, (int, float)) or not math.isfinite(pair.logit_scale) or pair.logit_scale <= 0):
+            raise ConfigError(f"loss pair '{clip(pair.name)}': logit_scale={clip(pair.logit_scale)}: must be a finite number > 0")
+    if any(not isinstance(k, int) or isinstance(k, bool) or k < 1 for k in cfg.eval.ks):
+        raise ConfigError(f"eval.ks={clip(cfg.eval.ks)}: every k must be an integer >= 1")
 
 
 def save_config(cfg: RunConfig, path: str | os.PathLike) -> None:

@@ -92,5 +92,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("overrides", nargs="*", help="dotted config overrides applied to every model (e.g. train.max_steps=20)")
     args = parser.parse_args(argv)
+    from vsearch import artifacts
+
+    artifacts.check_out(args.out, ours=("timings.json", METRICS_FILE))
+    Path(args.out).mkdir(parents=True, exist_ok=True)
+    artifacts.mark(args.out)  # the run folder is built in place: say now that it is ours
     run_demo(args.out, args.preset, args.seed, args.overrides)
     return 0

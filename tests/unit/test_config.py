@@ -59,3 +59,41 @@ def test_bad_configs_fail_with_a_clear_message(overrides, message):
 def test_unknown_preset_lists_known_ones():
     with pytest.raises(ConfigError, match="known: .*three_tower"):
         load_config("five_tower")
+
+
+@pytest.mark.parametrize(
+    "override,message",
+    [
+        ("train.max_steps=-5", r"train.max_steps=-5: must be >= 0"),
+        ("model.embed_dim=0", r"model.embed_dim=0: must be >= 1"),
+        ("model.embed_dim=-3", r"model.embed_dim=-3: must be >= 1"),
+        ("train.lr=.nan", r"train.lr=nan: must be a finite number > 0"),
+        ("train.lr=-1", r"train.lr=-1.0: must be > 0"),
+        ("data.num_workers=-1", r"data.num_workers=-1: must be >= 0"),
+        ("train.precision=fp8", r"train.precision=fp8: must be one of \['auto', 'fp32', 'bf16'\]"),
+        ("train.warmup_steps=-1", r"train.warmup_steps=-1: must be >= 0"),
+        ("train.checkpoint_every=-2", r"train.checkpoint_every=-2: must be >= 0"),
+        ("train.max_steps=2.5", r"train.max_steps=2.5: must be a finite integer >= 0"),
+        ("train.device=gpu0", r"train.device=gpu0: must be auto, cpu, mps, cuda or cuda:N"),
+        ("loss.pairs=[{a: query_image, b: product_image, ramp_steps: -1}]", r"ramp_steps=-1: must be an integer >= 0"),
+    ],
+)
+def test_config_values_outside_their_range_are_refused_at_load(override, message):
+    with pytest.raises(ConfigError, match=message):
+        load_config("tiny", [override])
+
+
+@pytest.mark.parametrize("text", ["train: {lr: [1, 2}\n", "train:\n  lr: !!python/object/apply:os.system [echo hi]\n"])
+def test_broken_yaml_and_python_tags_are_config_errors_in_files_and_overrides(tmp_path, text):
+    path = tmp_path / "bad.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_config(path)
+    with pytest.raises(ConfigError, match="override train.lr: not valid YAML"):
+        load_config("tiny", ["train.lr=" + text.split("lr: ")[1]])
+
+
+def test_a_long_value_is_clipped_in_the_message():
+    with pytest.raises(ConfigError) as err:
+        load_config("tiny", ["model.embed_dim=" + "x" * 50_000])
+    assert len(str(err.value)) < 200 and "50000 chars" in str(err.value)

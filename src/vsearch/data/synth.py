@@ -1021,6 +1021,10 @@ def generate(
         raise FileExistsError(f"{out} exists and is not a folder; refusing to replace it")
     if _is_nonempty_dir(out) and not overwrite:
         raise FileExistsError(f"{out} is not empty; refusing to overwrite it (pass overwrite=True / --overwrite)")
+    if overwrite:  # only a dataset this tool generated is ever replaced (vsearch.artifacts)
+        from vsearch import artifacts
+
+        artifacts.check_out(out, ours=(CONFIG_FILE,))
 
     plan = _plan(cfg, seed)
     n_images = len(plan["catalog"]) + len(plan["interactions"])
@@ -1041,6 +1045,9 @@ def generate(
         plan["reformulations"].to_parquet(tmp / REFORMULATIONS_FILE, index=False)
         record = {"generator_version": GENERATOR_VERSION, "preset": cfg.name, "seed": seed, "config": asdict(cfg)}
         (tmp / CONFIG_FILE).write_text(json.dumps(record, indent=2, sort_keys=True) + "\n")
+        from vsearch import artifacts
+
+        artifacts.mark(tmp)
         _publish(tmp, out, overwrite)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)

@@ -309,7 +309,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("overrides", nargs="*", help="dotted overrides, e.g. eval.n_boot=2000")
     args = parser.parse_args(argv)
     cfg = load_config(args.config, args.overrides).eval
-    summary = evaluate(parse_model_args(args.model), args.data, args.out, cfg)
+    models = parse_model_args(args.model)
+    artifacts.check_out(args.out, [args.data, *models.values()], ours=(METRICS_FILE,))
+    summary = evaluate(models, args.data, args.out, cfg)
     print(format_table(summary))
     return 0
 

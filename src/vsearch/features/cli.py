@@ -34,8 +34,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     if args.command == "build-training-set":
+        from vsearch import artifacts
         from vsearch.features.training_set import build_training_set
 
+        artifacts.check_out(args.out, [args.data, args.repo], ours=("catalog.parquet",))
         summary = build_training_set(args.data, args.out, args.repo)
     elif args.command == "materialize":
         from vsearch.features.online import materialize

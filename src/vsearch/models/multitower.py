@@ -196,10 +196,24 @@ def build_model(cfg: ModelConfig, tokenizer=None) -> MultiTowerModel:
 
 
 def load_model(path: str | os.PathLike, device: str | torch.device = "cpu"):
-    """Load (model, tokenizer-or-None) from a model folder."""
-    from vsearch.models.tokenizer import load_tokenizer
+    """Load (model, tokenizer-or-None) from a model folder.
 
-    model = MultiTowerModel.from_pretrained(path, device=device)
-    tok_dir = Path(path) / TOKENIZER_DIR
-    tokenizer = load_tokenizer(str(tok_dir)) if tok_dir.is_dir() else None
+    Only safetensors weights and JSON are read (never pickle). Raises DataError, naming the
+    folder, when it is not a loadable vsearch model (missing files, pickle or corrupt weights,
+    weights that do not fit the recorded architecture).
+    """
+    from vsearch.models.tokenizer import load_tokenizer
+    from vsearch.schema import DataError
+
+    try:
+        model = MultiTowerModel.from_pretrained(path, device=device)
+        tok_dir = Path(path) / TOKENIZER_DIR
+        tokenizer = load_tokenizer(str(tok_dir)) if tok_dir.is_dir() else None
+    except DataError:
+        raise
+    except Exception as err:  # any way a hostile or broken folder fails: one DataError
+        from vsearch.config import clip
+
+        rule = "not a loadable vsearch model folder (safetensors weights + vsearch_model.json)"
+        raise DataError(path, rule, detail=f"{type(err).__name__}: {clip(str(err), 120)}") from err
     return model, tokenizer

@@ -44,6 +44,24 @@ def resolve_pretrained(ref: str) -> str:
     return str(path)
 
 
+def require_safetensors(source: str, key: str) -> None:
+    """ConfigError unless the local pretrained folder ``source`` has safetensors weights:
+    pickle weights (``pytorch_model.bin``, ``.pt``, ``.pth``) are never loaded."""
+    from pathlib import Path
+
+    from vsearch.config import ConfigError, clip
+
+    folder = Path(source)
+    if not folder.is_dir():
+        if folder.exists() or source.startswith(("/", ".", "~")):
+            raise ConfigError(f"{key}={clip(source, 120)}: not a model folder")
+        return  # a hub id: transformers itself loads safetensors only (use_safetensors=True)
+    if not any(folder.glob("*.safetensors")):
+        pickles = sorted(p.name for p in folder.iterdir() if p.suffix in (".bin", ".pt", ".pth", ".pkl", ".ckpt"))
+        found = f"found only {clip(pickles, 80)}" if pickles else "no weights found"
+        raise ConfigError(f"{key}={clip(source, 120)}: pretrained weights must be safetensors ({found}); pickle is never loaded")
+
+
 # Backbone types implemented in this package: type -> module with build(kwargs, pretrained).
 CUSTOM_BACKBONES = {"vsearch_mobilenet_v2": "vsearch.models.mobilenet"}
 
@@ -78,12 +96,14 @@ def build_backbone(cfg: BackboneConfig, side: str) -> nn.Module:
         model = _build_custom(cfg)
     elif cfg.pretrained:
         source = resolve_pretrained(cfg.pretrained)
+        require_safetensors(source, f"model.{side}.pretrained")
         hf_config = AutoConfig.from_pretrained(source)
+        # use_safetensors: transformers never falls back to pickle (.bin) weights.
         if hf_config.model_type in _DUAL:
             cls_name = _DUAL[hf_config.model_type][0 if side == "image" else 1]
-            model = getattr(transformers, cls_name).from_pretrained(source)
+            model = getattr(transformers, cls_name).from_pretrained(source, use_safetensors=True)
         else:
-            model = AutoModel.from_pretrained(source)
+            model = AutoModel.from_pretrained(source, use_safetensors=True)
     elif cfg.type:
         hf_config = AutoConfig.for_model(cfg.type, **cfg.kwargs)
         model = AutoModel.from_config(hf_config)

@@ -34,7 +34,7 @@ import numpy as np
 import pandas as pd
 
 from vsearch import artifacts
-from vsearch.config import ConfigError
+from vsearch.config import ConfigError, clip, load_yaml
 from vsearch.monitoring.reference import EMB_PREFIX, HEALTH_COLUMN, build_snapshot, load_snapshot
 
 DRIFT_FILE = "drift.json"
@@ -69,7 +69,9 @@ def load_drift_config(name_or_path: str | os.PathLike = "drift", overrides: list
             raise ConfigError(f"unknown drift config preset {str(name_or_path)!r}")
         text = res.read_text()
     try:
-        raw = yaml.safe_load(text) or {}
+        raw = load_yaml(text, str(name_or_path)) or {}
+        if not isinstance(raw, dict):
+            raise ConfigError(f"{name_or_path}: top level must be a mapping")
         for item in overrides:
             key, sep, value = item.partition("=")
             if not sep or "." not in key:
@@ -78,12 +80,17 @@ def load_drift_config(name_or_path: str | os.PathLike = "drift", overrides: list
             *parents, leaf = key.split(".")
             for part in parents:
                 node = node.setdefault(part, {})
-            node[leaf] = yaml.safe_load(value)
+                if not isinstance(node, dict):
+                    raise ConfigError(f"override {clip(item)}: {part} is not a section")
+            node[leaf] = load_yaml(value, f"override {key}")
     except yaml.YAMLError as err:
         raise ConfigError(f"{name_or_path}: not valid YAML: {err}") from err
     unknown = set(raw) - {"sample", "embeddings", "features", "health"}
     if unknown:
-        raise ConfigError(f"drift config: unknown section(s) {sorted(unknown)}")
+        raise ConfigError(f"drift config: unknown section(s) {clip(sorted(unknown))}")
+    for section, value in raw.items():
+        if value is not None and not isinstance(value, dict):
+            raise ConfigError(f"drift config {section}={clip(value)}: must be a mapping")
     cfg = DriftConfig(**{k: dict(v or {}) for k, v in raw.items()})
     if cfg.embeddings.get("method", "model") not in EMBEDDING_METHODS:
         raise ConfigError(f"drift config embeddings.method must be one of {list(EMBEDDING_METHODS)}")
@@ -264,7 +271,7 @@ def detect_drift(reference: str | os.PathLike, current: str | os.PathLike, out_d
     cfg = cfg or load_drift_config()
     ref = load_snapshot(reference)
     current = Path(current)
-    out = Path(out_dir)
+    out = artifacts.check_out(out_dir, [reference, current, model], ours=(DRIFT_FILE,))
     staging = artifacts.fresh_staging(out)
     try:
         if _is_data_dir(current):
@@ -355,6 +362,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.add_argument("--config", default="drift")
         args = parser.parse_args(argv[1:])
         s = load_drift_config(args.config).sample
+        artifacts.check_out(args.out, [args.data, args.model], ours=("snapshot.json",))
         meta = build_snapshot(args.data, args.out, model_dir=args.model, max_queries=int(s.get("max_queries", 500)),
                               max_products=int(s.get("max_products", 500)), seed=int(s.get("seed", 0)), since=args.since, until=args.until)
         print(json.dumps(meta))

@@ -39,6 +39,9 @@ EMB_PREFIX = "emb_"
 QUERY_FEATURES = ("query_text_length", "image_size", "brightness", "mean_red", "mean_green", "mean_blue")
 PRODUCT_FEATURES = ("title_length", "category", "image_size", "brightness", "mean_red", "mean_green", "mean_blue")
 HEALTH_COLUMN = "top1_similarity"
+# Fewest rows per window (queries, products) the drift checks accept: the embedding
+# classifier and the two-sample tests need a few rows on each side.
+MIN_WINDOW_ROWS = 5
 
 
 def _image_stats(data_dir: str, uris: list[str], size: int, manifest: str):
@@ -262,7 +265,14 @@ def load_snapshot(path: str | os.PathLike) -> tuple[dict, pd.DataFrame, pd.DataF
         emb = [c for c in df.columns if c.startswith(EMB_PREFIX)]
         if not emb:
             raise schema.DataError(path / name, "no embedding columns")
+        if len(df) < MIN_WINDOW_ROWS:
+            raise schema.DataError(path / name, f"{len(df)} row(s): a drift window needs at least {MIN_WINDOW_ROWS}")
         if not np.isfinite(df[emb].to_numpy()).all():
             row = int(np.flatnonzero(~np.isfinite(df[emb].to_numpy()).all(axis=1))[0])
             raise schema.DataError(path / name, "embedding contains NaN or inf", row)
+        for column in needed:
+            values = df[column]
+            bad = ~np.isfinite(values.to_numpy(dtype=float)) if pd.api.types.is_numeric_dtype(values) else values.isna().to_numpy()
+            if bad.any():
+                raise schema.DataError(path / name, f"feature '{column}' is NaN, inf or missing", int(np.flatnonzero(bad)[0]))
     return meta, queries, products

@@ -22,13 +22,13 @@ import pandas as pd
 import torch
 import yaml
 
-from vsearch import artifacts, schema
+from vsearch import artifacts, faults, schema
 from vsearch.config import ConfigError, RunConfig, TrainConfig, to_dict
 from vsearch.data.dataset import Collator, EngagementDataset, UniqueProductBatchSampler
 from vsearch.data.reformulations import mine_reformulations
 from vsearch.data.transforms import build_augment
 from vsearch.losses import MultiTowerLoss
-from vsearch.models.multitower import TOKENIZER_DIR, MultiTowerModel, build_model, load_model
+from vsearch.models.multitower import CONFIG_FILE, TOKENIZER_DIR, MultiTowerModel, build_model, load_model
 from vsearch.models.tokenizer import load_tokenizer, train_title_tokenizer
 from vsearch.schema import DataError
 from vsearch.training import checkpoint, distributed
@@ -41,11 +41,17 @@ FINGERPRINT_FILE = "fingerprint.json"
 
 
 def pick_device(name: str, env: distributed.DistEnv) -> torch.device:
+    """The torch device for ``train.device``; ConfigError when this machine has no such device."""
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "cpu"
-    if name == "cuda":
-        return torch.device("cuda", env.local_rank)
-    return torch.device(name)
+    device = torch.device("cuda", env.local_rank) if name == "cuda" else torch.device(name)
+    if device.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if (device.index or 0) >= count:
+            raise ConfigError(f"train.device={name!r}: no such device on this machine ({count} CUDA device(s))")
+    elif device.type == "mps" and not torch.backends.mps.is_available():
+        raise ConfigError(f"train.device={name!r}: MPS is not available on this machine")
+    return device
 
 
 def lr_lambda(warmup_steps: int, total_steps: int):
@@ -90,23 +96,59 @@ def _fingerprint(cfg: RunConfig, data_dir: str, init: str | None) -> str:
     return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
 
+def _staged_fingerprint(staging: Path) -> str | None:
+    """The fingerprint of the run in ``staging``: its marker, or (from the moment the
+    finished model is written there) the summary's, so a kill in the publish window
+    leaves a run the same command finishes."""
+    for name in (FINGERPRINT_FILE, SUMMARY_FILE):
+        try:
+            return json.loads((staging / name).read_text())["fingerprint"]
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+    return None
+
+
+def _finished(staging: Path) -> bool:
+    """The run in ``staging`` is complete: only the publish (a rename) is left to do."""
+    return (staging / SUMMARY_FILE).is_file()
+
+
 def _prepare_staging(out: Path, fingerprint: str, restart: bool) -> Path:
     """The staging dir of ``out``: kept when it holds a run of this fingerprint (to resume),
-    created when absent; a leftover run of another config is refused unless ``restart``."""
+    created when absent; a leftover run of another config is refused unless ``restart``.
+    A leftover with nothing to resume (no checkpoint, not finished) is simply replaced."""
     staging = artifacts.staging_path(out)
-    marker = staging / FINGERPRINT_FILE
+    if staging.exists() and not restart and _staged_fingerprint(staging) != fingerprint:
+        resumable = checkpoint.latest_checkpoint(staging / "checkpoints") is not None or _finished(staging)
+        if resumable:
+            raise ConfigError(
+                f"{staging}: an unfinished run with a different config, data or init is there; "
+                "pass --restart to discard it"
+            )
+        restart = True
     if staging.exists() and restart:
         shutil.rmtree(staging)
     if staging.exists():
-        if marker.is_file() and json.loads(marker.read_text()).get("fingerprint") == fingerprint:
-            return staging
-        raise ConfigError(
-            f"{staging}: an unfinished run with a different config, data or init is there; "
-            "pass --restart to discard it"
-        )
+        return staging
     staging.mkdir(parents=True)
-    marker.write_text(json.dumps({"fingerprint": fingerprint}))
+    _write_atomic(staging / FINGERPRINT_FILE, json.dumps({"fingerprint": fingerprint}))
     return staging
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def check_batch_fits(cfg: RunConfig, train_rows: pd.DataFrame, data_dir: str) -> None:
+    """ConfigError when one batch needs more distinct products than the training split has
+    (batches hold unique products: in-batch negatives)."""
+    products = int(train_rows["product_id"].nunique())
+    if cfg.data.batch_size > products:
+        raise ConfigError(
+            f"data.batch_size={cfg.data.batch_size}: must be <= {products}, the number of training products in {data_dir}"
+        )
 
 
 def _training_rows(data_dir: str):
@@ -214,8 +256,20 @@ def train(
     device = pick_device(cfg.train.device, env)
     distributed.init(env, device)
     torch.manual_seed(cfg.train.seed)
+    fingerprint = _fingerprint(cfg, data_dir, init)
+    if env.is_main:
+        artifacts.recover(out)  # a previous output a kill inside publish() left aside
+    done = _finished_run(out, fingerprint) if not restart else None
+    distributed.barrier()  # every rank has read the summary before the main rank publishes
+    if done is not None:
+        if env.is_main:
+            _publish_run(artifacts.staging_path(out), out)
+        distributed.barrier()
+        distributed.shutdown(env)
+        return done
 
     catalog, train_rows = _training_rows(data_dir)
+    check_batch_fits(cfg, train_rows, data_dir)
     if cfg.data.mine_reformulations > 0:
         mined = mine_reformulations(
             catalog, train_rows, group_by=cfg.data.reformulation_group, attribute=cfg.data.reformulation_attribute,
@@ -230,7 +284,7 @@ def train(
     init_model_tokenizer = load_model(init)[1] if init is not None else None
     # The main rank owns the staging folder and trains the tokenizer; the others then read.
     if env.is_main:
-        staging = _prepare_staging(out, _fingerprint(cfg, data_dir, init), restart)
+        staging = _prepare_staging(out, fingerprint, restart)
         tokenizer = _tokenizer_for(cfg, staging, init_model_tokenizer, catalog, train_rows)
     distributed.barrier()
     if not env.is_main:
@@ -352,6 +406,7 @@ def train(
             bar.update(step, last, cfg.train.log_every)
             if env.is_main and cfg.train.checkpoint_every and step % cfg.train.checkpoint_every == 0:
                 checkpoint.save_checkpoint(ckpt_root, step, model, optimizer, scheduler)
+                faults.fault_point("train.checkpoint")
             if step >= total_steps or (stop_after is not None and step >= stop_after):
                 break
             if (rank_seed := distributed.rank_seed(cfg.train.seed, step, env)) is not None:
@@ -384,18 +439,37 @@ def train(
         return {**summary, "published": False, "out": str(staging)}
     summary["published"], summary["out"] = True, str(out)
     if env.is_main:
+        faults.fault_point("train.save_model")
         model.save_pretrained(staging, tokenizer=tokenizer)
-        (staging / SUMMARY_FILE).write_text(json.dumps(summary, indent=2))
-        shutil.rmtree(ckpt_root, ignore_errors=True)
-        (staging / FINGERPRINT_FILE).unlink(missing_ok=True)
         # The drift monitor's reference window, saved with the model (vsearch.monitoring).
         from vsearch.monitoring.reference import save_reference
 
         save_reference(staging, data_dir, model=model, published_as=out)
-        artifacts.publish(staging, out)
+        # Written last and atomically: from here on the staged run is finished, and a rerun
+        # of the same command (same fingerprint) only publishes it.
+        _write_atomic(staging / SUMMARY_FILE, json.dumps({**summary, "fingerprint": fingerprint}, indent=2))
+        faults.fault_point("train.finished")
+        _publish_run(staging, out)
     distributed.barrier()
     distributed.shutdown(env)
     return summary
+
+
+def _finished_run(out: Path, fingerprint: str) -> dict | None:
+    """The summary of a finished, unpublished run of this fingerprint in ``<out>.partial``."""
+    staging = artifacts.staging_path(out)
+    if not (_finished(staging) and _staged_fingerprint(staging) == fingerprint):
+        return None
+    summary = json.loads((staging / SUMMARY_FILE).read_text())
+    summary.pop("fingerprint", None)
+    return summary
+
+
+def _publish_run(staging: Path, out: Path) -> None:
+    """Drop the resume state of a finished run and publish it; safe to repeat after a kill."""
+    shutil.rmtree(staging / "checkpoints", ignore_errors=True)
+    (staging / FINGERPRINT_FILE).unlink(missing_ok=True)
+    artifacts.publish(staging, out)
 
 
 def _to_device(batch: dict, device: torch.device) -> dict:
@@ -444,6 +518,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("overrides", nargs="*", help="dotted overrides, e.g. train.lr=3e-4 data.batch_size=32")
     args = parser.parse_args(argv)
     cfg = load_config(args.config, args.overrides)
+    artifacts.check_out(args.out, [args.data, args.init], ours=(CONFIG_FILE,))
     if args.nproc_per_node != 1:
         return _launch_torchrun(list(sys.argv[1:] if argv is None else argv), args.nproc_per_node, cfg)
     summary = train(cfg, args.data, args.out, args.init, restart=args.restart, progress=not args.quiet)
