@@ -155,6 +155,16 @@ def model_version(model_dir: str | os.PathLike) -> str:
     return f"{len(meta['model']['towers'])}t-{digest.hexdigest()[:12]}"
 
 
+def model_embed_dim(model_dir: str | os.PathLike) -> int:
+    """The embedding dimension a saved model writes (from vsearch_model.json; folder or fsspec URI)."""
+    import json
+
+    import fsspec
+
+    with fsspec.open(f"{str(model_dir).rstrip('/')}/vsearch_model.json", "rb") as fh:
+        return int(json.loads(fh.read().decode())["model"]["embed_dim"])
+
+
 def is_model_dir(uri: str | os.PathLike) -> bool:
     """True when ``uri`` (a folder or fsspec URI) holds a saved vsearch model."""
     import fsspec

@@ -51,14 +51,17 @@ def _now() -> str:
 class Registry:
     """A champion registry at ``store`` (local path or fsspec URI)."""
 
-    def __init__(self, store: str | os.PathLike = DEFAULT_STORE):
+    def __init__(self, store: str | os.PathLike = DEFAULT_STORE, *, folder: str = RECORDS, version_key: str = "registry_version"):
+        """``folder``/``version_key``: another append-only log in the same store (a release's
+        events live in ``releases/<id>``, numbered by ``event``) with the same guarantees."""
         import fsspec
 
         self.store = str(store)
         self.fs, root = fsspec.core.url_to_fs(self.store)
         self.local = "file" in (self.fs.protocol if isinstance(self.fs.protocol, tuple) else (self.fs.protocol,))
         self.root = root.rstrip("/") or "/"
-        self.records_dir = posixpath.join(self.root, RECORDS)
+        self.folder, self.version_key = folder, version_key
+        self.records_dir = posixpath.join(self.root, folder)
 
     # ------------------------------------------------------------------ reading
 
@@ -83,9 +86,9 @@ class Registry:
             with self.fs.open(path, "rb") as fh:
                 record = json.loads(fh.read().decode())
         except (OSError, ValueError) as err:
-            raise DataError(f"{self.store}/{RECORDS}/{version:06d}.json", "unreadable registry record", detail=str(err)) from err
-        if record.get("registry_version") != version:
-            raise DataError(f"{self.store}/{RECORDS}/{version:06d}.json", "registry record names another version")
+            raise DataError(f"{self.store}/{self.folder}/{version:06d}.json", "unreadable registry record", detail=str(err)) from err
+        if not isinstance(record, dict) or record.get(self.version_key) != version:
+            raise DataError(f"{self.store}/{self.folder}/{version:06d}.json", "registry record names another version")
         return record
 
     def head(self) -> dict | None:
@@ -104,6 +107,10 @@ class Registry:
         return [self.record(v) for v in self.versions()]
 
     # ------------------------------------------------------------------ writing
+
+    def create_exclusive(self, version: int, record: dict) -> None:
+        """Create record ``version`` of this log; `RegistryConflict` if someone else did first."""
+        self._create_exclusive(version, record)
 
     def _create_exclusive(self, version: int, record: dict) -> None:
         """Create record ``version``; RegistryConflict if it already exists (the CAS)."""

@@ -1,11 +1,11 @@
-"""KServe ``InferenceService`` (serving.kserve.io/v1beta1) for the query encoder, as a canary.
+"""KServe ``InferenceService`` (serving.kserve.io/v1beta1) for one arm's query encoder + search.
 
-KServe's canary rollout: applying an InferenceService whose predictor changed (here: the
-candidate model's ``STORAGE_URI``) with ``canaryTrafficPercent: p`` creates a new revision
-that gets p% of the encoder traffic while the previous ready revision (the champion) keeps
-the rest; raising p walks the ramp, ``canaryTrafficPercent: 0`` (or re-applying the old spec)
-rolls back. The query encoder runs as a custom container: KServe's storage initializer
-downloads ``STORAGE_URI`` to ``/mnt/models`` before the container starts.
+The rollout writes one InferenceService per A/B arm (`vsearch.rollout.writer.build_manifests`):
+KServe's own canary (``canaryTrafficPercent``) splits requests at random, not users, so it
+cannot hold a user on one arm. ``canary_percent`` stays available for plain model updates.
+The container runs as a custom container: KServe's storage initializer downloads
+``STORAGE_URI`` to ``/mnt/models`` before the container starts; readiness is ``/readyz``
+(model loaded and its alias on a collection that model built).
 
 `validate_manifest` checks a manifest structurally: the KServe fields we use against the
 published v1beta1 CRD's OpenAPI types (encoded below, unknown fields rejected so a typo
@@ -95,7 +95,7 @@ def inference_service(
     image: str,
     storage_uri: str,
     model_version: str,
-    canary_percent: int,
+    canary_percent: int | None,
     args: list[str],
     labels: Mapping[str, str] | None = None,
     annotations: Mapping[str, str] | None = None,
@@ -109,10 +109,11 @@ def inference_service(
 
     Args:
         storage_uri: the candidate model folder (``s3://``, ``gs://``, ``pvc://`` ...).
-        canary_percent: integer share (0-100) of encoder traffic for the new revision.
+        canary_percent: integer share (0-100) of requests for a new revision; None: no
+            canary (one InferenceService per A/B arm, each at 100%).
         args: the container command line; the model is at ``/mnt/models``.
     """
-    if not isinstance(canary_percent, int) or not 0 <= canary_percent <= 100:
+    if canary_percent is not None and (not isinstance(canary_percent, int) or not 0 <= canary_percent <= 100):
         raise ValueError(f"canaryTrafficPercent must be an integer in [0, 100], got {canary_percent!r}")
     container = {
         "name": "kserve-container",
@@ -123,11 +124,12 @@ def inference_service(
             {"name": "VSEARCH_MODEL_VERSION", "value": model_version},
         ],
         "ports": [{"containerPort": port, "protocol": "TCP"}],
-        "readinessProbe": {"httpGet": {"path": "/healthz", "port": port}, "periodSeconds": 5},
+        "readinessProbe": {"httpGet": {"path": "/readyz", "port": port}, "periodSeconds": 5},
+        "livenessProbe": {"httpGet": {"path": "/healthz", "port": port}, "periodSeconds": 10},
         "resources": {k: dict(v) for k, v in (resources or {"requests": {"cpu": "1", "memory": "2Gi"}, "limits": {"cpu": "2", "memory": "4Gi"}}).items()},
     }
     predictor: dict[str, Any] = {
-        "canaryTrafficPercent": canary_percent,
+        **({"canaryTrafficPercent": canary_percent} if canary_percent is not None else {}),
         "minReplicas": min_replicas,
         "maxReplicas": max_replicas,
         "containers": [container],

@@ -30,16 +30,20 @@ class ModelRef(_Strict):
     version: str = Field(description="vsearch.artifacts.model_version of the weights")
 
 
+# Milvus names: letters, digits, underscores; a letter or underscore first (no path tricks).
+_ALIAS = r"^[A-Za-z_][A-Za-z0-9_]{0,254}$"
+
+
 class Variant(_Strict):
     name: Literal["control", "treatment"]
     model: ModelRef
-    milvus_alias: str = Field(description="alias the variant searches through")
+    milvus_alias: str = Field(pattern=_ALIAS, description="alias the variant searches through")
     milvus_collection: str | None = Field(default=None, description="collection the alias points to at write time")
 
 
 class RampStep(_Strict):
     treatment_percent: float = Field(gt=0, le=100)
-    min_duration_hours: float = Field(gt=0)
+    min_duration_hours: float = Field(gt=0, le=24 * 365, allow_inf_nan=False)
 
 
 class Traffic(_Strict):
@@ -82,7 +86,7 @@ class Rollback(_Strict):
 
 class RolloutConfig(_Strict):
     schema_version: Literal[1] = SCHEMA_VERSION
-    experiment_id: str = Field(min_length=1)
+    experiment_id: str = Field(min_length=1, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,199}$")
     created_at: datetime
     blessing: str = Field(description="path or URI of the blessing.json that allowed this rollout")
     control: Variant
@@ -91,6 +95,10 @@ class RolloutConfig(_Strict):
     assignment: Assignment
     guardrails: list[Guardrail] = Field(min_length=1)
     rollback: Rollback
+    live_alias: str = Field(default="vsearch_serving", pattern=_ALIAS,
+                            description="the alias live traffic searches; only `vsearch release promote | rollback` move it")
+    milvus_uri: str | None = Field(default=None, description="the Milvus both arms' aliases live in (default for serve / release)")
+    registry: str | None = Field(default=None, description="champion registry the plan was checked against (default for release)")
 
     @model_validator(mode="after")
     def _variants(self) -> RolloutConfig:
@@ -115,17 +123,32 @@ def assign_variant(cfg: RolloutConfig, user_id: str) -> Variant:
 
 
 def load_rollout(path: str | os.PathLike) -> RolloutConfig:
-    """Read and validate a rollout.yaml (``yaml.safe_load``; pydantic raises on any violation)."""
+    """Read and validate a rollout.yaml (``yaml.safe_load``); DataError (one line) on any violation."""
     import yaml
+    from pydantic import ValidationError
+
+    from vsearch.schema import DataError
 
     path = Path(path)
+    if not path.is_file():
+        raise DataError(path, "rollout file is missing")
     try:
         raw = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as err:
-        raise ValueError(f"{path}: not valid YAML: {err}") from err
+    except (yaml.YAMLError, UnicodeDecodeError) as err:
+        raise DataError(path, "not valid YAML", detail=str(err).splitlines()[0]) from err
     if not isinstance(raw, dict):
-        raise ValueError(f"{path}: expected a mapping at the top level")
-    return RolloutConfig.model_validate(raw)
+        raise DataError(path, "expected a mapping at the top level")
+    try:
+        return RolloutConfig.model_validate(raw)
+    except ValidationError as err:
+        first = err.errors()[0]
+        where = ".".join(str(p) for p in first["loc"])
+        raise DataError(path, f"not a valid rollout: {where}: {first['msg']}", detail=f"{err.error_count()} error(s)") from err
+
+
+def with_traffic(cfg: RolloutConfig, treatment_percent: float) -> RolloutConfig:
+    """The same plan with another current treatment share (a ramp step, or 0 after a rollback)."""
+    return RolloutConfig.model_validate(cfg.model_dump() | {"traffic": cfg.traffic.model_dump() | {"treatment_percent": treatment_percent}})
 
 
 def dump_rollout(cfg: RolloutConfig, path: str | os.PathLike) -> Path:

@@ -1,12 +1,19 @@
-"""``vsearch rollout``: from a blessing, write ``rollout.yaml`` and the KServe canary manifest.
+"""``vsearch rollout``: from a blessing, write ``rollout.yaml`` and the per-arm KServe manifests.
 
-The control is the champion the blessing judged the candidate against (the model serving
-now, through the serving alias); the treatment is the blessed candidate, searched through
-its own alias (``<alias>_candidate`` by default) on its own versioned collection
-(``vsearch_<model version>``). The ramp, guardrails and KServe settings come from
-``configs/rollout.yaml``. An unblessed blessing is refused (DataError: exit 2), and so is a
-blessing judged against another champion than the registry's (when ``--registry`` is given).
-Both files are validated (pydantic schema; KServe fields) and published together atomically.
+The plan of one release (`vsearch.release` drives it): the treatment is the blessed candidate,
+searched through the candidate alias (``<live alias>_candidate``) on its own versioned
+collection; the control is the champion the blessing judged it against, searched through the
+live alias, or, on a first deployment (no champion yet), the baseline (``--control-model``)
+through ``<live alias>_baseline`` on its own collection. Each arm queries only a collection its
+own model built: given ``--milvus-uri`` the writer checks every alias before it writes.
+Collection names come from the one rule, `vsearch.indexing.store.collection_name`.
+
+Assignment is sticky per user (sha256 of salt + user id, `vsearch.rollout.schema`). KServe's
+canary splits *requests*, not users, so instead of ``canaryTrafficPercent`` the manifests hold
+one InferenceService per arm, each serving its own model and alias at 100%, and the search
+front (``vsearch serve --rollout``) assigns users with the same hash (docs/gate-and-rollout.md).
+An unblessed or stale blessing is refused (DataError: exit 2). Both files are validated and
+published together atomically.
 """
 
 from __future__ import annotations
@@ -23,101 +30,109 @@ from vsearch.schema import DataError
 
 ROLLOUT_FILE = "rollout.yaml"
 KSERVE_FILE = "inferenceservice.yaml"
-
-
-def collection_name(version: str) -> str:
-    """The Milvus collection a backfill writes for a model version: ``vsearch_<version, - -> _>``."""
-    return "vsearch_" + version.replace("-", "_")
+KNOWN_KEYS = {"experiment_prefix", "alias", "collection_prefix", "ramp", "guardrails", "kserve"}
 
 
 def load_rollout_defaults(path: str | os.PathLike | None = None, overrides: list[str] | tuple[str, ...] = ()) -> dict:
-    """``configs/rollout.yaml`` (or ``path``) with dotted overrides (YAML values)."""
+    """``configs/rollout.yaml`` (or ``path``) with dotted overrides (YAML values); ConfigError on any problem."""
     import yaml
     from importlib import resources
 
-    text = Path(path).read_text() if path else (resources.files("vsearch.configs") / "rollout.yaml").read_text()
+    where = str(path or "configs/rollout.yaml")
+    try:
+        text = Path(path).read_text() if path else (resources.files("vsearch.configs") / "rollout.yaml").read_text()
+    except OSError as err:
+        raise ConfigError(f"{where}: rollout config not readable ({type(err).__name__})") from err
     try:
         cfg = yaml.safe_load(text) or {}
+        if not isinstance(cfg, dict):
+            raise ConfigError(f"{where}: expected a mapping at the top level")
         for item in overrides:
             key, sep, value = item.partition("=")
             if not sep:
-                raise ConfigError(f"override {item!r}: expected key=value")
+                raise ConfigError(f"override {item[:80]!r}: expected key=value")
             node = cfg
             *parents, leaf = key.split(".")
             for part in parents:
                 node = node.setdefault(part, {})
+                if not isinstance(node, dict):
+                    raise ConfigError(f"override {key!r}: '{part}' is not a section")
             node[leaf] = yaml.safe_load(value)
     except yaml.YAMLError as err:
-        raise ConfigError(f"{path or 'configs/rollout.yaml'}: not valid YAML: {err}") from err
-    known = {"experiment_prefix", "alias", "treatment_alias_suffix", "ramp", "guardrails", "kserve"}
-    unknown = set(cfg) - known
+        raise ConfigError(f"{where}: not valid YAML: {str(err).splitlines()[0]}") from err
+    unknown = set(cfg) - KNOWN_KEYS
     if unknown:
-        raise ConfigError(f"rollout config: unknown key(s) {sorted(unknown)}")
+        raise ConfigError(f"rollout config: unknown key(s) {sorted(unknown)}; known: {sorted(KNOWN_KEYS)}")
     return cfg
 
 
-def _model_ref(entry: dict, what: str, where: str):
+def _ref(model, what: str, where: str):
     from vsearch.rollout.schema import ModelRef
 
-    uri, version = entry.get("model_dir") or entry.get("model_uri"), entry.get("version") or entry.get("model_version")
-    if not uri or not version:
-        raise DataError(where, f"the blessing's {what} has no model folder or version")
-    return ModelRef(uri=str(uri), version=str(version))
+    if model is None or not model.model_uri or not model.version:
+        raise DataError(where, f"the blessing's {what} has no model URI or version")
+    return ModelRef(uri=str(model.model_uri), version=str(model.version))
 
 
-def build_rollout(blessing: dict, blessing_uri: str, cfg: dict, *, experiment_id: str | None = None,
-                  control: dict | None = None, created_at: datetime | None = None):
+def build_rollout(blessing, blessing_uri: str, cfg: dict, *, experiment_id: str | None = None, control=None,
+                  created_at: datetime | None = None, milvus_uri: str | None = None, registry: str | None = None):
     """The `RolloutConfig` for a blessed candidate (pure: no I/O).
 
     Args:
-        blessing: a blessing.json dict; must be blessed.
-        control: the control model entry (``model_dir``/``version``); default the blessing's champion.
+        blessing: a `vsearch.blessing.Blessing`; must be blessed.
+        control: the control arm's `vsearch.blessing.ModelRef` when the blessing has no champion
+            (first deployment: the baseline); with a champion, the champion is the control.
     """
     from pydantic import ValidationError
 
+    from vsearch.indexing.store import baseline_alias, candidate_alias, collection_name
     from vsearch.rollout.schema import Assignment, Guardrail, RampStep, Rollback, RolloutConfig, Traffic, Variant
 
-    if not blessing.get("blessed"):
-        raise DataError(blessing_uri, "rollout refused: the candidate is not blessed", detail=str(blessing.get("reason", "")))
-    control = control or blessing.get("champion")
-    if not control:
+    if not blessing.blessed:
+        raise DataError(blessing_uri, "rollout refused: the candidate is not blessed", detail=blessing.reason)
+    if blessing.champion is None and control is None:
         raise ConfigError(f"{blessing_uri}: the blessing has no champion, so there is no control to A/B against "
-                          "(first deployment: promote it with `vsearch registry promote`, or pass --control-model)")
-    treatment_ref = _model_ref(blessing["candidate"], "candidate", blessing_uri)
-    control_ref = _model_ref(control, "champion", blessing_uri)
+                          "(first deployment: name the baseline with --control-model)")
+    first_deployment = blessing.champion is None
+    treatment_ref = _ref(blessing.candidate, "candidate", blessing_uri)
+    control_ref = _ref(blessing.champion or control, "champion" if blessing.champion else "control model", blessing_uri)
     if treatment_ref.version == control_ref.version:
         raise DataError(blessing_uri, "rollout refused: candidate and control are the same model", detail=treatment_ref.version)
-    alias = str(cfg.get("alias", "vsearch_serving"))
-    treatment_alias = alias + str(cfg.get("treatment_alias_suffix", "_candidate"))
+    live = str(cfg.get("alias", "vsearch_serving"))
+    prefix = str(cfg.get("collection_prefix", "vsearch"))
+    control_alias = baseline_alias(live) if first_deployment else live
+    control_collection = collection_name(prefix, control_ref.version)
+    treatment_collection = collection_name(prefix, treatment_ref.version)
     experiment_id = experiment_id or f"{cfg.get('experiment_prefix', 'vsearch')}-{treatment_ref.version}-vs-{control_ref.version}"
+    restore = (f"nothing is live yet: promotion would create alias {live}; a rollback after it drops {live} again"
+               if first_deployment else f"alias {live} back on {control_collection} and the registry's champion back to {control_ref.version}")
     try:
         ramp = [RampStep(**step) for step in cfg["ramp"]]
-        rollout = RolloutConfig(
+        return RolloutConfig(
             experiment_id=experiment_id,
             created_at=created_at or datetime.now(timezone.utc).replace(microsecond=0),
             blessing=blessing_uri,
-            control=Variant(name="control", model=control_ref, milvus_alias=alias,
-                            milvus_collection=collection_name(control_ref.version)),
-            treatment=Variant(name="treatment", model=treatment_ref, milvus_alias=treatment_alias,
-                              milvus_collection=collection_name(treatment_ref.version)),
+            control=Variant(name="control", model=control_ref, milvus_alias=control_alias, milvus_collection=control_collection),
+            treatment=Variant(name="treatment", model=treatment_ref, milvus_alias=candidate_alias(live),
+                              milvus_collection=treatment_collection),
             traffic=Traffic(treatment_percent=ramp[0].treatment_percent, ramp=ramp),
             assignment=Assignment(salt=experiment_id),
             guardrails=[Guardrail(**g) for g in cfg["guardrails"]],
             rollback=Rollback(
-                alias=alias,
-                restore_collection=collection_name(control_ref.version),
+                alias=live,
+                restore_collection=None if first_deployment else control_collection,
                 instruction=(
-                    f"On any guardrail breach: set traffic.treatment_percent to 0 in this file (the search service "
-                    f"then routes every user to control), re-apply {KSERVE_FILE} with canaryTrafficPercent: 0, and keep "
-                    f"alias {alias} on collection {collection_name(control_ref.version)}. If the candidate was already "
-                    f"promoted: `vsearch registry rollback` and point alias {alias} back to "
-                    f"{collection_name(control_ref.version)} (`vsearch index rollback`)."
+                    f"`vsearch release rollback --rollout rollout.yaml`: before promotion it sets the treatment share to 0 "
+                    f"(every user on control; the live alias {live} was never touched); after promotion it restores "
+                    f"{restore}, together."
                 ),
             ),
+            live_alias=live,
+            milvus_uri=milvus_uri or None,
+            registry=registry or None,
         )
     except (KeyError, TypeError, ValidationError) as err:
-        raise ConfigError(f"rollout config does not fit the rollout schema: {err}") from err
-    return rollout
+        raise ConfigError(f"rollout config does not fit the rollout schema: {str(err).splitlines()[0][:200]}") from err
 
 
 def _project_image() -> str:
@@ -127,83 +142,124 @@ def _project_image() -> str:
     return IMAGE
 
 
-def build_manifest(rollout, cfg: dict) -> dict:
-    """The KServe InferenceService for the treatment's query encoder at the first ramp step."""
+def build_manifests(rollout, cfg: dict) -> list[dict]:
+    """One KServe InferenceService per arm (``<name>-control``, ``<name>-treatment``).
+
+    KServe's ``canaryTrafficPercent`` routes each *request* at random (and is ignored in
+    RawDeployment mode before KServe 0.20), so a user would see both models: not an A/B test
+    by user. Each arm therefore gets its own InferenceService at 100% serving its own model
+    and alias, and the search front assigns users with the rollout's hash; the annotations
+    carry the assignment so any front can reproduce it.
+    """
     from vsearch.rollout.kserve import inference_service
 
-    first = rollout.traffic.ramp[0].treatment_percent
-    if float(first) != int(first):
-        raise ConfigError(f"KServe canaryTrafficPercent is an integer: the first ramp step {first}% cannot be expressed")
     k = dict(cfg.get("kserve") or {})
-    try:
-        return inference_service(
-            name=str(k.get("name", "vsearch-query-encoder")),
-            namespace=str(k.get("namespace", "default")),
-            image=str(k.get("image") or _project_image()),
-            # "{alias}" / "{model_version}" in the args are filled with the treatment's.
-            args=[str(a).format(alias=rollout.treatment.milvus_alias, model_version=rollout.treatment.model.version)
-                  for a in k.get("args", [])],
-            storage_uri=rollout.treatment.model.uri,
-            model_version=rollout.treatment.model.version,
-            canary_percent=int(first),
-            min_replicas=int(k.get("min_replicas", 1)),
-            max_replicas=int(k.get("max_replicas", 4)),
-            service_account=k.get("service_account"),
-            labels={"vsearch.io/experiment": rollout.experiment_id[:63]},
-            annotations={
-                "vsearch.io/experiment-id": rollout.experiment_id,
-                "vsearch.io/treatment-model-version": rollout.treatment.model.version,
-                "vsearch.io/control-model-version": rollout.control.model.version,
-                "vsearch.io/blessing": rollout.blessing,
-            },
-        )
-    except (KeyError, ValueError) as err:
-        raise ConfigError(f"rollout config 'kserve' section: {err}") from err
+    docs = []
+    for arm in (rollout.control, rollout.treatment):
+        try:
+            docs.append(inference_service(
+                name=f"{k.get('name', 'vsearch-query-encoder')}-{arm.name}",
+                namespace=str(k.get("namespace", "default")),
+                image=str(k.get("image") or _project_image()),
+                # "{alias}" / "{model_version}" in the args are filled with the arm's.
+                args=[str(a).format(alias=arm.milvus_alias, model_version=arm.model.version) for a in k.get("args", [])],
+                storage_uri=arm.model.uri,
+                model_version=arm.model.version,
+                canary_percent=None,
+                min_replicas=int(k.get("min_replicas", 1)),
+                max_replicas=int(k.get("max_replicas", 4)),
+                service_account=k.get("service_account"),
+                labels={"vsearch.io/experiment": rollout.experiment_id[:63], "vsearch.io/arm": arm.name},
+                annotations={
+                    "vsearch.io/experiment-id": rollout.experiment_id,
+                    "vsearch.io/arm": arm.name,
+                    "vsearch.io/model-version": arm.model.version,
+                    "vsearch.io/milvus-alias": arm.milvus_alias,
+                    "vsearch.io/assignment": (f"{rollout.assignment.hash}({rollout.assignment.salt}:{rollout.assignment.unit}) "
+                                              f"% 10000 < {rollout.traffic.treatment_percent:g} * 100 -> treatment"),
+                    "vsearch.io/blessing": rollout.blessing,
+                },
+            ))
+        except (KeyError, ValueError) as err:
+            raise ConfigError(f"rollout config 'kserve' section: {err}") from err
+    return docs
 
 
-def _check_registry(blessing: dict, where: str, store: str) -> None:
+def _check_registry(blessing, where: str, store: str) -> None:
     from vsearch.registry import Registry
 
     current = Registry(store).current()
-    champion = (blessing.get("champion") or {}).get("version")
-    candidate = blessing["candidate"].get("version")
+    champion = blessing.champion.version if blessing.champion else None
     if current is None:
         if champion is not None:
             raise DataError(where, "rollout refused: the registry has no champion but the blessing names one", detail=champion)
         return
-    if current["model_version"] not in (champion, candidate):
+    if current["model_version"] != champion:
         raise DataError(where, "rollout refused: stale blessing, the registry's champion is another model",
                         detail=f"registry {current['model_version']}, blessing champion {champion}")
 
 
+def check_arms(rollout, milvus_uri: str, index_cfg=None) -> dict[str, str]:
+    """Every arm's alias exists and points at a verified collection its own model built.
+
+    Returns {arm: collection}; raises `vsearch.indexing.store.EmbeddingSpaceMismatch` /
+    `IndexError_` (one line each) otherwise. The live alias is checked only when it is the
+    control's (a first deployment has none yet).
+    """
+    from vsearch.indexing.config import load_index_config
+    from vsearch.indexing.store import connect
+
+    cfg = index_cfg or load_index_config(None, [])
+    out = {}
+    with connect(milvus_uri, cfg) as store:
+        for arm in (rollout.control, rollout.treatment):
+            out[arm.name] = store.check_embedding_space(arm.milvus_alias, arm.model.version, artifacts.model_embed_dim(arm.model.uri))
+    return out
+
+
 def write_rollout(blessing_path: str | os.PathLike, out_dir: str | os.PathLike, cfg: dict | None = None, *,
-                  registry: str | None = None, experiment_id: str | None = None, control_model: str | None = None) -> dict[str, Path]:
-    """Write ``rollout.yaml`` + ``inferenceservice.yaml`` into ``out_dir`` (published atomically)."""
+                  registry: str | None = None, experiment_id: str | None = None, control_model: str | None = None,
+                  milvus_uri: str | None = None) -> dict[str, Path]:
+    """Write ``rollout.yaml`` + ``inferenceservice.yaml`` into ``out_dir`` (published atomically).
+
+    Args:
+        control_model: the control arm when the blessing has no champion (the baseline), as a
+            folder or URI; ignored when the blessing has a champion.
+        milvus_uri: check every arm's alias there before writing (and record it as the
+            plan's Milvus); None: not checked.
+    """
     import yaml
 
-    from vsearch.evaluation.gate import BLESSING_FILE, load_blessing
+    from vsearch.blessing import ModelRef, blessing_path as _file, read_blessing
+    from vsearch.indexing.store import IndexError_
     from vsearch.rollout.schema import dump_rollout, load_rollout
 
     cfg = cfg if cfg is not None else load_rollout_defaults()
-    blessing = load_blessing(blessing_path)
-    path = Path(blessing_path)
-    uri = str((path / BLESSING_FILE if path.is_dir() else path).resolve())
-    if not blessing.get("blessed"):
-        raise DataError(uri, "rollout refused: the candidate is not blessed", detail=str(blessing.get("reason", "")))
+    blessing = read_blessing(blessing_path)
+    uri = str(_file(blessing_path).resolve())
+    if not blessing.blessed:
+        raise DataError(uri, "rollout refused: the candidate is not blessed", detail=blessing.reason)
     if registry:
         _check_registry(blessing, uri, registry)
     control = None
-    if control_model:
-        control = {"model_dir": str(Path(control_model).resolve()), "version": artifacts.model_version(control_model)}
-    rollout = build_rollout(blessing, uri, cfg, experiment_id=experiment_id, control=control)
-    manifest = build_manifest(rollout, cfg)
+    if control_model and blessing.champion is None:
+        control_uri = str(Path(control_model).resolve()) if "://" not in str(control_model) else str(control_model)
+        control = ModelRef("baseline", control_uri, artifacts.model_version(control_model))
+    rollout = build_rollout(blessing, uri, cfg, experiment_id=experiment_id, control=control, milvus_uri=milvus_uri,
+                            registry=registry)
+    if milvus_uri:
+        try:
+            check_arms(rollout, milvus_uri)
+        except IndexError_ as err:
+            raise DataError(uri, f"rollout refused: {err}") from err
+    manifests = build_manifests(rollout, cfg)
     out = Path(out_dir)
     staging = artifacts.fresh_staging(out)
     try:
         dump_rollout(rollout, staging / ROLLOUT_FILE)
         if load_rollout(staging / ROLLOUT_FILE) != rollout:  # the file must round-trip through the schema
             raise RuntimeError(f"{staging / ROLLOUT_FILE}: does not read back as written")
-        (staging / KSERVE_FILE).write_text(yaml.safe_dump(manifest, sort_keys=False))
+        (staging / KSERVE_FILE).write_text(yaml.safe_dump_all(manifests, sort_keys=False))
         artifacts.publish(staging, out)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
@@ -212,18 +268,19 @@ def write_rollout(blessing_path: str | os.PathLike, out_dir: str | os.PathLike, 
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``vsearch rollout --blessing PATH --out DIR [--registry URI] [--config YAML] [key=value ...]``."""
-    parser = argparse.ArgumentParser(prog="vsearch rollout", description="Write rollout.yaml + KServe canary manifest from a blessing.")
+    """``vsearch rollout --blessing PATH --out DIR [--registry URI] [--milvus-uri URI] [--config YAML] [key=value ...]``."""
+    parser = argparse.ArgumentParser(prog="vsearch rollout", description="Write rollout.yaml + per-arm KServe manifests from a blessing.")
     parser.add_argument("--blessing", required=True, help="blessing.json (or its folder) from vsearch gate")
     parser.add_argument("--out", required=True, help="folder for rollout.yaml and inferenceservice.yaml (replaced atomically)")
     parser.add_argument("--registry", help="champion registry: refuse a blessing judged against another champion")
+    parser.add_argument("--milvus-uri", help="check that every arm's alias exists and was built by that arm's model")
     parser.add_argument("--config", help="rollout defaults YAML (default: configs/rollout.yaml)")
-    parser.add_argument("--experiment-id", help="default: <prefix>-<candidate version>-vs-<champion version>")
-    parser.add_argument("--control-model", help="control model folder when the blessing has no champion")
+    parser.add_argument("--experiment-id", help="default: <prefix>-<candidate version>-vs-<control version>")
+    parser.add_argument("--control-model", help="control model (the baseline) when the blessing has no champion")
     parser.add_argument("overrides", nargs="*", help="dotted overrides, e.g. alias=search_v1 kserve.namespace=search")
     args = parser.parse_args(argv)
     cfg = load_rollout_defaults(args.config, args.overrides)
     paths = write_rollout(args.blessing, args.out, cfg, registry=args.registry, experiment_id=args.experiment_id,
-                          control_model=args.control_model)
+                          control_model=args.control_model, milvus_uri=args.milvus_uri)
     print(f"rollout: {paths['rollout']}\nkserve:  {paths['kserve']}")
     return 0

@@ -1,16 +1,23 @@
 """The HTTP search service (FastAPI + uvicorn) with A/B routing and a small web page.
 
 ``vsearch serve --model DIR --alias NAME --data DIR`` serves one model; ``--rollout FILE``
-routes each request by user id (form field ``user_id`` or header ``X-User-Id``; anonymous
-users get the control) to the variant's model + alias. Encoders are loaded once per variant.
+serves both arms of a release's A/B test, each with its own model and its own alias: users
+are assigned by the rollout's sticky hash of the user id (form field ``user_id`` or header
+``X-User-Id``; anonymous users get the control). The file is re-read when it changes (a
+``vsearch release ramp`` takes effect without a restart; a change of arms needs one).
+Encoders are loaded once per variant. With a rollout (or ``--events DIR``) every answered
+search is logged as an impression and ``POST /click`` takes click events
+(`vsearch.rollout.events`, append-only), the evidence ``vsearch rollout analyze`` reads.
 
 Endpoints:
 - ``POST /search`` multipart: ``image`` (file), ``text`` (optional reformulation), ``k``
-  (default 10), ``user_id`` (optional) -> JSON ``{variant, model_version, alias, results}``.
-  Bad input gets a 4xx JSON ``{"error": message}``: not an image / corrupt (400), too large
-  (413), wrong content type (415), k out of range / text too long / missing field (422).
-- ``GET /healthz`` (process up), ``GET /readyz`` (models loaded, aliases resolvable and
-  their collections loaded; 503 otherwise).
+  (default 10), ``user_id`` (optional) -> JSON ``{request_id, variant, model_version, alias,
+  results}``. Bad input gets a 4xx JSON ``{"error": message}``: not an image / corrupt (400),
+  too large (413, counted while the body streams in), wrong content type (415), k out of
+  range / text too long / missing field (422). Decoding runs off the event loop.
+- ``POST /click`` JSON ``{request_id, product_id, user_id?, type?: click|add_to_cart}`` -> 204.
+- ``GET /healthz`` (process up), ``GET /readyz`` (models loaded; every alias on a verified
+  collection that its arm's own model built, naming both versions otherwise; 503 if not).
 - ``GET /`` the search page; ``GET /products/{id}/image`` a catalog image, only from files
   under the data folder.
 """
@@ -18,7 +25,9 @@ Endpoints:
 
 import argparse
 import os
+import sys
 import time
+import uuid
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -58,10 +67,39 @@ class ServiceState:
     data_dir: str
     rollout: object | None = None  # vsearch.rollout.schema.RolloutConfig
     limits: Limits = field(default_factory=Limits)
+    rollout_path: str | None = None
+    events: object | None = None  # vsearch.rollout.events.EventLog
+    _rollout_stamp: tuple = ()
+    _checked_at: float = 0.0
+
+    def refresh_rollout(self, min_interval_s: float = 1.0) -> None:
+        """Pick up a new traffic share from the rollout file (same arms only; checked at most once a second)."""
+        if not self.rollout_path or time.monotonic() - self._checked_at < min_interval_s:
+            return
+        self._checked_at = time.monotonic()
+        try:
+            st = os.stat(self.rollout_path)
+            stamp = (st.st_mtime_ns, st.st_size)
+            if stamp == self._rollout_stamp:
+                return
+            from vsearch.rollout.schema import load_rollout
+
+            new = load_rollout(self.rollout_path)
+        except Exception as err:  # noqa: BLE001 - a bad edit must not take the service down
+            print(f"vsearch serve: keeping the loaded rollout: {err}", flush=True)
+            return
+        self._rollout_stamp = stamp
+        same_arms = all(new.variants()[n].model == v.model and new.variants()[n].milvus_alias == v.milvus_alias
+                        for n, v in self.rollout.variants().items())
+        if new.experiment_id == self.rollout.experiment_id and same_arms:
+            self.rollout = new
+        else:
+            print("vsearch serve: the rollout file now names other arms: restart to serve them", flush=True)
 
     def route(self, user_id: str | None) -> str:
         if self.rollout is None:
             return next(iter(self.searchers))
+        self.refresh_rollout()
         if not user_id:
             return "control"
         from vsearch.rollout.schema import assign_variant
@@ -80,8 +118,15 @@ def build_state(
     hydrate_spec: str = "catalog",
     limits: Limits | None = None,
     device: str = "cpu",
+    events_dir: str | None = None,
 ) -> ServiceState:
-    """Load the encoders (once per distinct model + alias) and resolve every alias."""
+    """Load the encoders (once per distinct model + alias) and check every alias.
+
+    An alias that is missing or on a collection another model built does not stop the start:
+    the service comes up not ready (``/readyz`` 503 naming both versions) and refuses to
+    search that arm, so a probe, not a crash loop, tells the operator what is wrong.
+    """
+    from vsearch.indexing.store import IndexError_
     from vsearch.serving.search import make_hydrator
 
     rollout = None
@@ -89,7 +134,12 @@ def build_state(
         from vsearch.rollout.schema import load_rollout
 
         rollout = load_rollout(rollout_path)
+        for name, v in rollout.variants().items():
+            if not v.model.uri:
+                raise ValueError(f"{rollout_path}: arm {name} names no model")
         wanted = {name: (v.model.uri, v.milvus_alias) for name, v in rollout.variants().items()}
+        if events_dir is None:
+            events_dir = str(Path(rollout_path).parent / "events")
     else:
         if not (model and alias):
             raise ValueError("give --model and --alias, or --rollout FILE")
@@ -99,17 +149,84 @@ def build_state(
     for name, key in wanted.items():
         if key not in loaded:
             loaded[key] = Searcher(key[0], key[1], store, index_cfg, device=device)
-            loaded[key].prepare()
+            try:
+                loaded[key].prepare()
+            except IndexError_ as err:
+                print(f"vsearch serve: arm {name} not ready: {err}", flush=True)
         searchers[name] = loaded[key]
-    return ServiceState(searchers, make_hydrator(hydrate_spec, data_dir), str(data_dir), rollout, limits or Limits())
+    events = None
+    if events_dir:
+        from vsearch.rollout.events import EventLog
+
+        events = EventLog(events_dir)
+    state = ServiceState(searchers, make_hydrator(hydrate_spec, data_dir), str(data_dir), rollout, limits or Limits(),
+                         rollout_path=str(rollout_path) if rollout_path else None, events=events)
+    if rollout_path:
+        st = os.stat(rollout_path)
+        state._rollout_stamp = (st.st_mtime_ns, st.st_size)
+    return state
+
+
+def _ms(started: float) -> float:
+    return round((time.perf_counter() - started) * 1000, 2)
+
+
+def _log_impression(state: ServiceState, record: dict) -> None:
+    if state.events is not None:
+        state.events.impression(record)
+
+
+async def _read_query(request, limits: Limits):
+    """(PIL image, text, k, form) of a /search request, or QueryError (4xx).
+
+    The body is counted while it streams in and refused past the limit (a chunked upload with
+    no Content-Length is not spooled in full first); the image is decoded in a worker thread,
+    never on the event loop.
+    """
+    from starlette.concurrency import run_in_threadpool
+    from starlette.datastructures import UploadFile
+
+    content_type = request.headers.get("content-type", "")
+    if not content_type.startswith("multipart/form-data"):
+        raise QueryError(415, f"send multipart/form-data with an 'image' file, not '{content_type[:80] or 'no content type'}'")
+    cap = limits.max_upload_bytes + _ENVELOPE_BYTES
+    length = request.headers.get("content-length")
+    if length and length.isdigit() and int(length) > cap:
+        raise QueryError(413, f"image too large: request of {int(length)} bytes (limit {limits.max_upload_bytes} bytes)")
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > cap:
+            raise QueryError(413, f"image too large: request over {cap} bytes (limit {limits.max_upload_bytes} bytes)")
+    request._body = bytes(body)  # starlette's form parser reads the buffered body, not the stream again
+    try:
+        form = await request.form(max_files=1, max_fields=10, max_part_size=64 * 1024)
+    except Exception as err:  # malformed multipart, too many parts
+        raise QueryError(400, f"malformed multipart form: {str(getattr(err, 'detail', err))[:200]}") from err
+    upload = form.get("image")
+    if upload is None:
+        raise QueryError(422, "missing form field 'image' (the photo to search with)")
+    if not isinstance(upload, UploadFile):
+        raise QueryError(422, "form field 'image' must be a file upload")
+    upload_type = (upload.content_type or "").split(";")[0].strip().lower()
+    if upload_type not in ALLOWED_CONTENT_TYPES:
+        raise QueryError(415, f"wrong content type '{upload_type[:60] or 'none'}' for 'image'; send one of {', '.join(ALLOWED_CONTENT_TYPES)}")
+    raw = await upload.read(limits.max_upload_bytes + 1)  # never more than the limit + 1
+    k = check_k(form.get("k", "10"), limits.max_k)
+    text = check_text(form.get("text", ""), limits.max_text_chars)
+    image = await run_in_threadpool(decode_query_image, raw, max_bytes=limits.max_upload_bytes, max_pixels=limits.max_pixels)
+    import hashlib
+
+    digest = hashlib.sha256(raw + b"\0" + text.encode()).hexdigest()[:16]
+    fields = {key: form.get(key) for key in ("user_id",)} | {"_digest": digest}
+    return image, text, k, fields
 
 
 def create_app(state: ServiceState):
     """The FastAPI application over a built :class:`ServiceState`."""
     from fastapi import FastAPI, Request
-    from fastapi.responses import FileResponse, HTMLResponse, JSONResponse
+    from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
     from starlette.concurrency import run_in_threadpool
-    from starlette.datastructures import UploadFile
     from starlette.exceptions import HTTPException as StarletteHTTPException
 
     app = FastAPI(title="vsearch", docs_url=None, redoc_url=None)
@@ -162,50 +279,63 @@ def create_app(state: ServiceState):
     async def search(request: Request):
         started = time.perf_counter()
         try:
-            content_type = request.headers.get("content-type", "")
-            if not content_type.startswith("multipart/form-data"):
-                raise QueryError(415, f"send multipart/form-data with an 'image' file, not '{content_type or 'no content type'}'")
-            length = request.headers.get("content-length")
-            if length and length.isdigit() and int(length) > limits.max_upload_bytes + _ENVELOPE_BYTES:
-                raise QueryError(413, f"image too large: request of {int(length)} bytes (limit {limits.max_upload_bytes} bytes)")
-            try:
-                form = await request.form(max_files=1, max_fields=10, max_part_size=64 * 1024)
-            except Exception as err:  # malformed multipart, too many parts
-                raise QueryError(400, f"malformed multipart form: {getattr(err, 'detail', err)}") from err
-            upload = form.get("image")
-            if upload is None:
-                raise QueryError(422, "missing form field 'image' (the photo to search with)")
-            if not isinstance(upload, UploadFile):
-                raise QueryError(422, "form field 'image' must be a file upload")
-            upload_type = (upload.content_type or "").split(";")[0].strip().lower()
-            if upload_type not in ALLOWED_CONTENT_TYPES:
-                raise QueryError(415, f"wrong content type '{upload_type or 'none'}' for 'image'; send one of {', '.join(ALLOWED_CONTENT_TYPES)}")
-            raw = await upload.read(limits.max_upload_bytes + 1)  # never more than the limit + 1
-            k = check_k(form.get("k", "10"), limits.max_k)
-            text = check_text(form.get("text", ""), limits.max_text_chars)
-            image = decode_query_image(raw, max_bytes=limits.max_upload_bytes, max_pixels=limits.max_pixels)
+            image, text, k, form = await _read_query(request, limits)
         except QueryError as err:
             return error(err.status, err.message)
-        user_id = str(form.get("user_id") or request.headers.get("x-user-id") or "")
+        user_id = str(form.get("user_id") or request.headers.get("x-user-id") or "")[:200]
         variant = state.route(user_id)
         searcher = state.searchers[variant]
+        request_id = uuid.uuid4().hex
+        record = {"ts": time.time(), "request_id": request_id, "experiment_id": getattr(state.rollout, "experiment_id", None),
+                  "arm": variant, "user_id": user_id or None, "query": form.get("_digest"), "k": k,
+                  "model_version": searcher.version,
+                  "treatment_percent": state.rollout.traffic.treatment_percent if state.rollout else None}
         try:
             hits, used = await run_in_threadpool(searcher.query, image, text, k)
             results = hydrate(hits, state.hydrator)
-        except Exception as err:  # noqa: BLE001 - backend trouble is a 503, not a 500
+        except Exception as err:  # noqa: BLE001 - backend trouble (or an embedding-space mismatch) is a 503, not a 500
+            _log_impression(state, record | {"status": 503, "results": [], "latency_ms": _ms(started)})
             return error(503, f"search backend unavailable: {type(err).__name__}: {err}")
         for r in results:
             r["image_url"] = f"/products/{r['product_id']}/image"
+        took = _ms(started)
+        _log_impression(state, record | {"status": 200, "results": [r["product_id"] for r in results], "latency_ms": took,
+                                         "collection": getattr(searcher, "_checked", (None,))[0]})
         return {
+            "request_id": request_id,
             "variant": variant,
             "user_id": user_id or None,
             "model_version": searcher.version,
             "alias": searcher.alias,
             "text_used": used,
             "k": k,
-            "took_ms": round((time.perf_counter() - started) * 1000, 2),
+            "took_ms": took,
             "results": results,
         }
+
+    @app.post("/click")
+    async def click(request: Request):
+        from vsearch.rollout.events import CLICK_TYPES
+
+        if state.events is None:
+            return error(404, "this service records no events (start it with --rollout or --events DIR)")
+        try:
+            body = await request.json()
+        except Exception:  # noqa: BLE001 - any unparsable body is the client's error
+            return error(400, "send a JSON object {request_id, product_id, user_id?, type?}")
+        if not isinstance(body, dict):
+            return error(400, "send a JSON object {request_id, product_id, user_id?, type?}")
+        rid, pid, kind = body.get("request_id"), body.get("product_id"), body.get("type", "click")
+        if not isinstance(rid, str) or not rid.isalnum() or len(rid) > 64:
+            return error(422, "request_id must be the request_id a /search answer returned")
+        if not isinstance(pid, str) or not 0 < len(pid) <= 512:
+            return error(422, "product_id must be a non-empty string")
+        if kind not in CLICK_TYPES:
+            return error(422, f"type must be one of {list(CLICK_TYPES)}")
+        user = body.get("user_id") or request.headers.get("x-user-id")
+        state.events.click({"ts": time.time(), "request_id": rid, "user_id": str(user)[:200] if user else None,
+                            "product_id": pid, "type": kind})
+        return Response(status_code=204)
 
     return app
 
@@ -217,7 +347,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="vsearch serve", description="HTTP search service with A/B routing and a web page.")
     parser.add_argument("--model", default=None, help="model folder (without --rollout)")
     parser.add_argument("--alias", default=None, help="Milvus alias (without --rollout)")
-    parser.add_argument("--rollout", default=None, help="rollout.yaml: route users to control / treatment")
+    parser.add_argument("--rollout", default=None, help="rollout.yaml: serve both A/B arms (its Milvus unless --milvus-uri)")
+    parser.add_argument("--events", default=None, help="impression/click log folder (default with --rollout: events/ beside it)")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8000)
     parser.add_argument("--max-upload-bytes", type=int, default=DEFAULT_MAX_UPLOAD_BYTES)
@@ -233,11 +364,20 @@ def main(argv: list[str] | None = None) -> int:
     from vsearch.indexing.store import connect
 
     cfg = load_index_config(args.index_config, args.overrides)
-    store = connect(args.milvus_uri, cfg)
+    milvus_uri = args.milvus_uri
+    given = argv if argv is not None else sys.argv[1:]
+    if args.rollout:
+        from vsearch.rollout.schema import load_rollout
+
+        plan = load_rollout(args.rollout)  # a bad plan: one line, exit 2, before anything starts
+        if plan.milvus_uri and not any(a == "--milvus-uri" or a.startswith("--milvus-uri=") for a in given):
+            milvus_uri = plan.milvus_uri
+    store = connect(milvus_uri, cfg)
     try:
         state = build_state(
             data_dir=args.data, store=store, index_cfg=cfg, model=args.model, alias=args.alias, rollout_path=args.rollout,
             hydrate_spec=args.hydrate, limits=Limits(max_upload_bytes=args.max_upload_bytes, max_k=args.max_k), device=args.device,
+            events_dir=args.events,
         )
         uvicorn.run(create_app(state), host=args.host, port=args.port, log_level=os.environ.get("VSEARCH_LOG_LEVEL", "info"))
     finally:

@@ -155,21 +155,36 @@ class Searcher:
     def collection(self) -> str | None:
         return self.store.alias_target(self.alias)
 
+    def check(self, *, max_age_s: float = 0.0) -> str:
+        """The collection behind the alias, if this model built it (re-resolved after ``max_age_s``).
+
+        Raises:
+            vsearch.indexing.store.IndexError_: the alias does not exist, or
+            EmbeddingSpaceMismatch: the collection was built by another model (an alias moved
+            under a running service, e.g. by a promotion): its vectors are in another space.
+        """
+        now = time.monotonic()
+        checked = getattr(self, "_checked", None)
+        if checked is not None and now - checked[1] < max_age_s:
+            return checked[0]
+        target = self.store.check_embedding_space(self.alias, self.version, int(self.model.cfg.embed_dim))
+        self._checked = (target, now)
+        return target
+
     def prepare(self) -> None:
-        """Resolve the alias and load its collection (raises if the alias does not exist)."""
-        target = self.collection()
-        if target is None:
-            raise LookupError(f"Milvus alias '{self.alias}' does not exist")
-        self.store.ensure_loaded(target)
+        """Resolve the alias, check the model built its collection, load it (IndexError_ otherwise)."""
+        self.store.ensure_loaded(self.check())
 
     def ready(self) -> tuple[bool, str]:
         try:
-            target = self.collection()
-            if target is None:
-                return False, f"alias '{self.alias}' does not exist"
+            target = self.check()
             state = str(self.store.client.get_load_state(target).get("state"))
-            return state.endswith("Loaded"), f"alias '{self.alias}' -> {target} ({state.split('.')[-1]})"
+            return state.endswith("Loaded"), f"alias '{self.alias}' -> {target}, built by {self.version} ({state.split('.')[-1]})"
         except Exception as err:  # noqa: BLE001 - readiness reports, never raises
+            from vsearch.indexing.store import IndexError_
+
+            if isinstance(err, IndexError_):
+                return False, str(err)
             return False, f"Milvus unavailable: {type(err).__name__}: {err}"
 
     def encode(self, image, text: str = "") -> tuple[np.ndarray, bool]:
@@ -203,6 +218,9 @@ class Searcher:
         return [Hit(str(hit_id(h)), float(h["distance"]), h.get(CATEGORY) or "") for h in res[0]]
 
     def query(self, image, text: str, k: int) -> tuple[list[Hit], bool]:
+        # Re-checked every few seconds: an alias moved under a running service must not serve
+        # this model's query vectors against another model's collection.
+        self.check(max_age_s=5.0)
         vector, used = self.encode(image, text)
         return self.search(vector, k), used
 
@@ -261,10 +279,12 @@ def main(argv: list[str] | None = None) -> int:
     cfg = load_index_config(args.index_config, args.overrides)
     hydrator = make_hydrator(args.hydrate, args.data)
     with connect(args.milvus_uri, cfg) as store:
+        from vsearch.indexing.store import IndexError_
+
         searcher = Searcher(args.model, args.alias, store, cfg, device=args.device)
         try:
             searcher.prepare()
-        except LookupError as err:
+        except IndexError_ as err:  # no such alias, or a collection another model built
             print(f"vsearch search: error: {err}", file=sys.stderr)
             return 2
         start = time.perf_counter()
