@@ -252,13 +252,19 @@ def read_uri_bytes(path: str, where: str, *, max_bytes: int = MAX_IMAGE_BYTES) -
                 raw = fh.read(max_bytes + 1)
         else:
             fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOCTTY", 0))
-            with os.fdopen(fd, "rb") as fh:
-                st = os.fstat(fh.fileno())
+            try:
+                st = os.fstat(fd)
                 if not stat.S_ISREG(st.st_mode):
                     raise DataError(where, "image is not a regular file", detail=_file_type(st.st_mode), kind="unreadable")
                 if st.st_size > max_bytes:
                     raise DataError(where, "image file is too large", detail=f"{st.st_size} bytes, {limit}", kind="too_large")
+            except BaseException:
+                os.close(fd)
+                raise
+            with os.fdopen(fd, "rb") as fh:
                 raw = fh.read(max_bytes + 1)
+    except DataError:
+        raise
     except FileNotFoundError as err:
         raise DataError(where, "image file is missing", kind="missing") from err
     except (OSError, ValueError) as err:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import io
 import os
+import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
@@ -55,7 +56,9 @@ def image_to_rgb(raw: bytes, where: str, *, max_pixels: int = schema.MAX_IMAGE_P
     if not raw:
         raise DataError(where, "image file is empty (0 bytes)", kind="empty")
     try:
-        img = Image.open(io.BytesIO(raw))
+        with warnings.catch_warnings():  # PIL warns from 89 Mpx; our own cap below is lower
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            img = Image.open(io.BytesIO(raw))
     except Image.DecompressionBombError as err:
         raise DataError(where, "image has too many pixels", detail=str(err)[:160], kind="too_large") from err
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:

@@ -30,7 +30,7 @@ REQUIRED = (schema.CATALOG_FILE, schema.INTERACTIONS_FILE)
 OPTIONAL = (schema.REFORMULATIONS_FILE, schema.PRODUCT_HISTORY_FILE)
 EXAMPLES_IN_LINE = 5
 # A failure line is at most this long; each value shown in it at most VALUE_CHARS.
-LINE_CHARS, VALUE_CHARS = 300, 60
+LINE_CHARS, VALUE_CHARS = 276, 60  # 300 with the CLI's "vsearch data validate: " prefix
 # Our Data Docs site (the ephemeral context already has one called "local_site", in a temp dir).
 DATA_DOCS_SITE = "vsearch_data_docs"
 RUN_NAME = "vsearch-data-validate"
@@ -63,6 +63,9 @@ class CheckResult:
         where = f"{self.manifest}: {self.rule}: {self.description}"
         if self.unexpected_count is not None and self.element_count is not None:
             where += f": {self.unexpected_count} of {self.element_count} rows fail"
+        rows = [str(ex["row"]) for ex in self.examples[:EXAMPLES_IN_LINE] if ex.get("row") is not None]
+        if len(rows) > 1:  # the row numbers first: a clipped line still names every row it shows
+            where += ": rows " + ", ".join(rows)
         shown = []
         for ex in self.examples[:EXAMPLES_IN_LINE]:
             text = "" if ex.get("row") is None else f"row {ex['row']}"
