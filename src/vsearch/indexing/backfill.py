@@ -5,23 +5,35 @@ Steps (each safe to interrupt; a rerun of the same command resumes):
 1. **plan** — collection ``<prefix>_<model version>``; created if missing, else its dimension
    must match the model's (a clear error otherwise); its registry record says ``writing``.
 2. **write** — ids already stored are skipped (and rows of products no longer in the catalog
-   deleted). DataLoader workers decode images while the main thread encodes; a background
+   deleted). A collection recorded ``verified`` is recorded ``writing`` again before its first
+   row changes, so neither ``index rollback`` nor ``index status`` can present a half-rewritten
+   collection as verified (a served one is never rewritten: use ``--tag``). DataLoader workers decode images while the main thread encodes; a background
    thread upserts by ``product_id`` from a bounded queue, so encoding never waits on Milvus
    (and memory stays bounded when Milvus is slower). NaN/inf embeddings stop the run with the
-   catalog row named.
+   catalog row named. The workers die with the process (``PR_SET_PDEATHSIG``) and never hold
+   the Milvus Lite LOCK, so a rerun right after a kill can open the database.
 3. **finalize** — flush, build the index (HNSW, else the configured fallbacks), load.
 4. **verify** — at Strong consistency: dimension, row count == catalog, every id present,
    finite vectors, sampled recall@k of the index vs exact numpy search >= threshold.
 5. **promote** — only a verified collection is recorded ``verified`` and only then does the
    alias move to it. A failed verification records ``failed``, leaves the alias alone and
    raises :class:`VerificationError` with the reasons.
+
+Every step boundary is a :func:`vsearch.faults.fault_point` (test-only): ``open``, ``delete``,
+``encode`` (after each batch is queued; decoding workers alive), ``write`` (after each stored
+batch), ``written``, ``finalize``, ``index``, ``verify``, ``verified``, ``alias``. ``tests/integration/test_backfill_faults.py`` kills the process at each.
 """
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
+import functools
 import json
 import os
 import queue
+import signal
+import sys
 import threading
 import time
 from dataclasses import dataclass, field
@@ -31,6 +43,7 @@ from typing import Callable
 import numpy as np
 
 from vsearch import schema
+from vsearch.faults import fault_point
 from vsearch.indexing.config import IndexConfig
 from vsearch.indexing.store import (
     CATEGORY,
@@ -41,6 +54,7 @@ from vsearch.indexing.store import (
     WRITING,
     IndexError_,
     Store,
+    close_inherited_lite_locks,
     collection_name,
     hit_id,
 )
@@ -114,14 +128,37 @@ def _collate(items):
     return [r for r, _, _ in items], torch.stack([img for _, img, _ in items])
 
 
-def _worker_init(_: int) -> None:
+_PR_SET_PDEATHSIG = 1  # linux/prctl.h
+
+
+def _die_with_parent(parent_pid: int) -> None:
+    """Have the kernel SIGKILL this worker when its parent dies (Linux; elsewhere a no-op).
+
+    torch's own watchdog notices a dead parent only every 5 s; an orphaned worker meanwhile
+    holds memory, a CPU and (before :func:`close_inherited_lite_locks`) the Milvus Lite LOCK.
+    """
+    if not sys.platform.startswith("linux"):
+        return
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    if os.getppid() != parent_pid:  # the parent died before prctl took effect
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+def _worker_init(parent_pid: int, _: int) -> None:
     import torch
 
+    _die_with_parent(parent_pid)
+    close_inherited_lite_locks()
     torch.set_num_threads(1)  # decoding workers must not compete with the encoder's threads
 
 
 def iter_image_batches(data_dir: str, uris: list[str], rows: list[int], size: int, batch_size: int, num_workers: int):
-    """Yield (catalog rows, (B, 3, S, S) uint8) batches, decoded by ``num_workers`` processes."""
+    """Yield (catalog rows, (B, 3, S, S) uint8) batches, decoded by ``num_workers`` processes.
+
+    Close the generator (``contextlib.closing``) when stopping early: that stops the workers
+    at once instead of at garbage collection.
+    """
     from torch.utils.data import DataLoader
 
     dataset = _CatalogImages(str(data_dir), uris, rows, size)
@@ -131,11 +168,19 @@ def iter_image_batches(data_dir: str, uris: list[str], rows: list[int], size: in
         shuffle=False,
         num_workers=num_workers,
         collate_fn=_collate,
-        worker_init_fn=_worker_init if num_workers else None,
+        worker_init_fn=functools.partial(_worker_init, os.getpid()) if num_workers else None,
         prefetch_factor=4 if num_workers else None,
         persistent_workers=False,
     )
-    yield from loader
+    batches = iter(loader)
+    try:
+        yield from batches
+    finally:
+        # An exception's traceback keeps the iterator (and its workers) alive until it is
+        # freed; torch's shutdown is private, hence getattr (absent with num_workers=0).
+        shutdown = getattr(batches, "_shutdown_workers", None)
+        if shutdown is not None:
+            shutdown()
 
 
 class _Writer(threading.Thread):
@@ -164,6 +209,7 @@ class _Writer(threading.Thread):
                 self.store.client.upsert(self.collection, rows)
                 self.written += len(ids)
                 self.progress(f"stored {self.done + self.written}/{self.total}")
+                fault_point("write")
             except BaseException as err:  # noqa: BLE001 - re-raised in the producer
                 self.error = err
 
@@ -195,6 +241,18 @@ def check_finite(vectors: np.ndarray, rows: list[int], ids: list[str], catalog_p
 
 
 # ---------------------------------------------------------------------------------- steps
+def mark_writing(store: Store, collection: str) -> None:
+    """Record ``collection`` as ``writing`` (unless it already is): call before its first row changes.
+
+    A collection recorded ``verified`` whose rows then change would be presented as verified by
+    ``index status`` and be a target of ``index rollback`` with whatever rows a killed rewrite
+    left in it; only :func:`finalize_and_swap` records it verified again.
+    """
+    record = store.collection_record(collection) or {}
+    if record.get("status") != WRITING:
+        store.set_collection_status(collection, status=WRITING, rewrite_started_at=time.time())
+
+
 def open_collection(store: Store, model_dir: str, dim: int, cfg: IndexConfig, tag: str = "") -> tuple[str, str, bool]:
     """(collection, model version, created?) for ``model_dir``; checks an existing one's dim."""
     from vsearch.artifacts import model_version
@@ -254,9 +312,13 @@ def write_catalog(
                 f"verified ({len(ids) - len(stored)} new, {len(stale)} removed products); rerun with --tag NAME "
                 "to build a new collection"
             )
+        if stale or len(stored) < len(ids):
+            mark_writing(store, collection)
         for start in range(0, len(stale), 1000):
             store.client.delete(collection, filter=f"{PRIMARY} in {json.dumps(stale[start : start + 1000])}")
         report.deleted_stale = len(stale)
+        if stale:
+            fault_point("delete")
     todo = [i for i, pid in enumerate(ids) if pid not in stored]
     report.skipped = len(ids) - len(todo)
     progress(f"plan: {len(ids)} catalog products, {report.skipped} already stored, {len(todo)} to embed")
@@ -271,8 +333,9 @@ def write_catalog(
     writer.start()
     start = time.perf_counter()
     try:
-        with torch.inference_mode():
-            batches = iter_image_batches(data_dir, [uris[i] for i in todo], todo, model.cfg.image_size, bf.batch_size, bf.num_workers)
+        with torch.inference_mode(), contextlib.closing(
+            iter_image_batches(data_dir, [uris[i] for i in todo], todo, model.cfg.image_size, bf.batch_size, bf.num_workers)
+        ) as batches:
             for rows, images in batches:
                 t0 = time.perf_counter()
                 vectors = model.encode_image(collator.normalize(images).to(device)).float().cpu().numpy()
@@ -280,6 +343,7 @@ def write_catalog(
                 batch_ids = [ids[r] for r in rows]
                 check_finite(vectors, rows, batch_ids, catalog_path)
                 report.insert_wait_s += writer.put((batch_ids, [categories[r] for r in rows], vectors))
+                fault_point("encode")
     except BaseException:
         writer.error = writer.error or RuntimeError("producer stopped")
         writer.queue.put(_Writer._STOP)
@@ -379,6 +443,7 @@ def backfill(
     model.eval()
     dim = int(model.cfg.embed_dim)
     collection, version, created = open_collection(store, model_dir, dim, cfg, tag)
+    fault_point("open")
     report = BackfillReport(collection, version, alias, len(catalog))
     existing_dim = store.collection_dim(collection)
     if existing_dim != dim:
@@ -392,6 +457,7 @@ def backfill(
         with torch.no_grad():
             write_catalog(store, collection, model, data_dir, catalog, cfg, report, progress, fresh=created)
         progress(f"written {report.written} rows in {report.write_s:.2f} s")
+        fault_point("written")
     return finalize_and_swap(store, collection, catalog["product_id"].tolist(), dim, cfg, report, alias, progress)
 
 
@@ -401,26 +467,35 @@ def finalize_and_swap(store, collection: str, catalog_ids: list[str], dim: int, 
     The one path by which any backfill (single step or sharded) reaches serving: a failed
     verification marks the collection FAILED and raises VerificationError, alias untouched.
     """
+    fault_point("finalize")
     t0 = time.perf_counter()
     report.index_type = store.build_index(collection, cfg.index, cfg.milvus.timeout_s)
     store.load(collection, cfg.milvus.timeout_s)
     report.finalize_s = time.perf_counter() - t0
     progress(f"flushed, indexed ({report.index_type}), loaded")
+    fault_point("index")
     t0 = time.perf_counter()
     result = verify_collection(store, collection, catalog_ids, dim, cfg)
     report.verify_s = time.perf_counter() - t0
     report.verify = result.to_dict()
+    fault_point("verify")
     if not result.ok:
         store.set_collection_status(collection, status=FAILED, reasons=result.reasons, verify=result.to_dict())
         raise VerificationError(collection, result)
     store.set_collection_status(collection, status=VERIFIED, verified_at=time.time(), verify=result.to_dict(), index_type=report.index_type)
     progress(f"verified: {result.rows} rows, recall@{result.k} {result.recall:.4f}")
+    fault_point("verified")
     if alias:
         report.previous_collection = store.alias_target(alias)
         if report.previous_collection != collection:
             store.move_alias(alias, collection)
             report.alias_moved = True
             progress(f"alias {alias}: {report.previous_collection} -> {collection}")
+            fault_point("alias")
         else:
+            if (store.alias_history(alias)[-1:] or [{}])[0].get("collection") != collection:
+                # A run killed between the alias move and its history record: record it now,
+                # so a later rollback leaves this collection rather than returning to it.
+                store.move_alias(alias, collection)
             progress(f"alias {alias} already on {collection}")
     return report

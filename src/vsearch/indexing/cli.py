@@ -1,7 +1,8 @@
 """``vsearch index backfill | rollback | gc | status``.
 
-Exit status: 0 done; 1 verification failed or nothing to roll back (the alias did not move;
-the reason is printed); 2 bad input or config (one line, from the top-level CLI).
+Exit status: 0 done; 1 verification failed, nothing to roll back (the alias did not move; the
+reason is printed) or the Milvus Lite database stayed locked by another process; 2 bad input
+or config (one line, from the top-level CLI).
 """
 
 from __future__ import annotations
@@ -40,7 +41,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--keep", type=int, required=True, help="keep this many newest versioned collections (aliased ones are always kept)")
     p.add_argument("--dry-run", action="store_true")
     _common(p)
-    p = sub.add_parser("status", help="collections, their status and row counts, aliases (JSON)")
+    p = sub.add_parser("status", help="collections, their status, row counts now and when verified, aliases (JSON)")
     _common(p)
     return parser
 
@@ -60,7 +61,11 @@ def main(argv: list[str] | None = None) -> int:
     from vsearch.indexing.store import IndexError_, connect
 
     cfg = load_index_config(args.index_config, args.overrides)
-    store = connect(args.milvus_uri, cfg)
+    try:
+        store = connect(args.milvus_uri, cfg)
+    except IndexError_ as err:
+        print(f"vsearch index {args.command}: {err}", file=sys.stderr, flush=True)
+        return 1
     try:
         if args.command == "backfill":
             return _backfill(args, store, cfg)
@@ -106,14 +111,40 @@ def _backfill(args, store, cfg) -> int:
     return 0
 
 
+def _rows_now(store, name: str) -> int | None:
+    """Row count at Strong consistency, or None where the server wants the collection loaded first."""
+    try:
+        return store.count(name)
+    except Exception:  # noqa: BLE001 - status reports what it can; a server refuses count on a released collection
+        return None
+
+
+def _servable(status: str | None, rows: int | None, verified_rows: int | None) -> bool | None:
+    if status != "verified":
+        return False
+    if verified_rows is None:
+        return True  # verified before its numbers were recorded: nothing to compare
+    return None if rows is None else rows == verified_rows
+
+
 def status(store) -> dict:
+    """Every versioned collection: recorded status, rows now and as verified, aliases; every alias.
+
+    ``servable`` is what ``index rollback`` requires: recorded ``verified`` and still holding
+    the row count its verification measured (None: the server would not count it unloaded).
+    """
     targets = store.all_alias_targets()
     records = store.records("collection:")
     cols = {}
     for name in store.versioned_collections():
         rec = records.get(name, {})
+        rows = _rows_now(store, name)
+        verified_rows = (rec.get("verify") or {}).get("rows") if rec.get("status") == "verified" else None
         cols[name] = {
             "status": rec.get("status", "unknown"),
+            "rows": rows,
+            "verified_rows": verified_rows,
+            "servable": _servable(rec.get("status"), rows, verified_rows),
             "model_version": rec.get("model_version"),
             "created_at": rec.get("created_at"),
             "aliases": sorted(a for a, c in targets.items() if c == name),

@@ -10,6 +10,7 @@ does in one process. A shard file is a parquet table: ``product_id``, ``category
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 from pathlib import Path
@@ -23,6 +24,7 @@ from vsearch.indexing.backfill import (
     check_finite,
     finalize_and_swap,
     iter_image_batches,
+    mark_writing,
     open_collection,
 )
 from vsearch.indexing.config import IndexConfig
@@ -67,9 +69,9 @@ def embed_shard(model_dir: str | os.PathLike, data_dir: str | os.PathLike, shard
     collator = Collator([], mean=model.cfg.image_mean, std=model.cfg.image_std)
     ids, uris, categories = catalog["product_id"].tolist(), catalog["image_uri"].tolist(), catalog["category"].tolist()
     parts: list[np.ndarray] = []
-    with torch.inference_mode():
-        for batch_rows, images in iter_image_batches(data_dir, [uris[r] for r in rows], rows, model.cfg.image_size,
-                                                     cfg.backfill.batch_size, cfg.backfill.num_workers):
+    with torch.inference_mode(), contextlib.closing(iter_image_batches(
+            data_dir, [uris[r] for r in rows], rows, model.cfg.image_size, cfg.backfill.batch_size, cfg.backfill.num_workers)) as batches:
+        for batch_rows, images in batches:
             vectors = model.encode_image(collator.normalize(images).to(device)).float().cpu().numpy()
             check_finite(vectors, batch_rows, [ids[r] for r in batch_rows], str(Path(data_dir) / schema.CATALOG_FILE))
             parts.append(vectors.astype(np.float32))
@@ -153,9 +155,11 @@ def index_shards(store: Store, model_dir: str | os.PathLike, data_dir: str | os.
     elif cfg.backfill.method == "bulk_import":
         from vsearch.indexing.bulk import import_shards
 
+        mark_writing(store, collection)  # a verified collection is not verified once rows change
         import_shards(store, collection, shard_files, dim, cfg, report, progress)
     else:
         t0 = time.perf_counter()
+        mark_writing(store, collection)  # a verified collection is not verified once rows change
         stale = sorted(store.existing_ids(collection) - set(ids)) if not created else []
         for start in range(0, len(stale), 1000):
             store.client.delete(collection, filter=f"{PRIMARY} in {json.dumps(stale[start : start + 1000])}")

@@ -15,6 +15,7 @@ in the index config.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 import time
@@ -33,6 +34,7 @@ STRONG = "Strong"
 _QUERY_CHUNK = 1000  # ids per `product_id in [...]` filter
 
 VERIFIED, WRITING, FAILED = "verified", "writing", "failed"
+LITE_LOCK_WAIT_S = 30.0  # how long connect() waits for another process to release a Milvus Lite database
 
 
 class IndexError_(RuntimeError):
@@ -149,7 +151,7 @@ class Store:
         self.put_record(f"collection:{collection}", record)
         return record
 
-    def check_embedding_space(self, name: str, model_version: str, dim: int) -> str:
+    def check_embedding_space(self, name: str, model_version: str, dim: int | None) -> str:
         """The collection behind ``name`` (alias or collection), if ``model_version`` built it.
 
         Every query path (search CLI, service, each A/B arm, promote, rollback) calls this
@@ -165,6 +167,8 @@ class Store:
             raise IndexError_(f"Milvus alias '{name}' does not exist")
         record = self.collection_record(target) or {}
         built_by, status = record.get("model_version"), record.get("status", "unknown")
+        # dim None: not readable here (a model URI this process cannot open); the content
+        # version already pins the weights, and with them the dimension.
         where = f"'{name}' -> collection '{target}'" if target != name else f"collection '{target}'"
         if built_by is None:
             raise EmbeddingSpaceMismatch(f"{where} has no recorded model version: refusing to query it with model {model_version}")
@@ -172,7 +176,7 @@ class Store:
             raise EmbeddingSpaceMismatch(f"{where} was built by model {built_by}, not by model {model_version}: "
                                          "its vectors are in another embedding space")
         stored_dim = self.collection_dim(target)
-        if stored_dim != int(dim):
+        if dim is not None and stored_dim != int(dim):
             raise EmbeddingSpaceMismatch(f"{where} holds {stored_dim}-dim vectors; model {model_version} embeds {dim}")
         if status != VERIFIED:
             raise EmbeddingSpaceMismatch(f"{where} is not verified (status {status}): nothing unverified is served")
@@ -226,12 +230,26 @@ class Store:
         while history:
             candidate = history[-1]["collection"]
             record = (self.collection_record(candidate) or {}) if candidate else {}
-            if candidate and candidate != current and self.client.has_collection(candidate) and record.get("status") == VERIFIED:
+            if candidate and candidate != current and self.client.has_collection(candidate) and record.get("status") == VERIFIED \
+                    and self.rows_as_verified(candidate, record):
                 self.client.alter_alias(candidate, alias)
                 self.put_record(f"alias:{alias}", {"history": history})
                 return current, candidate
-            history.pop()  # dropped or never verified: not a rollback target
+            history.pop()  # dropped, never verified or changed since: not a rollback target
         raise IndexError_(f"alias '{alias}' has no earlier verified collection to roll back to (now on '{current}')")
+
+    def rows_as_verified(self, collection: str, record: dict | None = None) -> bool:
+        """Whether ``collection`` still holds the row count its verification measured.
+
+        A defence in depth for records written before a rewrite recorded ``writing`` first: a
+        collection recorded verified whose rows have changed since is not served.
+        """
+        record = self.collection_record(collection) if record is None else record
+        verified_rows = ((record or {}).get("verify") or {}).get("rows")
+        if verified_rows is None:
+            return True  # recorded before verification kept its numbers: nothing to compare
+        self.ensure_loaded(collection)
+        return self.count(collection) == int(verified_rows)
 
     # ------------------------------------------------------------ collections
     def versioned_collections(self) -> list[str]:
@@ -351,10 +369,15 @@ class Store:
         )
 
 
-def connect(uri: str, cfg: IndexConfig) -> Store:
+def connect(uri: str, cfg: IndexConfig, *, lock_wait_s: float = LITE_LOCK_WAIT_S) -> Store:
     """Open Milvus at ``uri`` (a Lite ``.db`` path or ``http(s)://host:port``).
 
-    The token, if any, is read from the environment variable ``cfg.milvus.token_env``.
+    The token, if any, is read from the environment variable ``cfg.milvus.token_env``. A Milvus
+    Lite database is one process's at a time (a ``flock`` on its LOCK file): while another
+    process holds it, wait up to ``lock_wait_s`` seconds (e.g. a killed run's last moments).
+
+    Raises:
+        IndexError_: a Lite path not ending in .db, or one still locked after ``lock_wait_s``.
     """
     from pymilvus import MilvusClient
 
@@ -365,7 +388,76 @@ def connect(uri: str, cfg: IndexConfig) -> Store:
             raise IndexError_(f"--milvus-uri '{uri}': a Milvus Lite path must end in .db (or give http://host:port)")
         Path(uri).parent.mkdir(parents=True, exist_ok=True)
         uri = str(Path(uri).resolve())
-    elif token:
+        return Store(_open_lite(uri, lock_wait_s), uri, cfg.milvus)
+    if token:
         kwargs["token"] = token
     client = MilvusClient(uri=uri, **kwargs)
     return Store(client, uri, cfg.milvus)
+
+
+_LITE_LOCK_FILE = "LOCK"  # milvus_lite.db.LOCK_FILENAME
+
+
+def _lite_locked_elsewhere(uri: str) -> bool:
+    """Whether another open file description holds the flock on the Lite database's LOCK."""
+    import fcntl
+
+    path = Path(uri) / _LITE_LOCK_FILE
+    if not path.exists():
+        return False
+    fd = os.open(path, os.O_RDWR)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        return True
+    finally:
+        os.close(fd)  # closing drops our probe lock too
+    return False
+
+
+def _open_lite(uri: str, wait_s: float):
+    """A MilvusClient on the Lite database ``uri``, waiting while another process holds it."""
+    from pymilvus import MilvusClient
+    from pymilvus.exceptions import ConnectionConfigException
+
+    deadline = time.monotonic() + wait_s
+    # milvus_lite logs a traceback for every refused open; one line from us says it all.
+    quiet = logging.getLogger("milvus_lite.server_manager")
+    unexplained = 0
+    while True:
+        disabled, quiet.disabled = quiet.disabled, True
+        try:
+            return MilvusClient(uri=uri)
+        except ConnectionConfigException as err:
+            if not _lite_locked_elsewhere(uri):
+                unexplained += 1  # once may be the holder letting go just now; twice is something else
+                if unexplained > 1:
+                    raise IndexError_(f"cannot open Milvus Lite database {uri}: {err}") from err
+            elif time.monotonic() >= deadline:
+                raise IndexError_(f"Milvus Lite database {uri} is still locked by another process after {wait_s:.0f} s "
+                                  "(another vsearch command using it?)") from err
+        finally:
+            quiet.disabled = disabled
+        time.sleep(0.1)
+
+
+def close_inherited_lite_locks() -> None:
+    """In a forked child (a DataLoader worker), close its copies of the parent's Milvus Lite LOCK fds.
+
+    A flock belongs to the open file description, which fork shares: a child that keeps the
+    copy keeps the parent's database locked after the parent dies. Closing a copy releases
+    nothing for the parent (never LOCK_UN here). Linux (/proc); elsewhere a no-op.
+    """
+    fd_dir = Path("/proc/self/fd")
+    if not fd_dir.is_dir():
+        return
+    for entry in list(fd_dir.iterdir()):
+        try:
+            target = Path(os.readlink(entry))
+        except OSError:
+            continue  # the listing's own fd, already closed
+        if target.name == _LITE_LOCK_FILE and target.parent.name.endswith(".db"):
+            try:
+                os.close(int(entry.name))
+            except OSError:
+                pass
