@@ -1,4 +1,4 @@
-"""backfill_embeddings: embed the catalog into a new versioned Milvus collection, verify, move the alias."""
+"""backfill_embeddings: embed the catalog into a new versioned Milvus collection, verify, move an alias."""
 
 from typing import List, Optional
 
@@ -16,18 +16,27 @@ def backfill_embeddings(
     metrics: Output[Metrics],
     milvus_uri: str = "",
     alias: str = "vsearch_serving",
+    alias_role: str = "",
     overrides: Optional[List[str]] = None,
+    unless_champion: Optional[Input[Artifact]] = None,
 ) -> str:
     """Re-embed the whole catalog with the model; only a verified collection gets the alias.
 
     Args:
-        model: The blessed model folder; its version names the collection.
+        model: The model folder; its version names the collection.
         data: Dataset folder whose catalog is indexed.
         milvus_uri: Milvus endpoint (http://host:19530; the token comes from the
             VSEARCH_MILVUS_TOKEN environment variable, a Kubernetes Secret). Empty: a Milvus
-            Lite database inside this step's output (index/milvus.db), for local runs.
-        alias: Serving alias moved to the new collection once it is verified.
+            Lite database inside this step's output (index/milvus.db), for local runs only
+            (a release's arms must share one Milvus: set it).
+        alias: The live (serving) alias of the deployment.
+        alias_role: Which alias this step moves: "" the live alias itself (re-indexing the
+            champion), "candidate" <alias>_candidate (a blessed candidate; the live alias is
+            never touched), "baseline" <alias>_baseline (the control of a first deployment).
         overrides: Dotted index config overrides, e.g. "index.type=IVF_FLAT".
+        unless_champion: A blessing folder: when it names a champion, nothing is indexed
+            (the champion's collection is the control; a baseline is indexed only for a
+            first deployment).
 
     Returns:
         index: Folder with backfill.json (collection, verification, timings) and, for Milvus
@@ -39,15 +48,23 @@ def backfill_embeddings(
     import json
     import os
 
+    from vsearch.blessing import read_blessing
     from vsearch.indexing.backfill import backfill
     from vsearch.indexing.config import load_index_config
-    from vsearch.indexing.store import connect
+    from vsearch.indexing.store import baseline_alias, candidate_alias, connect
 
     os.makedirs(index.path, exist_ok=True)
+    if unless_champion is not None and read_blessing(unless_champion.path).has_champion:
+        with open(os.path.join(index.path, "backfill.json"), "w") as fh:
+            json.dump({"skipped": "the blessing has a champion: its collection behind the live alias is the control"}, fh)
+        index.metadata.update({"skipped": True, "alias": alias})
+        metrics.log_metric("rows", 0.0)
+        return ""
+    target_alias = {"": alias, "candidate": candidate_alias(alias), "baseline": baseline_alias(alias)}[alias_role]
     uri = milvus_uri or os.path.join(index.path, "milvus.db")
     cfg = load_index_config(None, list(overrides or []))
     with connect(uri, cfg) as store:
-        report = backfill(model.path, data.path, store, alias, cfg, progress=lambda msg: print(f"backfill: {msg}", flush=True))
+        report = backfill(model.path, data.path, store, target_alias, cfg, progress=lambda msg: print(f"backfill: {msg}", flush=True))
     result = {**dataclasses.asdict(report), "milvus_uri": uri if not milvus_uri else milvus_uri}
     with open(os.path.join(index.path, "backfill.json"), "w") as fh:
         json.dump(result, fh, indent=2)
@@ -56,7 +73,7 @@ def backfill_embeddings(
     metrics.log_metric("recall_at_k", float(report.verify.get("recall") or 0.0))
     for phase in ("write_s", "finalize_s", "verify_s"):
         metrics.log_metric(phase, round(float(getattr(report, phase)), 3))
-    index.metadata.update({"collection": report.collection, "alias": alias, "model_version": report.model_version,
+    index.metadata.update({"collection": report.collection, "alias": target_alias, "model_version": report.model_version,
                            "milvus_uri": result["milvus_uri"], "index_type": report.index_type,
                            "previous_collection": report.previous_collection})
     return report.collection

@@ -44,11 +44,12 @@ def evaluate_model(
     from vsearch.config import load_config
     from vsearch.evaluation.evaluate import METRICS_FILE, REPORT_FILE, evaluate
 
-    models = {"image_only": image_only.path}
+    models, uris = {"image_only": image_only.path}, {"image_only": image_only.uri}
     for name, artifact in (("three_tower", three_tower), ("four_tower", four_tower)):
         if artifact is not None:
-            models[name] = artifact.path
-    result = evaluate(models, data.path, evaluation.path, load_config(config, list(overrides or [])).eval)
+            models[name], uris[name] = artifact.path, artifact.uri
+    # Records (blessing, registry, rollout) name the artifacts' URIs, not this pod's mount paths.
+    result = evaluate(models, data.path, evaluation.path, load_config(config, list(overrides or [])).eval, model_uris=uris)
     shutil.copyfile(f"{evaluation.path}/{REPORT_FILE}", report.path)
     keys = [k for k in next(iter(result["models"].values())) if k != "ci95"]
     rows = ["| model | " + " | ".join(keys) + " |", "|---" * (len(keys) + 1) + "|"]

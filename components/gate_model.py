@@ -42,15 +42,15 @@ def gate_model(
     shutil.copyfile(f"{blessing.path}/{GATE_REPORT_FILE}", report.path)
     rows = ["| check | status | detail |", "|---|---|---|"]
     counts = {"pass": 0, "fail": 0, "skipped": 0}
-    for check in result["checks"]:
+    for check in result.checks:
         counts[check["status"]] += 1
         rows.append(f"| {check['name']} | {check['status']} | {check['detail']} |")
-    verdict = "BLESSED" if result["blessed"] else "NOT BLESSED"
+    verdict = "BLESSED" if result.blessed else "NOT BLESSED"
     with open(summary.path, "w") as fh:
-        fh.write(f"**{candidate} ({result['candidate']['version']}): {verdict}** - {result['reason']}\n\n" + "\n".join(rows) + "\n")
-    metrics.log_metric("blessed", 1.0 if result["blessed"] else 0.0)
+        fh.write(f"**{candidate} ({result.candidate.version}): {verdict}** - {result.reason}\n\n" + "\n".join(rows) + "\n")
+    metrics.log_metric("blessed", 1.0 if result.blessed else 0.0)
     for status, n in counts.items():
         metrics.log_metric(f"checks_{status}", float(n))
-    blessing.metadata.update({"blessed": result["blessed"], "candidate": result["candidate"]["version"],
-                              "reason": result["reason"], "file": BLESSING_FILE})
-    return bool(result["blessed"])
+    blessing.metadata.update({"blessed": result.blessed, "candidate": result.candidate.version,
+                              "reason": result.reason, "file": BLESSING_FILE})
+    return bool(result.blessed)

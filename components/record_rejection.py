@@ -17,17 +17,17 @@ def record_rejection(blessing: Input[Artifact], rejection: Output[Markdown]) -> 
         rejection: The reason and every failed check (Markdown).
         Output: The gate's reason, one line.
     """
-    from vsearch.evaluation.gate import load_blessing
+    from vsearch.blessing import read_blessing
     from vsearch.schema import DataError
 
-    result = load_blessing(blessing.path)
-    if result["blessed"]:
+    result = read_blessing(blessing.path)
+    if result.blessed:
         raise DataError(f"{blessing.path}/blessing.json", "record_rejection called on a blessed candidate")
-    failed = [c for c in result["checks"] if c["status"] == "fail"]
-    lines = [f"# Not blessed: {result['candidate'].get('name')} ({result['candidate'].get('version')})", "",
-             result["reason"], "", "Not indexed, no rollout config; the serving alias is untouched.", ""]
+    failed = [c for c in result.checks if c["status"] == "fail"]
+    lines = [f"# Not blessed: {result.candidate.name} ({result.candidate.version})", "",
+             result.reason, "", "Not indexed, no rollout config; the serving alias is untouched.", ""]
     lines += [f"- FAIL {c['name']}: {c['detail']}" for c in failed] or ["- no check failed: no thresholds configured (fails closed)"]
     with open(rejection.path, "w") as fh:
         fh.write("\n".join(lines) + "\n")
-    rejection.metadata.update({"candidate": result["candidate"].get("version"), "failed_checks": len(failed)})
-    return result["reason"]
+    rejection.metadata.update({"candidate": result.candidate.version, "failed_checks": len(failed)})
+    return result.reason

@@ -1,4 +1,4 @@
-"""write_rollout_config: the A/B rollout config and KServe canary manifest of a blessed model."""
+"""write_rollout_config: the release plan of a blessed model (rollout.yaml + per-arm InferenceServices), in review."""
 
 from typing import List, Optional
 
@@ -15,41 +15,57 @@ def write_rollout_config(
     rollout: Output[Artifact],
     summary: Output[Markdown],
     control_model: Optional[Input[Model]] = None,
+    control_index: Optional[Input[Artifact]] = None,
     registry: str = "",
+    milvus_uri: str = "",
+    alias: str = "vsearch_serving",
     overrides: Optional[List[str]] = None,
 ) -> None:
-    """Write rollout.yaml (traffic ramp, guardrails, rollback) and inferenceservice.yaml.
+    """Write the release plan: rollout.yaml (arms, ramp, guardrails) and the per-arm InferenceServices.
+
+    The release then waits in review: nothing live has moved. With a registry and a Milvus
+    URI the release is opened there (`vsearch release status --rollout rollout.yaml`).
 
     Args:
         blessing: The gate's blessing folder; a candidate that is not blessed is refused.
-        index: The verified Milvus collection of the candidate (backfill_embeddings); the
-            rollout is written only after the candidate's index exists.
+        index: The candidate's verified collection under the candidate alias (backfill_embeddings).
         control_model: The control arm when the blessing has no champion yet (first
             deployment: the image-only baseline); otherwise the champion is the control.
+        control_index: The baseline's collection of a first deployment (backfill_embeddings).
         registry: Champion registry URI; a blessing judged against another champion is refused.
+        milvus_uri: The Milvus both arms live in; every arm's alias is checked there.
+        alias: The live alias (never moved here).
         overrides: Dotted rollout overrides, e.g. "kserve.namespace=search".
 
     Returns:
         rollout: Folder with rollout.yaml and inferenceservice.yaml.
-        summary: Experiment id, arms, collections and ramp (Markdown).
+        summary: Experiment id, arms, collections, ramp and the reviewer's next commands (Markdown).
     """
-    from vsearch.evaluation.gate import load_blessing
+    from vsearch.blessing import read_blessing
     from vsearch.rollout.schema import load_rollout
     from vsearch.rollout.writer import load_rollout_defaults, write_rollout
 
-    cfg = load_rollout_defaults(None, list(overrides or []))
-    has_champion = load_blessing(blessing.path).get("champion") is not None
+    cfg = load_rollout_defaults(None, [f"alias={alias}", *list(overrides or [])])
+    has_champion = read_blessing(blessing.path).has_champion
     control = control_model.path if control_model is not None and not has_champion else None
-    paths = write_rollout(blessing.path, rollout.path, cfg, registry=registry or None, control_model=control)
+    paths = write_rollout(blessing.path, rollout.path, cfg, registry=registry or None, control_model=control,
+                          milvus_uri=milvus_uri or None)
     config = load_rollout(paths["rollout"])
-    ramp = ", ".join(f"{s.treatment_percent}%" for s in config.traffic.ramp)
-    lines = [f"# Rollout {config.experiment_id}", "",
+    if registry and milvus_uri:
+        from vsearch.release.lifecycle import Release
+
+        Release(paths["rollout"]).ensure_open(actor="pipeline")
+    ramp = ", ".join(f"{s.treatment_percent:g}%" for s in config.traffic.ramp)
+    lines = [f"# Release {config.experiment_id}: in review", "",
              "| arm | model | alias | collection |", "|---|---|---|---|"]
     for arm in (config.control, config.treatment):
         lines.append(f"| {arm.name} | {arm.model.version} | {arm.milvus_alias} | {arm.milvus_collection} |")
-    lines += ["", f"Ramp: {ramp}. Candidate index: {index.metadata.get('collection', '?')} "
-                  f"(alias {index.metadata.get('alias', '?')})."]
+    lines += ["", f"Ramp: {ramp}. Live alias {config.live_alias}: untouched. Candidate index: "
+                  f"{index.metadata.get('collection', '?')}"
+                  + (f"; baseline index: {control_index.metadata.get('collection')}" if control_index is not None
+                     and control_index.metadata.get("collection") else "") + ".",
+              "", "Next: read the report and the gate page, then `vsearch release approve --rollout rollout.yaml`."]
     with open(summary.path, "w") as fh:
         fh.write("\n".join(lines) + "\n")
     rollout.metadata.update({"experiment_id": config.experiment_id, "treatment": config.treatment.model.version,
-                             "control": config.control.model.version})
+                             "control": config.control.model.version, "status": "in_review"})

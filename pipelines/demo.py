@@ -9,9 +9,14 @@ shifted window with the trained 4-tower model, and gathers the reviewer-facing f
     <out>/metrics.json      the metrics contract {"models": {...}, "eval": {...}}
     <out>/report.html       evaluation report (CIs, Recall@K curves, retrieval examples)
     <out>/blessing.json     the gate's decision, every check, the reason (+ gate.html)
-    <out>/rollout.yaml      A/B rollout config (+ inferenceservice.yaml) when blessed,
+    <out>/rollout.yaml      the release plan when blessed: both A/B arms, ramp, guardrails
+                            (+ inferenceservice.yaml, one InferenceService per arm); the release
+                            waits in review: `vsearch release status --rollout <out>/rollout.yaml`
     <out>/rejection.md      or why the candidate was not shipped
-    <out>/milvus.db         Milvus Lite: the candidate's collection behind the serving alias
+    <out>/milvus.db         Milvus Lite: the candidate's collection under <alias>_candidate (and, on
+                            a first deployment, the baseline's under <alias>_baseline); the live
+                            alias is not moved: only `vsearch release promote` moves it
+    <out>/registry/         the champion registry and the release's event log
     <out>/drift/            drift report (drift.json, index.html) of the shifted window
     <out>/pipelines/*.yaml  compiled pipelines (submit them with `vsearch pipeline submit`)
     <out>/kfp/              kfp.local run folders: every task's artifacts + run.json
@@ -29,7 +34,7 @@ import time
 from pathlib import Path
 
 ALIAS = "vsearch_serving"
-BLESSED_TASKS = ("backfill-embeddings", "write-rollout-config")
+BLESSED_TASKS = ("backfill-embeddings", "backfill-embeddings-2", "write-rollout-config")
 REJECTED_TASKS = ("record-rejection",)
 
 
@@ -82,7 +87,8 @@ def run_pipeline_demo(out: str | os.PathLike, preset: str = "default", seed: int
     _log(f"compiled {len(compiled)} pipelines -> {out / 'pipelines'}")
     # Locally: no retries (a local failure is a bug or bad input; kfp.local would replay it with backoff).
     cfg = load_pipeline_config(None, ["retry.num_retries=0"])
-    run_params = {"preset": preset, "seed": seed, "milvus_uri": str(out / "milvus.db"), "alias": ALIAS, **(params or {})}
+    run_params = {"preset": preset, "seed": seed, "milvus_uri": str(out / "milvus.db"), "alias": ALIAS,
+                  "registry": str(out / "registry"), **(params or {})}
     _log(f"training pipeline: preset {preset}, seed {seed} (kfp.local SubprocessRunner)")
     training = run_local("training", cfg, out / "kfp", run_params)
     blessing_dir = _output(training, "gate-model", "blessing")
@@ -103,12 +109,19 @@ def run_pipeline_demo(out: str | os.PathLike, preset: str = "default", seed: int
     for stale in ("rollout.yaml", "inferenceservice.yaml", "rejection.md"):
         (out / stale).unlink(missing_ok=True)  # from an earlier run with the other decision
     if blessing["blessed"]:
+        from vsearch.indexing.store import candidate_alias
+
         rollout = _output(training, "write-rollout-config", "rollout")
         _copy(rollout / "rollout.yaml", out / "rollout.yaml")
         _copy(rollout / "inferenceservice.yaml", out / "inferenceservice.yaml")
+        alias = run_params["alias"]
         summary["collection"] = training["tasks"]["backfill-embeddings"]["parameters"]["Output"]
-        summary["milvus"] = {"uri": run_params["milvus_uri"], "alias": ALIAS, "collection": summary["collection"]}
-        _log(f"BLESSED: {summary['collection']} behind alias {ALIAS} in {run_params['milvus_uri']}; rollout.yaml written")
+        summary["milvus"] = {"uri": run_params["milvus_uri"], "alias": candidate_alias(alias), "collection": summary["collection"],
+                             "live_alias": alias}
+        summary["data"] = str(_output(training, "build-training-set", "training_set"))
+        summary["release"] = {"status": "in_review", "plan": str(out / "rollout.yaml"), "registry": run_params["registry"]}
+        _log(f"BLESSED: candidate {summary['collection']} indexed under {candidate_alias(alias)}; the live alias {alias} "
+             "is untouched; the release waits in review")
     else:
         _copy(_output(training, "record-rejection", "rejection"), out / "rejection.md")
         _log(f"NOT BLESSED: {blessing['reason']}")
@@ -131,6 +144,22 @@ def run_pipeline_demo(out: str | os.PathLike, preset: str = "default", seed: int
     return summary
 
 
+def next_steps(out: Path, summary: dict) -> str:
+    """What a reviewer runs next (printed at the end of the demo)."""
+    if not summary.get("blessed"):
+        return f"Not blessed: read {out / 'rejection.md'} and {out / 'gate.html'}."
+    plan, data = out / "rollout.yaml", summary["data"]
+    return "\n".join([
+        "The candidate is indexed and waits in review; nothing live has moved. Next:",
+        f"  1. read the report and the gate's verdict: {out / 'report.html'}  {out / 'gate.html'}",
+        f"  2. serve both A/B arms:                   vsearch serve --rollout {plan} --data {data}",
+        f"  3. approve (starts the A/B at step 1):    vsearch release approve --rollout {plan}",
+        f"  4. analyze the evidence:                  vsearch rollout analyze --rollout {plan} --out {out / 'analysis'}",
+        f"  5. ramp, then promote (or roll back):     vsearch release ramp|promote --rollout {plan} --analysis {out / 'analysis'}",
+        f"  status at any time:                      vsearch release status --rollout {plan}",
+    ])
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="vsearch pipeline demo", description=__doc__.splitlines()[0])
     parser.add_argument("--out", required=True, help="run folder")
@@ -144,6 +173,7 @@ def main(argv: list[str] | None = None) -> int:
         from pipelines.local import TINY_PARAMS
 
         params = {k: v for k, v in TINY_PARAMS["training"].items() if k not in ("preset",)}
+        params["gate_config"] = "gate_smoke"  # a few training steps cannot be significant: plumbing only
     try:
         summary = run_pipeline_demo(args.out, args.preset, args.seed, params=params, monitoring=not args.no_monitoring)
     except RuntimeError as err:
@@ -153,6 +183,7 @@ def main(argv: list[str] | None = None) -> int:
 
     print(format_table(json.loads((Path(args.out) / "metrics.json").read_text())))
     print(json.dumps(summary, indent=2))
+    print(next_steps(Path(args.out).absolute(), summary))
     return 0
 
 

@@ -1,12 +1,18 @@
-"""The training pipeline: validate -> training set -> train -> evaluate -> gate -> ship or say why not.
+"""The training pipeline: validate -> training set -> train -> evaluate -> gate -> a release in review, or why not.
 
     validate_data -> build_training_set (Feast, point in time)
       -> train_model image-only baseline, 3-tower -> 4-tower (initialised from the 3-tower)
       -> evaluate_model (all three on the same test queries)
       -> gate_model (4-tower vs the baseline and the registry's champion; fails closed)
-      -> dsl.If(blessed):  backfill_embeddings (new versioned collection, verified, alias moved)
-                           -> write_rollout_config (A/B ramp, guardrails, KServe canary)
+      -> dsl.If(blessed):  backfill_embeddings x2: the candidate (own versioned collection,
+                           verified, under <alias>_candidate) and, on a first deployment only,
+                           the baseline as the control (under <alias>_baseline)
+                           -> write_rollout_config (the release plan: arms, ramp, guardrails,
+                           per-arm InferenceServices; the release opens in review)
          dsl.Else:         record_rejection (the gate's reasons; nothing indexed or rolled out)
+
+The live alias is never moved here: only `vsearch release promote` (after review and the
+A/B test) moves it, together with the registry's champion.
 
 The drift reference snapshot is saved inside each model folder at training time (the
 monitoring pipeline compares recent data with it). Two entry points, as for the model
@@ -23,8 +29,8 @@ from pipelines.config import PipelineConfig
 NAME = "vsearch-training"
 IMPORT_NAME = "vsearch-training-import"
 DESCRIPTION = ("Validate the data, build the point-in-time training set, train the image-only baseline, the 3-tower "
-               "and the 4-tower models, evaluate, gate; if blessed: index the catalog in Milvus and write the rollout "
-               "config, else record why not.")
+               "and the 4-tower models, evaluate, gate; if blessed: index the candidate under its candidate alias and "
+               "write the release plan for review (the live alias is not moved), else record why not.")
 
 
 def _stages(data, cfg: PipelineConfig, image_only_config, three_tower_config, four_tower_config, train_overrides,
@@ -72,15 +78,21 @@ def _stages(data, cfg: PipelineConfig, image_only_config, three_tower_config, fo
     with dsl.If(gate.outputs["Output"] == True, name="blessed"):  # noqa: E712 (a KFP condition, not Python)
         index = configure(
             backfill_embeddings(model=four.outputs["model"], data=train_data, milvus_uri=milvus_uri, alias=alias,
-                                overrides=index_overrides),
-            "Index catalog in Milvus (verify, move alias)",
+                                alias_role="candidate", overrides=index_overrides),
+            "Index candidate (verify, candidate alias)",
+            cfg,
+        )
+        control_index = configure(
+            backfill_embeddings(model=image_only.outputs["model"], data=train_data, milvus_uri=milvus_uri, alias=alias,
+                                alias_role="baseline", overrides=index_overrides, unless_champion=gate.outputs["blessing"]),
+            "Index baseline control (first deployment only)",
             cfg,
         )
         configure(
             write_rollout_config(blessing=gate.outputs["blessing"], index=index.outputs["index"],
-                                 control_model=image_only.outputs["model"], registry=registry,
-                                 overrides=rollout_overrides),
-            "Write rollout config",
+                                 control_model=image_only.outputs["model"], control_index=control_index.outputs["index"],
+                                 registry=registry, milvus_uri=milvus_uri, alias=alias, overrides=rollout_overrides),
+            "Write release plan (in review)",
             cfg,
         )
     with dsl.Else(name="not-blessed"):

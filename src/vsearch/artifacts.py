@@ -155,14 +155,18 @@ def model_version(model_dir: str | os.PathLike) -> str:
     return f"{len(meta['model']['towers'])}t-{digest.hexdigest()[:12]}"
 
 
-def model_embed_dim(model_dir: str | os.PathLike) -> int:
-    """The embedding dimension a saved model writes (from vsearch_model.json; folder or fsspec URI)."""
+def model_embed_dim(model_dir: str | os.PathLike) -> int | None:
+    """The embedding dimension a saved model writes (vsearch_model.json; folder or fsspec URI);
+    None when the URI is not readable from here (e.g. another pod's artifact store)."""
     import json
 
     import fsspec
 
-    with fsspec.open(f"{str(model_dir).rstrip('/')}/vsearch_model.json", "rb") as fh:
-        return int(json.loads(fh.read().decode())["model"]["embed_dim"])
+    try:
+        with fsspec.open(f"{str(model_dir).rstrip('/')}/vsearch_model.json", "rb") as fh:
+            return int(json.loads(fh.read().decode())["model"]["embed_dim"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
 
 
 def is_model_dir(uri: str | os.PathLike) -> bool:
