@@ -252,3 +252,18 @@ def test_connect_waits_for_a_briefly_held_lite_lock(tmp_path):
         if release.is_alive():
             release.join()
         lock.close()
+
+
+def test_rollback_and_status_refuse_a_verified_collection_whose_rows_changed(scenario, tmp_path, capsys):
+    """A database an older vsearch left behind: C recorded verified, then partly rewritten."""
+    uri = tmp_path / "milvus.db"
+    shutil.copytree(scenario["template"], uri)
+    with connect(str(uri), load_index_config()) as store:
+        store.ensure_loaded(scenario["c"])
+        store.client.delete(scenario["c"], filter='product_id in ["p00000", "p00001", "p00002", "p00003"]')
+    capsys.readouterr()
+    assert cli(["index", "rollback", "--alias", "live", "--milvus-uri", str(uri)]) == 1
+    assert "no earlier verified collection" in capsys.readouterr().err
+    assert cli(["index", "status", "--milvus-uri", str(uri)]) == 0
+    col = json.loads(capsys.readouterr().out)["collections"][scenario["c"]]
+    assert (col["status"], col["rows"], col["verified_rows"], col["servable"]) == ("verified", 28, 32, False)

@@ -230,7 +230,8 @@ class Store:
         while history:
             candidate = history[-1]["collection"]
             record = (self.collection_record(candidate) or {}) if candidate else {}
-            if candidate and candidate != current and self.client.has_collection(candidate) and record.get("status") == VERIFIED:
+            if candidate and candidate != current and self.client.has_collection(candidate) and record.get("status") == VERIFIED \
+                    and self.rows_as_verified(candidate, record):
                 self.client.alter_alias(candidate, alias)
                 self.put_record(f"alias:{alias}", {"history": history})
                 return current, candidate
