@@ -5,7 +5,7 @@ import shutil
 import pandas as pd
 import pytest
 
-from vsearch import schema
+from vsearch import artifacts, schema
 from vsearch.cli import main
 
 pytestmark = pytest.mark.integration
@@ -45,6 +45,7 @@ def test_train_fails_with_one_clear_line_and_keeps_the_previous_model(data, tmp_
     out = tmp_path / "model"
     out.mkdir()
     (out / "previous.txt").write_text("the model already served")
+    artifacts.mark(out)  # a folder vsearch published earlier (it may be replaced, never broken)
     row, image = _first_train_query_image(data)
     if damage == "missing_manifest":
         (data / schema.CATALOG_FILE).unlink()
@@ -65,7 +66,7 @@ def test_train_fails_with_one_clear_line_and_keeps_the_previous_model(data, tmp_
 
     assert re.search(expected.format(row=row), err[0]), err[0]
     assert (out / "previous.txt").read_text() == "the model already served"
-    assert sorted(p.name for p in out.iterdir()) == ["previous.txt"]
+    assert sorted(p.name for p in out.iterdir()) == sorted([artifacts.MARKER, "previous.txt"])
     assert not list(tmp_path.glob("model.partial*"))
 
 
@@ -83,7 +84,9 @@ def test_evaluate_on_a_corrupt_catalog_image_names_it_and_writes_nothing(data, t
 
 
 def test_evaluate_rejects_a_folder_that_is_not_a_model(data, tmp_path, capsys):
-    code, err = _run(capsys, "evaluate", "--model", str(tmp_path), "--data", str(data), "--out", str(tmp_path / "e"))
+    not_a_model = tmp_path / "not_a_model"
+    not_a_model.mkdir()
+    code, err = _run(capsys, "evaluate", "--model", str(not_a_model), "--data", str(data), "--out", str(tmp_path / "e"))
     assert code == 2 and "not a vsearch model folder" in err[0]
 
 

@@ -31,7 +31,6 @@ from PIL import Image
 
 from vsearch import schema
 from vsearch.cli import main
-from vsearch.data.dataset import image_to_rgb
 
 pytestmark = pytest.mark.integration
 
@@ -515,6 +514,12 @@ def test_the_corpus_is_large_and_every_kind_is_validated():
 
 
 # --- modes that lose content are converted faithfully (old code: white, black) ---------------
+
+
+def image_to_rgb(raw: bytes, where: str):
+    from vsearch.data.dataset import image_to_rgb as decode  # the boundary (imported late: torch)
+
+    return decode(raw, where)
 
 
 def _encode(img: Image.Image, fmt="PNG", **kw) -> bytes:
