@@ -214,6 +214,6 @@ def load_model(path: str | os.PathLike, device: str | torch.device = "cpu"):
     except Exception as err:  # any way a hostile or broken folder fails: one DataError
         from vsearch.config import clip
 
-        rule = "not a loadable vsearch model folder (safetensors weights + vsearch_model.json)"
+        rule = "not a vsearch model folder that loads (safetensors weights + vsearch_model.json)"
         raise DataError(path, rule, detail=f"{type(err).__name__}: {clip(str(err), 120)}") from err
     return model, tokenizer
