@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
+import uuid
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -103,14 +104,17 @@ def build_rollout(blessing, blessing_uri: str, cfg: dict, *, experiment_id: str 
     control_alias = baseline_alias(live) if first_deployment else live
     control_collection = collection_name(prefix, control_ref.version)
     treatment_collection = collection_name(prefix, treatment_ref.version)
-    experiment_id = experiment_id or f"{cfg.get('experiment_prefix', 'vsearch')}-{treatment_ref.version}-vs-{control_ref.version}"
+    created_at = created_at or datetime.now(timezone.utc).replace(microsecond=0)
+    # One id per plan (the release log is keyed by it): the same pair reviewed again is a new release.
+    experiment_id = experiment_id or (f"{cfg.get('experiment_prefix', 'vsearch')}-{treatment_ref.version}-vs-{control_ref.version}"
+                                      f"-{created_at:%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:4]}")
     restore = (f"nothing is live yet: promotion would create alias {live}; a rollback after it drops {live} again"
                if first_deployment else f"alias {live} back on {control_collection} and the registry's champion back to {control_ref.version}")
     try:
         ramp = [RampStep(**step) for step in cfg["ramp"]]
         return RolloutConfig(
             experiment_id=experiment_id,
-            created_at=created_at or datetime.now(timezone.utc).replace(microsecond=0),
+            created_at=created_at,
             blessing=blessing_uri,
             control=Variant(name="control", model=control_ref, milvus_alias=control_alias, milvus_collection=control_collection),
             treatment=Variant(name="treatment", model=treatment_ref, milvus_alias=candidate_alias(live),
@@ -275,7 +279,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--registry", help="champion registry: refuse a blessing judged against another champion")
     parser.add_argument("--milvus-uri", help="check that every arm's alias exists and was built by that arm's model")
     parser.add_argument("--config", help="rollout defaults YAML (default: configs/rollout.yaml)")
-    parser.add_argument("--experiment-id", help="default: <prefix>-<candidate version>-vs-<control version>")
+    parser.add_argument("--experiment-id", help="default: <prefix>-<candidate version>-vs-<control version>-<time>-<4 hex>")
     parser.add_argument("--control-model", help="control model (the baseline) when the blessing has no champion")
     parser.add_argument("overrides", nargs="*", help="dotted overrides, e.g. alias=search_v1 kserve.namespace=search")
     args = parser.parse_args(argv)
