@@ -120,6 +120,7 @@ def node_pods(manifest: dict) -> list[dict]:
     for patch_container in pod_spec.pop("containers", []):
         assert patch_container["name"] == "node"
         container["volumeMounts"] = patch_container["volumeMounts"]
+        container["securityContext"] = patch_container["securityContext"]
     pod_spec["containers"] = [container]
     return [{"apiVersion": "v1", "kind": "Pod", "metadata": {"name": f"{manifest['metadata']['name']}-node-0-0"},
              "spec": pod_spec}]
@@ -208,12 +209,17 @@ def test_trainjob_manifest_carries_every_setting_in_the_v1alpha1_fields():
         {"name": "vsearch-shared", "persistentVolumeClaim": {"claimName": "vsearch-shared"}},
         {"name": "scratch", "emptyDir": {"sizeLimit": "100Gi"}},
         {"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": "32Gi"}},
+        {"name": "vsearch-tmp", "emptyDir": {}},
     ]
+    assert pod["securityContext"] == {"runAsNonRoot": True, "runAsUser": 10001, "runAsGroup": 10001, "fsGroup": 10001,
+                                      "seccompProfile": {"type": "RuntimeDefault"}}
     assert pod["containers"] == [{"name": "node", "volumeMounts": [
         {"name": "vsearch-shared", "mountPath": "/mnt/vsearch"},
         {"name": "scratch", "mountPath": "/scratch"},
         {"name": "dshm", "mountPath": "/dev/shm"},
-    ]}]
+        {"name": "vsearch-tmp", "mountPath": "/tmp"},
+    ], "securityContext": {"allowPrivilegeEscalation": False, "readOnlyRootFilesystem": True, "runAsNonRoot": True,
+                           "capabilities": {"drop": ["ALL"]}, "seccompProfile": {"type": "RuntimeDefault"}}}]
 
 
 def test_trainjob_manifest_is_valid_for_the_published_crd_and_kubernetes_pod_schemas():
@@ -228,14 +234,80 @@ def test_trainjob_manifest_is_valid_for_the_published_crd_and_kubernetes_pod_sch
             assert set(env) == {"name", "valueFrom"} and set(env["valueFrom"]) == {"secretKeyRef"}
 
 
-def test_minimal_cpu_trainjob_has_no_runtime_patch_and_is_valid():
+def test_minimal_cpu_trainjob_patches_only_security_and_scratch_and_is_valid():
     spec = TrainJobSpec(name="vsearch-cpu-run", image="vsearch:dev", num_nodes=3, nproc_per_node=2,
                         accelerator_count=0, shm_size="")
     m = build_manifest(spec, TRAIN_ARGS)
-    assert "runtimePatches" not in m["spec"] and "env" not in m["spec"]["trainer"]
+    assert "env" not in m["spec"]["trainer"]
+    [patch] = m["spec"]["runtimePatches"]
+    pod = patch["trainingRuntimeSpec"]["template"]["spec"]["replicatedJobs"][0]["template"]["spec"]["template"]["spec"]
+    assert set(pod) == {"securityContext", "containers", "volumes"}
     assert m["spec"]["trainer"]["resourcesPerNode"] == {"limits": {"cpu": "8", "memory": "32Gi"}}
     assert crd_errors(m) == []
     validate_pods(m)
+
+
+def restricted_violations(pod: dict) -> list[str]:
+    """What Pod Security "restricted" (v1.30) would refuse in ``pod``, checked field by field."""
+    spec, out = pod["spec"], []
+    pod_sc = spec.get("securityContext", {})
+    allowed_volumes = {"configMap", "csi", "downwardAPI", "emptyDir", "ephemeral", "persistentVolumeClaim", "projected", "secret"}
+    for v in spec.get("volumes", []):
+        if not set(v) - {"name"} <= allowed_volumes:
+            out.append(f"volume {v['name']}: type {sorted(set(v) - {'name'})}")
+    for key in ("hostNetwork", "hostPID", "hostIPC"):
+        if spec.get(key):
+            out.append(key)
+    for c in spec.get("initContainers", []) + spec["containers"]:
+        sc, name = c.get("securityContext", {}), c["name"]
+        if sc.get("privileged"):
+            out.append(f"{name}: privileged")
+        if sc.get("allowPrivilegeEscalation") is not False:
+            out.append(f"{name}: allowPrivilegeEscalation must be false")
+        if "ALL" not in sc.get("capabilities", {}).get("drop", []):
+            out.append(f"{name}: capabilities must drop ALL")
+        if set(sc.get("capabilities", {}).get("add", [])) - {"NET_BIND_SERVICE"}:
+            out.append(f"{name}: capabilities.add")
+        if sc.get("runAsNonRoot", pod_sc.get("runAsNonRoot")) is not True:
+            out.append(f"{name}: runAsNonRoot")
+        if sc.get("runAsUser", pod_sc.get("runAsUser")) == 0:
+            out.append(f"{name}: runAsUser 0")
+        if sc.get("seccompProfile", pod_sc.get("seccompProfile", {})).get("type") not in ("RuntimeDefault", "Localhost"):
+            out.append(f"{name}: seccompProfile")
+        for p in c.get("ports", []):
+            if p.get("hostPort"):
+                out.append(f"{name}: hostPort")
+    return out
+
+
+@pytest.mark.parametrize("flavour", ["trainjob", "pytorchjob"])
+@pytest.mark.parametrize("make", [full_spec, lambda flavour: TrainJobSpec(name="vsearch-cpu-run", image="vsearch:dev",
+                                                                         accelerator_count=0, shm_size="", flavour=flavour)],
+                         ids=["full", "minimal"])
+def test_every_training_pod_meets_restricted_pod_security(flavour, make):
+    spec = make(flavour=flavour)
+    pods = node_pods(build_manifest(spec, TRAIN_ARGS))
+    assert pods
+    for pod in pods:
+        assert restricted_violations(pod) == [], pod["metadata"]["name"]
+        [container] = pod["spec"]["containers"]
+        assert container["securityContext"]["readOnlyRootFilesystem"] is True
+        assert {"name": "vsearch-tmp", "mountPath": "/tmp"} in container["volumeMounts"]  # the writable scratch
+    # The check above can fail.
+    bad = copy.deepcopy(pods[0])
+    bad["spec"]["containers"][0]["securityContext"]["allowPrivilegeEscalation"] = True
+    del bad["spec"]["securityContext"]["seccompProfile"]
+    bad["spec"]["containers"][0]["securityContext"].pop("seccompProfile")
+    name = bad["spec"]["containers"][0]["name"]
+    assert restricted_violations(bad) == [f"{name}: allowPrivilegeEscalation must be false", f"{name}: seccompProfile"]
+
+
+def test_a_user_mount_at_tmp_replaces_the_scratch_volume():
+    spec = full_spec(volumes=[Volume(name="fast", size_limit="10Gi")], mounts=[VolumeMount(volume="fast", path="/tmp")])
+    [pod] = node_pods(build_manifest(spec, TRAIN_ARGS))
+    assert [m["mountPath"] for m in pod["spec"]["containers"][0]["volumeMounts"]].count("/tmp") == 1
+    assert "vsearch-tmp" not in {v["name"] for v in pod["spec"]["volumes"]}
+    validate_pods(build_manifest(spec, TRAIN_ARGS))
 
 
 def test_the_schema_checks_catch_what_a_cluster_would_refuse():
@@ -278,8 +350,8 @@ def test_pytorchjob_manifest_has_master_and_workers_and_is_valid():
         assert container["ports"] == [{"name": "pytorchjob-port", "containerPort": 23456}]
         assert container["command"] == ["torchrun"] and container["args"][:3] == ["--module", "vsearch.cli", "train"]
         assert container["resources"]["limits"]["nvidia.com/gpu"] == 4
-        assert {v["name"] for v in pod["volumes"]} == {"vsearch-shared", "scratch", "dshm"}
-        assert {m_["mountPath"] for m_ in container["volumeMounts"]} == {"/mnt/vsearch", "/scratch", "/dev/shm"}
+        assert {v["name"] for v in pod["volumes"]} == {"vsearch-shared", "scratch", "dshm", "vsearch-tmp"}
+        assert {m_["mountPath"] for m_ in container["volumeMounts"]} == {"/mnt/vsearch", "/scratch", "/dev/shm", "/tmp"}
         assert pod["tolerations"][0]["key"] == "nvidia.com/gpu" and pod["serviceAccountName"] == "vsearch-trainer"
         assert container["env"][2]["valueFrom"]["secretKeyRef"]["name"] == "vsearch-object-store"
     assert crd_errors(m) == []

@@ -155,7 +155,6 @@ def index_shards(store: Store, model_dir: str | os.PathLike, data_dir: str | os.
     elif cfg.backfill.method == "bulk_import":
         from vsearch.indexing.bulk import import_shards
 
-        mark_writing(store, collection)  # a verified collection is not verified once rows change
         import_shards(store, collection, shard_files, dim, cfg, report, progress)
     else:
         t0 = time.perf_counter()

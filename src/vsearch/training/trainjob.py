@@ -57,6 +57,14 @@ TRAINER_NODE = "node"
 # training-operator's PyTorchJob looks for this container and port name.
 PYTORCH_CONTAINER, PYTORCH_PORT_NAME, PYTORCH_PORT = "pytorch", "pytorchjob-port", 23456
 RUNTIME_PATCH_MANAGER = "vsearch.io/train-model"
+# Pod Security "restricted" (the namespace enforces it, k8s/base/namespace.yaml): the project
+# image runs as uid/gid 10001 (dockerfiles/); fsGroup lets it write the shared PVC. The root
+# filesystem is read-only; /tmp is an emptyDir (torchrun's and Python's scratch space).
+POD_SECURITY_CONTEXT = {"runAsNonRoot": True, "runAsUser": 10001, "runAsGroup": 10001, "fsGroup": 10001,
+                        "seccompProfile": {"type": "RuntimeDefault"}}
+CONTAINER_SECURITY_CONTEXT = {"allowPrivilegeEscalation": False, "readOnlyRootFilesystem": True, "runAsNonRoot": True,
+                              "capabilities": {"drop": ["ALL"]}, "seccompProfile": {"type": "RuntimeDefault"}}
+SCRATCH_VOLUME, SCRATCH_PATH = "vsearch-tmp", "/tmp"
 # Terminal conditions (status "True"): Trainer v2 TrainJob / training-operator PyTorchJob.
 # What `submit_and_wait` does to the API per flavour (create, poll, delete on timeout / retry):
 # the pipeline-runner Role in k8s/base/rbac.yaml grants exactly this (tests/k8s checks it).
@@ -307,6 +315,8 @@ def _volumes(spec: TrainJobSpec) -> list[dict]:
             out.append({"name": v.name, "emptyDir": empty})
     if spec.shm_size:
         out.append({"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": spec.shm_size}})
+    if not any(m.path == SCRATCH_PATH for m in spec.mounts):
+        out.append({"name": SCRATCH_VOLUME, "emptyDir": {}})
     return out
 
 
@@ -319,6 +329,8 @@ def _mounts(spec: TrainJobSpec) -> list[dict]:
         out.append(mount)
     if spec.shm_size:
         out.append({"name": "dshm", "mountPath": "/dev/shm"})
+    if not any(m.path == SCRATCH_PATH for m in spec.mounts):
+        out.append({"name": SCRATCH_VOLUME, "mountPath": SCRATCH_PATH})
     return out
 
 
@@ -339,7 +351,7 @@ def _tolerations(spec: TrainJobSpec) -> list[dict]:
 
 
 def _pod_level(spec: TrainJobSpec) -> dict:
-    pod: dict[str, Any] = {}
+    pod: dict[str, Any] = {"securityContext": copy.deepcopy(POD_SECURITY_CONTEXT)}
     if spec.service_account:
         pod["serviceAccountName"] = spec.service_account
     if spec.node_selector:
@@ -387,17 +399,16 @@ def build_manifest(spec: TrainJobSpec, train_args: list[str]) -> dict:
         "runtimeRef": {"name": spec.runtime, "kind": spec.runtime_kind, "apiGroup": TRAINER_GROUP},
         "trainer": trainer,
     }
+    # Always a runtime patch: the restricted security contexts have no field in spec.trainer.
     pod = _pod_level(spec)
-    mounts = _mounts(spec)
-    if mounts:
-        pod["containers"] = [{"name": TRAINER_NODE, "volumeMounts": mounts}]
-    if pod:
-        job_spec["runtimePatches"] = [{
-            "manager": RUNTIME_PATCH_MANAGER,
-            "trainingRuntimeSpec": {"template": {"spec": {"replicatedJobs": [
-                {"name": TRAINER_NODE, "template": {"spec": {"template": {"spec": pod}}}}
-            ]}}},
-        }]
+    pod["containers"] = [{"name": TRAINER_NODE, "securityContext": copy.deepcopy(CONTAINER_SECURITY_CONTEXT),
+                          "volumeMounts": _mounts(spec)}]
+    job_spec["runtimePatches"] = [{
+        "manager": RUNTIME_PATCH_MANAGER,
+        "trainingRuntimeSpec": {"template": {"spec": {"replicatedJobs": [
+            {"name": TRAINER_NODE, "template": {"spec": {"template": {"spec": pod}}}}
+        ]}}},
+    }]
     if spec.active_deadline_seconds:
         job_spec["activeDeadlineSeconds"] = spec.active_deadline_seconds
     return {
@@ -416,6 +427,7 @@ def _pytorchjob(spec: TrainJobSpec, command: list[str], args: list[str]) -> dict
         "args": args,
         "resources": _resources(spec),
         "ports": [{"name": PYTORCH_PORT_NAME, "containerPort": PYTORCH_PORT}],
+        "securityContext": copy.deepcopy(CONTAINER_SECURITY_CONTEXT),
     }
     env = _env(spec)
     if env:
