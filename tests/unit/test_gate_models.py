@@ -11,7 +11,8 @@ from vsearch.registry import Registry
 
 CFG = G.GateConfig(checks=(G.Check("recall@1", "baseline", max_regression=1.0),
                            G.Check("mrr", "champion", max_regression=1.0, ci=True),
-                           G.Check("recall@10", "value", min=0.0)), n_boot=200)
+                           G.Check("recall@10", "value", min=0.0)), n_boot=200,
+                  without_champion=())  # tiny models: the plumbing, not a significant gain
 
 
 def flat(comparisons: dict) -> dict:
@@ -37,21 +38,21 @@ def test_champion_from_evaluation_model_folder_or_registry_agree(tmp_path, evals
                            champion=str(evals / "all"), champion_name="three_tower")
     reused = G.run_gate(evals / "all", tmp_path / "b", CFG, candidate_name="four_tower", champion=str(champ))
     on_the_spot = G.run_gate(evals / "pair", tmp_path / "c", CFG, champion=str(champ))  # not in that evaluation
-    assert reused["champion"]["found_via"]["reused_evaluation_of"] == "three_tower"
-    assert "evaluated_on" in on_the_spot["champion"]["found_via"]
+    assert reused.champion_lookup["reused_evaluation_of"] == "three_tower"
+    assert "evaluated_on" in on_the_spot.champion_lookup
     for blessing in (same_eval, reused, on_the_spot):
-        assert blessing["candidate"]["version"] == model_version(tiny_models["four_tower"])
-        assert blessing["champion"]["version"] == model_version(champ)
-        assert blessing["blessed"] is True
-    assert flat(on_the_spot["comparisons"]["champion"]) == pytest.approx(flat(same_eval["comparisons"]["champion"]))
-    assert reused["comparisons"] == same_eval["comparisons"]
-    assert same_eval["data"]["fingerprint"] and same_eval["data"]["queries"] > 0
+        assert blessing.candidate.version == model_version(tiny_models["four_tower"])
+        assert blessing.champion.version == model_version(champ)
+        assert blessing.blessed is True
+    assert flat(on_the_spot.comparisons["champion"]) == pytest.approx(flat(same_eval.comparisons["champion"]))
+    assert reused.comparisons == same_eval.comparisons
+    assert same_eval.data["fingerprint"] and same_eval.data["queries"] > 0
 
     # Through the registry: promote the 3-tower (judged with no champion), then gate the 4-tower.
     store = tmp_path / "registry"
     first = G.run_gate(evals / "all", tmp_path / "d", CFG, candidate_name="three_tower", registry=str(store))
-    assert first["champion"] is None and "No champion yet" in first["reason"]
+    assert first.champion is None and "no champion yet" in first.reason
     Registry(store).promote(tmp_path / "d" / "blessing.json")
     via_registry = G.run_gate(evals / "all", tmp_path / "e", CFG, candidate_name="four_tower", registry=str(store))
-    assert via_registry["champion"]["version"] == model_version(champ)
-    assert via_registry["comparisons"] == same_eval["comparisons"]
+    assert via_registry.champion.version == model_version(champ)
+    assert via_registry.comparisons == same_eval.comparisons

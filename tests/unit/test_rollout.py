@@ -1,4 +1,4 @@
-"""Rollout writer: schema round trip, KServe manifest validity, refusals."""
+"""Rollout writer: schema round trip, per-arm KServe manifests, refusals, one collection-name rule."""
 
 from __future__ import annotations
 
@@ -14,7 +14,8 @@ from vsearch.config import ConfigError
 from vsearch.registry import Registry
 from vsearch.rollout import kserve
 from vsearch.rollout.schema import assign_variant, load_rollout
-from vsearch.rollout.writer import collection_name, load_rollout_defaults, write_rollout
+from vsearch.indexing.store import collection_name
+from vsearch.rollout.writer import load_rollout_defaults, write_rollout
 from vsearch.schema import DataError
 
 
@@ -30,42 +31,58 @@ def test_rollout_round_trips_and_names_models_aliases_ramp_guardrails(tmp_path, 
     cfg = load_rollout(paths["rollout"])
     assert cfg.control.model.version == model_version(champ) and cfg.treatment.model.version == model_version(cand)
     assert cfg.control.milvus_alias == "vsearch_serving" and cfg.treatment.milvus_alias == "vsearch_serving_candidate"
-    assert cfg.treatment.milvus_collection == "vsearch_" + model_version(cand).replace("-", "_")
-    assert [s.treatment_percent for s in cfg.traffic.ramp] == [1, 5, 25, 50]
-    assert all(s.min_duration_hours > 0 for s in cfg.traffic.ramp) and cfg.traffic.treatment_percent == 1
+    assert cfg.live_alias == "vsearch_serving"
+    # One naming rule (vsearch.indexing.store.collection_name), the one backfill uses.
+    assert cfg.treatment.milvus_collection == collection_name("vsearch", model_version(cand))
+    assert [s.treatment_percent for s in cfg.traffic.ramp] == [10, 25, 50]
+    assert all(s.min_duration_hours > 0 for s in cfg.traffic.ramp) and cfg.traffic.treatment_percent == 10
     assert {g.metric for g in cfg.guardrails} == {"ctr", "add_to_cart_rate", "p99_latency_ms", "error_rate"}
-    assert cfg.rollback.restore_collection == collection_name(model_version(champ))
-    assert "treatment_percent to 0" in cfg.rollback.instruction and cfg.blessing == str(blessing.resolve())
+    assert cfg.rollback.restore_collection == collection_name("vsearch", model_version(champ))
+    assert "vsearch release rollback" in cfg.rollback.instruction and cfg.blessing == str(blessing.resolve())
     # Round trip: dump -> load -> dump gives the same document; the service's routing works on it.
     raw = yaml.safe_load(paths["rollout"].read_text())
     assert load_rollout(paths["rollout"]).model_dump(mode="json") == raw
     share = sum(assign_variant(cfg, f"user{i}").name == "treatment" for i in range(20_000)) / 20_000
-    assert 0.005 < share < 0.015  # 1% of users on the treatment at the first step
+    assert 0.09 < share < 0.11  # 10% of users on the treatment at the first step
     # Overrides: another alias and ramp; a non-increasing ramp is rejected by the schema.
-    other = load_rollout_defaults(overrides=["alias=search_v2", "treatment_alias_suffix=_b",
+    other = load_rollout_defaults(overrides=["alias=search_v2", "collection_prefix=img",
                                              "ramp=[{treatment_percent: 10, min_duration_hours: 1}]"])
     cfg2 = load_rollout(write_rollout(blessing, tmp_path / "r2", other)["rollout"])
-    assert cfg2.treatment.milvus_alias == "search_v2_b" and len(cfg2.traffic.ramp) == 1
+    assert cfg2.treatment.milvus_alias == "search_v2_candidate" and len(cfg2.traffic.ramp) == 1
+    assert cfg2.treatment.milvus_collection == collection_name("img", model_version(cand))
+    # Hostile plan values are refused by the schema: a path as alias, an infinite step, an empty ramp.
+    for override in ("alias=../../etc", "ramp=[{treatment_percent: 10, min_duration_hours: .inf}]", "ramp=[]"):
+        with pytest.raises(ConfigError):
+            write_rollout(blessing, tmp_path / "r4", load_rollout_defaults(overrides=[override]))
+    assert not (tmp_path / "r4").exists()
     bad = load_rollout_defaults(overrides=["ramp=[{treatment_percent: 5, min_duration_hours: 1}, {treatment_percent: 1, min_duration_hours: 1}]"])
     with pytest.raises(ConfigError, match="strictly increase"):
         write_rollout(blessing, tmp_path / "r3", bad)
     assert not (tmp_path / "r3").exists()
 
 
-def test_kserve_manifest_is_structurally_valid_and_canary(tmp_path, blessed):
-    blessing, _, cand = blessed
-    manifest = yaml.safe_load(write_rollout(blessing, tmp_path / "rollout")["kserve"].read_text())
-    kserve.validate_manifest(manifest)
-    predictor = manifest["spec"]["predictor"]
-    assert manifest["apiVersion"] == "serving.kserve.io/v1beta1" and manifest["kind"] == "InferenceService"
-    assert predictor["canaryTrafficPercent"] == 1
-    env = {e["name"]: e["value"] for e in predictor["containers"][0]["env"]}
-    assert env["STORAGE_URI"] == str(cand.resolve()) and env["VSEARCH_MODEL_VERSION"] == model_version(cand)
-    args = predictor["containers"][0]["args"]
-    assert args[args.index("--alias") + 1] == "vsearch_serving_candidate"  # the treatment's alias, filled in
-    from components.image import IMAGE
+def test_kserve_manifests_one_per_arm_are_structurally_valid_and_sticky(tmp_path, blessed):
+    """KServe's canary splits requests, not users: one InferenceService per arm, no canaryTrafficPercent."""
+    blessing, champ, cand = blessed
+    paths = write_rollout(blessing, tmp_path / "rollout")
+    docs = list(yaml.safe_load_all(paths["kserve"].read_text()))
+    plan = load_rollout(paths["rollout"])
+    assert [d["metadata"]["name"] for d in docs] == ["vsearch-query-encoder-control", "vsearch-query-encoder-treatment"]
+    for doc, arm, model in zip(docs, (plan.control, plan.treatment), (champ, cand)):
+        kserve.validate_manifest(doc)
+        predictor = doc["spec"]["predictor"]
+        assert "canaryTrafficPercent" not in predictor
+        container = predictor["containers"][0]
+        env = {e["name"]: e["value"] for e in container["env"]}
+        assert env["STORAGE_URI"] == str(model.resolve()) and env["VSEARCH_MODEL_VERSION"] == model_version(model)
+        assert container["args"][container["args"].index("--alias") + 1] == arm.milvus_alias  # each arm its own alias
+        assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
+        # The same sticky assignment as rollout.yaml and the service, carried for any front.
+        assert plan.assignment.salt in doc["metadata"]["annotations"]["vsearch.io/assignment"]
+        from components.image import IMAGE
 
-    assert predictor["containers"][0]["image"] == IMAGE  # the one project image tag, unless the config names another
+        assert container["image"] == IMAGE  # the one project image tag, unless the config names another
+    manifest = docs[1]
     # The validator is not a rubber stamp: each of these must be rejected.
     broken = []
     for path, value in [
@@ -112,7 +129,9 @@ def test_unblessed_stale_and_championless_blessings_are_refused(tmp_path, capsys
     with pytest.raises(ConfigError, match="no control to A/B against"):
         write_rollout(first, out)
     cfg = load_rollout(write_rollout(first, out, control_model=str(champ))["rollout"])
-    assert cfg.control.model.version == model_version(champ)
+    # First deployment: the control is the baseline on its own alias, never the (absent) live one.
+    assert cfg.control.model.version == model_version(champ) and cfg.control.milvus_alias == "vsearch_serving_baseline"
+    assert cfg.rollback.restore_collection is None
     # A registry whose champion is neither the blessing's champion nor the candidate: stale.
     reg = tmp_path / "registry"
     other = make_model_dir(tmp_path / "other", 3)
@@ -120,7 +139,11 @@ def test_unblessed_stale_and_championless_blessings_are_refused(tmp_path, capsys
     good = bless(tmp_path, "cand", cand, champion_dir=champ)
     with pytest.raises(DataError, match="stale blessing"):
         write_rollout(good, tmp_path / "r2", registry=str(reg))
+    # Given a Milvus, a plan whose aliases do not exist is refused (nothing written).
+    with pytest.raises(DataError, match="does not exist"):
+        write_rollout(good, tmp_path / "r5", milvus_uri=str(tmp_path / "empty.db"))
+    assert not (tmp_path / "r5").exists()
     # The CLI happy path prints both files.
     assert main(["rollout", "--blessing", str(good), "--out", str(tmp_path / "r3"), "kserve.namespace=search"]) == 0
     assert "inferenceservice.yaml" in capsys.readouterr().out
-    assert yaml.safe_load((tmp_path / "r3" / "inferenceservice.yaml").read_text())["metadata"]["namespace"] == "search"
+    assert {d["metadata"]["namespace"] for d in yaml.safe_load_all((tmp_path / "r3" / "inferenceservice.yaml").read_text())} == {"search"}

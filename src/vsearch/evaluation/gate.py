@@ -779,6 +779,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--config", default="gate", help="gate preset name or YAML path (default: gate)")
     parser.add_argument("--out", required=True, help="folder for blessing.json and report.html")
     args = parser.parse_args(argv)
+    from vsearch import artifacts
+
+    # Never over an input: --out inside the evaluation, the champion or the registry is refused.
+    artifacts.check_out(args.out, [args.candidate, args.champion, args.registry], ours=(BLESSING_FILE, GATE_REPORT_FILE))
     blessing = run_gate(
         args.candidate, args.out, load_gate_config(args.config), candidate_name=args.candidate_name,
         champion=args.champion, champion_name=args.champion_name, registry=args.registry,

@@ -112,6 +112,8 @@ def build_rollout(blessing, blessing_uri: str, cfg: dict, *, experiment_id: str 
                if first_deployment else f"alias {live} back on {control_collection} and the registry's champion back to {control_ref.version}")
     try:
         ramp = [RampStep(**step) for step in cfg["ramp"]]
+        if not ramp:
+            raise ConfigError("rollout config: 'ramp' needs at least one step")
         return RolloutConfig(
             experiment_id=experiment_id,
             created_at=created_at,
@@ -136,7 +138,11 @@ def build_rollout(blessing, blessing_uri: str, cfg: dict, *, experiment_id: str 
             registry=registry or None,
         )
     except (KeyError, TypeError, ValidationError) as err:
-        raise ConfigError(f"rollout config does not fit the rollout schema: {str(err).splitlines()[0][:200]}") from err
+        if isinstance(err, ValidationError):
+            first = err.errors()[0]
+            where = ".".join(str(p) for p in first["loc"]) or first.get("title", "")
+            raise ConfigError(f"rollout config does not fit the rollout schema: {where}: {first['msg']}"[:300]) from err
+        raise ConfigError(f"rollout config does not fit the rollout schema: {type(err).__name__}: {str(err)[:160]}") from err
 
 
 def _project_image() -> str:
@@ -283,6 +289,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--control-model", help="control model (the baseline) when the blessing has no champion")
     parser.add_argument("overrides", nargs="*", help="dotted overrides, e.g. alias=search_v1 kserve.namespace=search")
     args = parser.parse_args(argv)
+    artifacts.check_out(args.out, [args.blessing, args.registry, args.control_model, args.config], ours=(ROLLOUT_FILE, KSERVE_FILE))
     cfg = load_rollout_defaults(args.config, args.overrides)
     paths = write_rollout(args.blessing, args.out, cfg, registry=args.registry, experiment_id=args.experiment_id,
                           control_model=args.control_model, milvus_uri=args.milvus_uri)
