@@ -568,3 +568,74 @@ def test_secret_scanner_passes_references(reference):
     from secret_scan import scan_text
 
     assert scan_text(reference) == []
+
+
+# ------------------------------------------------------------------------------ pod security
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_namespace_enforces_restricted_pod_security(overlay):
+    [ns] = by_kind(render(f"overlays/{overlay}"), "Namespace")
+    labels = ns["metadata"]["labels"]
+    for mode in ("enforce", "warn", "audit"):
+        assert labels[f"pod-security.kubernetes.io/{mode}"] == "restricted", f"{overlay}: PSA {mode}"
+    assert labels["pod-security.kubernetes.io/enforce-version"] == f"v{K8S_VERSION}"
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_every_workload_pod_meets_restricted_pod_security(overlay):
+    from pod_security import restricted_violations
+
+    docs = render(f"overlays/{overlay}")
+    checked = 0
+    for doc in docs:
+        if doc["kind"] not in WORKLOAD_KINDS:
+            continue
+        spec = pod_spec(doc)
+        if doc["kind"] == "InferenceService":  # the predictor inlines the PodSpec among its own fields
+            spec = {k: v for k, v in spec.items() if k not in ("minReplicas", "maxReplicas", "serviceAccountName")}
+        assert restricted_violations({"spec": spec}) == [], f"{overlay}: {doc['kind']}/{doc['metadata']['name']}"
+        for c in containers(doc):  # each container says it itself, not only through the pod
+            assert c["securityContext"].get("seccompProfile") == {"type": "RuntimeDefault"}, f"{doc['metadata']['name']}/{c['name']}"
+        checked += 1
+    assert checked == 5
+    milvus = one(docs, "Milvus", "vsearch")["spec"]["components"]
+    assert milvus["runAsNonRoot"] is True
+    assert milvus["securityContext"] == {"runAsNonRoot": True, "seccompProfile": {"type": "RuntimeDefault"}}
+    # The checker can fail.
+    search = copy.deepcopy(pod_spec(one(docs, "Deployment", "vsearch-search")))
+    search["containers"][0]["securityContext"]["capabilities"] = {"drop": ["ALL"], "add": ["NET_ADMIN"]}
+    search["volumes"].append({"name": "host", "hostPath": {"path": "/var/run"}})
+    assert restricted_violations({"spec": search}) == ["volume host: type ['hostPath']", "search: capabilities.add"]
+
+
+# --------------------------------------------------------------------------------- egress
+def _object_storage_cidr(overlay: str) -> str:
+    doc = yaml.safe_load((K8S / "overlays" / overlay / "network-egress.yaml").read_text())
+    return doc["data"]["objectStorageCIDR"]
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_egress_names_its_destinations_and_object_storage_comes_from_the_overlay(overlay):
+    import ipaddress
+
+    docs = render(f"overlays/{overlay}")
+    cidr = _object_storage_cidr(overlay)
+    assert not any(d["metadata"]["name"] == "network-egress" for d in docs), "local-config: never applied"
+    labelled = 0
+    for policy in by_kind(docs, "NetworkPolicy"):
+        name = policy["metadata"]["name"]
+        for rule in policy["spec"].get("egress", []):
+            assert rule.get("to"), f"{overlay}: {name}: an egress rule to every address"
+            for peer in rule["to"]:
+                if "ipBlock" in peer:
+                    net = ipaddress.ip_network(peer["ipBlock"]["cidr"])
+                    assert net.prefixlen >= 8, f"{overlay}: {name}: egress to {net} (open to the internet)"
+                    assert [p["port"] for p in rule.get("ports", [])], f"{overlay}: {name}: ipBlock egress without ports"
+        if policy["metadata"].get("labels", {}).get("vsearch.io/egress") == "object-storage":
+            labelled += 1
+            first = policy["spec"]["egress"][0]
+            assert first == {"to": [{"ipBlock": {"cidr": cidr}}], "ports": [{"protocol": "TCP", "port": 443}]}, name
+    # search, query encoder, feature server, milvus, pipeline steps, trainjob pods
+    assert labelled == 6
+    assert "OBJECT_STORAGE_CIDR" not in _render_text(f"overlays/{overlay}")
+    text = DOCS.read_text()
+    assert "network-egress.yaml" in text and "objectStorageCIDR" in text, "docs/kubernetes.md must say where to set it"

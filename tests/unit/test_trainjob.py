@@ -48,6 +48,8 @@ from vsearch.training.trainjob import (
 )
 
 SCHEMAS = Path(__file__).resolve().parents[1] / "schemas"
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "k8s"))
+from pod_security import restricted_violations  # noqa: E402  (one checker for k8s/ and TrainJob pods)
 CRDS = {
     ("trainer.kubeflow.org", "v1alpha1", "trainjobs"): SCHEMAS / "trainer.kubeflow.org_trainjobs.v1alpha1.yaml",
     ("kubeflow.org", "v1", "pytorchjobs"): SCHEMAS / "kubeflow.org_pytorchjobs.v1.yaml",
@@ -245,39 +247,6 @@ def test_minimal_cpu_trainjob_patches_only_security_and_scratch_and_is_valid():
     assert m["spec"]["trainer"]["resourcesPerNode"] == {"limits": {"cpu": "8", "memory": "32Gi"}}
     assert crd_errors(m) == []
     validate_pods(m)
-
-
-def restricted_violations(pod: dict) -> list[str]:
-    """What Pod Security "restricted" (v1.30) would refuse in ``pod``, checked field by field."""
-    spec, out = pod["spec"], []
-    pod_sc = spec.get("securityContext", {})
-    allowed_volumes = {"configMap", "csi", "downwardAPI", "emptyDir", "ephemeral", "persistentVolumeClaim", "projected", "secret"}
-    for v in spec.get("volumes", []):
-        if not set(v) - {"name"} <= allowed_volumes:
-            out.append(f"volume {v['name']}: type {sorted(set(v) - {'name'})}")
-    for key in ("hostNetwork", "hostPID", "hostIPC"):
-        if spec.get(key):
-            out.append(key)
-    for c in spec.get("initContainers", []) + spec["containers"]:
-        sc, name = c.get("securityContext", {}), c["name"]
-        if sc.get("privileged"):
-            out.append(f"{name}: privileged")
-        if sc.get("allowPrivilegeEscalation") is not False:
-            out.append(f"{name}: allowPrivilegeEscalation must be false")
-        if "ALL" not in sc.get("capabilities", {}).get("drop", []):
-            out.append(f"{name}: capabilities must drop ALL")
-        if set(sc.get("capabilities", {}).get("add", [])) - {"NET_BIND_SERVICE"}:
-            out.append(f"{name}: capabilities.add")
-        if sc.get("runAsNonRoot", pod_sc.get("runAsNonRoot")) is not True:
-            out.append(f"{name}: runAsNonRoot")
-        if sc.get("runAsUser", pod_sc.get("runAsUser")) == 0:
-            out.append(f"{name}: runAsUser 0")
-        if sc.get("seccompProfile", pod_sc.get("seccompProfile", {})).get("type") not in ("RuntimeDefault", "Localhost"):
-            out.append(f"{name}: seccompProfile")
-        for p in c.get("ports", []):
-            if p.get("hostPort"):
-                out.append(f"{name}: hostPort")
-    return out
 
 
 @pytest.mark.parametrize("flavour", ["trainjob", "pytorchjob"])
