@@ -23,7 +23,9 @@ from vsearch.schema import DataError
 COMPONENTS = (validate_data, build_training_set, gate_model, record_rejection, write_rollout_config, detect_drift,
               backfill_embeddings)
 # A gate that blesses any model that finds something, and one with no thresholds (fails closed).
-LENIENT = {"baseline": "image_only", "n_boot": 100, "checks": [{"metric": "recall@10", "against": "value", "min": 0.0}]}
+# Tiny models trained a few steps: a gate for the plumbing (no significance asked of them).
+LENIENT = {"baseline": "image_only", "n_boot": 100, "checks": [{"metric": "recall@10", "against": "value", "min": 0.0}],
+           "without_champion": []}
 NO_CHECKS = {"baseline": "image_only", "n_boot": 100, "checks": []}
 
 
@@ -138,29 +140,44 @@ def test_backfill_then_rollout_config_for_a_blessed_model(tmp_path, evaluation, 
     from vsearch.indexing.store import connect
     from vsearch.rollout.schema import load_rollout
 
+    from vsearch.release.lifecycle import Release
+
     _, gate = _gate(tmp_path / "gate", evaluation, _gate_file(tmp_path, "lenient", LENIENT))
+    milvus = str(tmp_path / "milvus.db")
+    overrides = ["verify.sample_size=30", "backfill.num_workers=0"]
     index, metrics = _artifact(Artifact, tmp_path / "index"), _artifact(Metrics, tmp_path / "im")
     collection = backfill_embeddings.python_func(
         model=_artifact(Model, tiny_models["four_tower"]), data=_artifact(Dataset, tiny_data), index=index,
-        metrics=metrics, milvus_uri="", alias="vsearch_serving", overrides=["verify.sample_size=30", "backfill.num_workers=0"])
+        metrics=metrics, milvus_uri=milvus, alias="vsearch_serving", alias_role="candidate", overrides=overrides)
     version = model_version(tiny_models["four_tower"])
     assert collection.endswith(version.replace("-", "_")) and index.metadata["collection"] == collection
     n_products = len(pd.read_parquet(tiny_data / "catalog.parquet"))
     assert metrics.metadata["rows"] == metrics.metadata["written"] == float(n_products)
     assert metrics.metadata["recall_at_k"] >= 0.95
-    with connect(str(tmp_path / "index" / "milvus.db"), load_index_config()) as store:
-        assert store.alias_target("vsearch_serving") == collection
+    # The first deployment's control: the baseline, indexed because the blessing has no champion.
+    control_index = _artifact(Artifact, tmp_path / "control")
+    baseline = backfill_embeddings.python_func(
+        model=_artifact(Model, tiny_models["image_only"]), data=_artifact(Dataset, tiny_data), index=control_index,
+        metrics=_artifact(Metrics, tmp_path / "cm"), milvus_uri=milvus, alias="vsearch_serving", alias_role="baseline",
+        overrides=overrides, unless_champion=gate["blessing"])
+    with connect(milvus, load_index_config()) as store:
+        assert store.alias_target("vsearch_serving") is None  # the live alias is never touched by the pipeline
+        assert store.alias_target("vsearch_serving_candidate") == collection
+        assert store.alias_target("vsearch_serving_baseline") == baseline
         assert store.count(collection) == n_products
 
     rollout, summary = _artifact(Artifact, tmp_path / "rollout"), _artifact(Markdown, tmp_path / "rollout.md")
     write_rollout_config.python_func(blessing=gate["blessing"], index=index, rollout=rollout, summary=summary,
-                                     control_model=_artifact(Model, tiny_models["image_only"]))
+                                     control_model=_artifact(Model, tiny_models["image_only"]), control_index=control_index,
+                                     registry=str(tmp_path / "registry"), milvus_uri=milvus)
     config = load_rollout(tmp_path / "rollout" / "rollout.yaml")
     assert config.treatment.model.version == version
     assert config.control.model.version == model_version(tiny_models["image_only"])
     assert config.treatment.milvus_collection == collection  # the collection the backfill verified
+    assert config.control.milvus_collection == baseline
     assert (tmp_path / "rollout" / "inferenceservice.yaml").is_file()
-    assert collection in (tmp_path / "rollout.md").read_text()
+    assert collection in (tmp_path / "rollout.md").read_text() and "in review" in (tmp_path / "rollout.md").read_text()
+    assert Release(tmp_path / "rollout" / "rollout.yaml").state().status == "in_review"
 
 
 def test_write_rollout_config_refuses_an_unblessed_candidate(tmp_path, evaluation, tiny_models):
@@ -181,11 +198,12 @@ def test_detect_drift_says_whether_retraining_is_due(tmp_path, tiny_data, tiny_m
     overrides = ["sample.max_queries=100", "sample.max_products=100", "embeddings.plot_sample=20"]
     results = {}
     for label, window in (("same", tiny_data), ("shifted", shifted)):
-        drift_report, metrics = _artifact(Artifact, tmp_path / label), _artifact(Metrics, tmp_path / f"{label}.m")
+        # (The report once went into the window's own folder: issue 20's --out-over-input, now refused.)
+        drift_report, metrics = _artifact(Artifact, tmp_path / f"{label}-report"), _artifact(Metrics, tmp_path / f"{label}.m")
         results[label] = detect_drift.python_func(
             model=_artifact(Model, tiny_models["four_tower"]), current=_artifact(Dataset, window), drift_report=drift_report,
             report=_artifact(HTML, tmp_path / f"{label}.html"), metrics=metrics, overrides=overrides)
-        saved = json.loads((tmp_path / label / "drift.json").read_text())
+        saved = json.loads((tmp_path / f"{label}-report" / "drift.json").read_text())
         assert saved["drift"] is results[label] and metrics.metadata["drift"] == float(results[label])
         assert (tmp_path / f"{label}.html").read_text().lstrip().startswith("<")
     assert results == {"same": False, "shifted": True}

@@ -14,9 +14,11 @@ import yaml
 from pipelines.local import TINY_PARAMS, run_local
 from pipelines.config import load_pipeline_config
 
-LENIENT = {"baseline": "image_only", "n_boot": 100, "checks": [{"metric": "recall@10", "against": "value", "min": 0.0}]}
+# Tiny models trained a few steps: a gate for the plumbing (no significance asked of them).
+LENIENT = {"baseline": "image_only", "n_boot": 100, "checks": [{"metric": "recall@10", "against": "value", "min": 0.0}],
+           "without_champion": []}
 NO_CHECKS = {"baseline": "image_only", "n_boot": 100, "checks": []}
-BLESSED_BRANCH = {"backfill-embeddings", "write-rollout-config"}
+BLESSED_BRANCH = {"backfill-embeddings", "backfill-embeddings-2", "write-rollout-config"}
 REJECTED_BRANCH = {"record-rejection"}
 
 
@@ -44,7 +46,7 @@ def test_pipeline_demo_takes_the_branch_the_gate_decides_and_keeps_every_artifac
     from vsearch.rollout.schema import load_rollout
 
     out = tmp_path / "demo"
-    # Blessed: the candidate is indexed behind the serving alias and gets a rollout config.
+    # Blessed: the candidate is indexed under its candidate alias and the release waits in review.
     params = {k: v for k, v in TINY_PARAMS["training"].items() if k != "preset"}
     summary = run_pipeline_demo(out, "tiny", 0, params={**params, "gate_config": _gate(tmp_path, "lenient", LENIENT)})
     manifest = json.loads((Path(summary["run_dir"]) / "run.json").read_text())
@@ -65,13 +67,19 @@ def test_pipeline_demo_takes_the_branch_the_gate_decides_and_keeps_every_artifac
     assert (model / "drift_reference" / "snapshot.json").is_file()
 
     collection = manifest["tasks"]["backfill-embeddings"]["parameters"]["Output"]
-    assert summary["milvus"] == {"uri": str(out / "milvus.db"), "alias": "vsearch_serving", "collection": collection}
-    with connect(str(out / "milvus.db"), load_index_config()) as store:
-        assert store.alias_target("vsearch_serving") == collection
-        assert store.count(collection) == json.loads((_uri(manifest, "backfill-embeddings", "index") / "backfill.json").read_text())["catalog_rows"] > 0
+    assert summary["milvus"] == {"uri": str(out / "milvus.db"), "alias": "vsearch_serving_candidate", "collection": collection,
+                                 "live_alias": "vsearch_serving"}
     rollout = load_rollout(out / "rollout.yaml")
+    with connect(str(out / "milvus.db"), load_index_config()) as store:
+        assert store.alias_target("vsearch_serving") is None  # issue 19: nothing is live before review
+        assert store.alias_target("vsearch_serving_candidate") == collection
+        assert store.collection_record(collection)["status"] == "verified"
+        assert store.count(collection) == json.loads((_uri(manifest, "backfill-embeddings", "index") / "backfill.json").read_text())["catalog_rows"] > 0
+        for arm in (rollout.control, rollout.treatment):  # every alias of the plan exists, built by its arm's model
+            assert store.collection_record(store.alias_target(arm.milvus_alias))["model_version"] == arm.model.version
     assert rollout.treatment.milvus_collection == collection
     assert rollout.treatment.model.version == blessing["candidate"]["version"]
+    assert json.loads((out / "pipeline_demo.json").read_text())["release"]["status"] == "in_review"
     assert (out / "inferenceservice.yaml").is_file() and not (out / "rejection.md").exists()
     assert sorted(p.stem for p in (out / "pipelines").glob("*.yaml")) == sorted(PIPELINES)
     # Monitoring: the 4-tower model's reference vs a shifted window -> retraining is due.
