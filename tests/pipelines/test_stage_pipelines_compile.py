@@ -56,10 +56,20 @@ def test_training_dag_validates_trains_evaluates_gates_then_ships_or_says_why(co
                           "condition-3": "!(inputs.parameter_values['pipelinechannel--gate-model-Output'] == true)"}
     blessed = spec["components"][branches["condition-2"]["componentRef"]["name"]]["dag"]["tasks"]
     rejected = spec["components"][branches["condition-3"]["componentRef"]["name"]]["dag"]["tasks"]
-    assert set(blessed) == {"backfill-embeddings", "write-rollout-config"} and set(rejected) == {"record-rejection"}
+    assert set(blessed) == {"backfill-embeddings", "backfill-embeddings-2", "write-rollout-config"}
+    assert set(rejected) == {"record-rejection"}
     assert _producer(blessed["write-rollout-config"], "index") == "backfill-embeddings"
-    assert blessed["backfill-embeddings"]["inputs"]["artifacts"]["model"]["componentInputArtifact"] == \
-        "pipelinechannel--train-model-3-model"  # the 4-tower model is the one indexed
+    assert _producer(blessed["write-rollout-config"], "control_index") == "backfill-embeddings-2"
+    candidate, control = blessed["backfill-embeddings"], blessed["backfill-embeddings-2"]
+    assert candidate["inputs"]["artifacts"]["model"]["componentInputArtifact"] == \
+        "pipelinechannel--train-model-3-model"  # the 4-tower model is the candidate
+    # Issue 19: the blessed branch never moves the live alias: the candidate goes under its own
+    # alias, the baseline control (first deployment only) under another.
+    role = {name: t["inputs"]["parameters"]["alias_role"]["runtimeValue"]["constant"] for name, t in blessed.items()
+            if name.startswith("backfill")}
+    assert role == {"backfill-embeddings": "candidate", "backfill-embeddings-2": "baseline"}
+    assert control["inputs"]["artifacts"]["model"]["componentInputArtifact"] == "pipelinechannel--train-model-model"
+    assert control["inputs"]["artifacts"]["unless_champion"]["componentInputArtifact"] == "pipelinechannel--gate-model-blessing"
     # The branch tasks are data-dependent; everything else must run in every run.
     assert set(required_tasks(spec)) == {"synth-data", "validate-data", "build-training-set", "train-model",
                                          "train-model-2", "train-model-3", "evaluate-model", "gate-model"}
