@@ -1,5 +1,7 @@
-"""Crash test: a backfill SIGKILLed at random points, then rerun, ends exact; the alias never
-points to an unverified collection (checked after every kill)."""
+"""Crash test: a backfill SIGKILLed at random points (decoding workers running), then rerun at
+once, ends exact; the alias never points to an unverified collection and `index status` never
+calls a collection verified whose rows changed (checked after every kill). The kills at named
+stages are tests/integration/test_backfill_faults.py."""
 
 from __future__ import annotations
 
@@ -20,14 +22,20 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 
 def _cmd(model, data, uri):
-    # batch_size 1 makes the write phase long enough (one upsert per product) to be hit mid-way.
+    # batch_size 1 makes the write phase long enough (one upsert per product) to be hit mid-way;
+    # two decode workers: a kill must take them down too (else they hold the Lite LOCK).
     return [sys.executable, "-m", "vsearch.cli", "index", "backfill", "--model", str(model), "--data", str(data),
-            "--milvus-uri", str(uri), "--alias", "live", "--set", "backfill.batch_size=1", "--set", "backfill.num_workers=0"]
+            "--milvus-uri", str(uri), "--alias", "live", "--set", "backfill.batch_size=1", "--set", "backfill.num_workers=2"]
 
 
 def _check_alias_verified(uri, catalog_rows):
-    """The alias, if any, points to a collection recorded verified that really holds the catalog."""
+    """The alias, if any, points to a collection recorded verified that really holds the catalog;
+    `index status` shows no collection verified whose row count differs from its verification."""
+    from vsearch.indexing.cli import status
+
     with connect(str(uri), load_index_config()) as store:
+        for name, col in status(store)["collections"].items():
+            assert col["status"] != "verified" or col["rows"] == col["verified_rows"], (name, col)
         target = store.alias_target("live")
         if target is None:
             return None

@@ -7,11 +7,12 @@ Steps (each safe to interrupt; a rerun of the same command resumes):
 2. **write** — ids already stored are skipped (and rows of products no longer in the catalog
    deleted). A collection recorded ``verified`` is recorded ``writing`` again before its first
    row changes, so neither ``index rollback`` nor ``index status`` can present a half-rewritten
-   collection as verified (a served one is never rewritten: use ``--tag``). DataLoader workers decode images while the main thread encodes; a background
-   thread upserts by ``product_id`` from a bounded queue, so encoding never waits on Milvus
-   (and memory stays bounded when Milvus is slower). NaN/inf embeddings stop the run with the
-   catalog row named. The workers die with the process (``PR_SET_PDEATHSIG``) and never hold
-   the Milvus Lite LOCK, so a rerun right after a kill can open the database.
+   collection as verified (a served one is never rewritten: use ``--tag``). DataLoader workers
+   decode images while the main thread encodes; a background thread upserts by ``product_id``
+   from a bounded queue, so encoding never waits on Milvus (and memory stays bounded when
+   Milvus is slower). NaN/inf embeddings stop the run with the catalog row named. The workers
+   die with the process (``PR_SET_PDEATHSIG``) and never hold the Milvus Lite LOCK, so a rerun
+   right after a kill can open the database.
 3. **finalize** — flush, build the index (HNSW, else the configured fallbacks), load.
 4. **verify** — at Strong consistency: dimension, row count == catalog, every id present,
    finite vectors, sampled recall@k of the index vs exact numpy search >= threshold.
@@ -21,7 +22,8 @@ Steps (each safe to interrupt; a rerun of the same command resumes):
 
 Every step boundary is a :func:`vsearch.faults.fault_point` (test-only): ``open``, ``delete``,
 ``encode`` (after each batch is queued; decoding workers alive), ``write`` (after each stored
-batch), ``written``, ``finalize``, ``index``, ``verify``, ``verified``, ``alias``. ``tests/integration/test_backfill_faults.py`` kills the process at each.
+batch), ``written``, ``finalize``, ``index``, ``verify``, ``verified``, ``alias``;
+``tests/integration/test_backfill_faults.py`` kills the process at each.
 """
 
 from __future__ import annotations
