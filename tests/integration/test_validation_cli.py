@@ -47,6 +47,9 @@ def test_bad_data_exits_1_with_one_line_per_failed_check_and_a_page_a_browser_re
     out = tmp_path / "report"
     out.mkdir()
     (out / "old.txt").write_text("previous report")
+    from vsearch import artifacts
+
+    artifacts.mark(out)  # a report folder vsearch wrote earlier (an unmarked foreign folder is refused)
     code = main(["data", "validate", "--data", str(data), "--out", str(out), "--workers", "1"])
     assert code == 2  # invalid data
     lines = capsys.readouterr().err.strip().splitlines()

@@ -96,7 +96,7 @@ def test_no_data_docs_flag_skips_them(tiny_data, tmp_path, capsys):
     out = tmp_path / "report"
     assert _validate(tiny_data, out, "--no-data-docs") == 0
     capsys.readouterr()
-    assert sorted(p.name for p in out.iterdir()) == ["validation.html", "validation.json"]
+    assert sorted(p.name for p in out.iterdir() if not p.name.startswith(".")) == ["validation.html", "validation.json"]
     assert "GX Data Docs" not in (out / "validation.html").read_text()
     assert json.loads((out / "validation.json").read_text())["statistics"]["data_docs_seconds"] is None
 

@@ -11,7 +11,16 @@ def test_resolve_uri_never_escapes_the_data_folder(tmp_path):
     for bad in ("../secret.png", "images/../../x.png", "/etc/passwd"):
         with pytest.raises(DataError):
             schema.resolve_uri(tmp_path, bad)
+    # An absolute URL only under a configured prefix (issue 20: no fetch unless configuration allows it).
+    with pytest.raises(DataError, match="not allowed"):
+        schema.resolve_uri(tmp_path, "s3://bucket/key.png")
+
+
+def test_allowed_url_prefix_passes_through(tmp_path, monkeypatch):
+    monkeypatch.setenv("VSEARCH_ALLOWED_URI_PREFIXES", "s3://bucket/")
     assert schema.resolve_uri(tmp_path, "s3://bucket/key.png") == "s3://bucket/key.png"
+    with pytest.raises(DataError, match="not allowed"):
+        schema.resolve_uri(tmp_path, "s3://other/key.png")
 
 
 def test_symlink_escape_is_refused(tmp_path):
