@@ -130,6 +130,11 @@ class Release:
         self.registry = Registry(self.registry_uri)
         self.log = Registry(self.registry_uri, folder=f"releases/{self.id}", version_key="event")
 
+    def blessing_path(self) -> str:
+        """The plan's blessing: relative to the plan's folder (where the writer copies it), or absolute/URI."""
+        b = self.plan.blessing
+        return b if "://" in b or Path(b).is_absolute() else str(self.path.parent / b)
+
     # ------------------------------------------------------------------ state
     def events(self) -> list[dict]:
         return self.log.history()
@@ -251,7 +256,7 @@ class Release:
                 store.move_alias(live, target)
             # The live alias now serves the candidate's vectors: only the candidate's model may query it.
             store.check_embedding_space(live, treatment.model.version, store.collection_dim(target))
-        record = None if already else self.registry.promote(self.plan.blessing, treatment.model.uri, release=self.id)
+        record = None if already else self.registry.promote(self.blessing_path(), treatment.model.uri, release=self.id)
         self._write_share(100.0)
         return self._append("promote", new, actor, force_reason or (analysis or {}).get("reason", ""), forced=bool(force_reason),
                             live_alias=live, live_collection=target,

@@ -88,7 +88,7 @@ class RolloutConfig(_Strict):
     schema_version: Literal[1] = SCHEMA_VERSION
     experiment_id: str = Field(min_length=1, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,199}$")
     created_at: datetime
-    blessing: str = Field(description="path or URI of the blessing.json that allowed this rollout")
+    blessing: str = Field(description="the blessing.json that allowed this rollout: relative to the plan's folder, or a URI")
     control: Variant
     treatment: Variant
     traffic: Traffic

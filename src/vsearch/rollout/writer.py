@@ -31,6 +31,7 @@ from vsearch.schema import DataError
 
 ROLLOUT_FILE = "rollout.yaml"
 KSERVE_FILE = "inferenceservice.yaml"
+BLESSING_COPY = "blessing.json"  # beside rollout.yaml; the plan's `blessing` names it relative to the plan
 KNOWN_KEYS = {"experiment_prefix", "alias", "collection_prefix", "ramp", "guardrails", "kserve"}
 
 
@@ -255,7 +256,9 @@ def write_rollout(blessing_path: str | os.PathLike, out_dir: str | os.PathLike, 
     if control_model and blessing.champion is None:
         control_uri = str(Path(control_model).resolve()) if "://" not in str(control_model) else str(control_model)
         control = ModelRef("baseline", control_uri, artifacts.model_version(control_model))
-    rollout = build_rollout(blessing, uri, cfg, experiment_id=experiment_id, control=control, milvus_uri=milvus_uri,
+    # The plan carries its own copy of the blessing (``blessing.json`` beside rollout.yaml): the
+    # path the gate wrote it to may exist only in one pipeline pod.
+    rollout = build_rollout(blessing, BLESSING_COPY, cfg, experiment_id=experiment_id, control=control, milvus_uri=milvus_uri,
                             registry=registry)
     if milvus_uri:
         try:
@@ -266,6 +269,7 @@ def write_rollout(blessing_path: str | os.PathLike, out_dir: str | os.PathLike, 
     out = Path(out_dir)
     staging = artifacts.fresh_staging(out)
     try:
+        shutil.copyfile(uri, staging / BLESSING_COPY)
         dump_rollout(rollout, staging / ROLLOUT_FILE)
         if load_rollout(staging / ROLLOUT_FILE) != rollout:  # the file must round-trip through the schema
             raise RuntimeError(f"{staging / ROLLOUT_FILE}: does not read back as written")
@@ -274,7 +278,7 @@ def write_rollout(blessing_path: str | os.PathLike, out_dir: str | os.PathLike, 
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
-    return {"rollout": out / ROLLOUT_FILE, "kserve": out / KSERVE_FILE}
+    return {"rollout": out / ROLLOUT_FILE, "kserve": out / KSERVE_FILE, "blessing": out / BLESSING_COPY}
 
 
 def main(argv: list[str] | None = None) -> int:
