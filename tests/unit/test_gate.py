@@ -358,3 +358,32 @@ def test_broken_metrics_never_bless_and_leave_no_previous_blessing(tmp_path, eva
     assert code == 2 and len(err) == 1 and "fails closed" in err[0] and "cand" in err[0]
     assert ("per_query.parquet" if "per_query" in damage else "metrics.json") in err[0]
     assert not (out / "blessing.json").exists()
+
+
+@pytest.mark.parametrize("stage", ["gate.removed", "gate.decided", "gate.report", "gate.written"])
+def test_a_gate_killed_at_any_stage_leaves_no_stale_verdict_and_the_rerun_decides(tmp_path, evals, stage, capsys):
+    """Issue 20: SIGKILL the gate at each stage over a previous *blessed* verdict for a candidate
+    that now fails: never a stale blessed: true, never a half-written file; the rerun decides."""
+    import os
+    import subprocess
+    import sys
+
+    from vsearch.blessing import read_blessing
+    from vsearch.cli import main
+
+    out = tmp_path / "g"
+    passes = tmp_path / "pass.yaml"
+    passes.write_text("n_boot: 200\nwithout_champion: []\nchecks:\n  - {metric: recall@1, against: baseline, min_improvement: 0.0}\n")
+    fails = tmp_path / "fail.yaml"
+    fails.write_text("n_boot: 200\nwithout_champion: []\nchecks:\n  - {metric: recall@1, against: baseline, min_improvement: 0.9}\n")
+    argv = ["gate", "--candidate", str(evals), "--candidate-name", "cand", "--out", str(out)]
+    assert main(argv + ["--config", str(passes)]) == 0 and read_blessing(out).blessed
+    killed = subprocess.run([sys.executable, "-m", "vsearch.cli", *argv, "--config", str(fails)], capture_output=True,
+                            env={**os.environ, "VSEARCH_FAULT": stage})
+    assert killed.returncode == -9, killed.stderr[-300:]
+    if stage == "gate.written":
+        assert read_blessing(out).blessed is False  # the new verdict was committed, whole
+    else:
+        assert not (out / "blessing.json").exists()  # no verdict at all rather than a stale blessed one
+    assert main(argv + ["--config", str(fails)]) == 1 and read_blessing(out).blessed is False
+    assert not [p for p in out.iterdir() if ".tmp-" in p.name]

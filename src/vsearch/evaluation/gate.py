@@ -665,7 +665,11 @@ def run_gate(
         The `Blessing` written to blessing.json. A previous blessing.json in ``out_dir`` is
         removed first, so a gate that fails (bad input: exit 2) leaves no verdict behind.
     """
+    from vsearch.faults import fault_point
+
+    fault_point("gate.start")
     remove_blessing(out_dir)
+    fault_point("gate.removed")
     cand_eval = Path(candidate_eval)
     summary, per_query = _read_eval(cand_eval)
     candidate_name = candidate_name or _default_candidate(summary, cfg.baseline)
@@ -720,11 +724,14 @@ def run_gate(
             for against, comps in (("baseline", vs_baseline), ("champion", vs_champion)) if comps is not None
         },
     )
+    fault_point("gate.decided")
     out = Path(out_dir)
     if write_report:  # the page first: blessing.json is the commit point a reader acts on
         out.mkdir(parents=True, exist_ok=True)
         _write_gate_report(out / GATE_REPORT_FILE, cand_eval, summary, blessing, champ)
+    fault_point("gate.report")
     write_blessing(blessing, out)
+    fault_point("gate.written")
     return blessing
 
 
