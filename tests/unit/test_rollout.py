@@ -53,7 +53,8 @@ def test_rollout_round_trips_and_names_models_aliases_ramp_guardrails(tmp_path, 
     assert cfg2.treatment.milvus_alias == "search_v2_candidate" and len(cfg2.traffic.ramp) == 1
     assert cfg2.treatment.milvus_collection == collection_name("img", model_version(cand))
     # Hostile plan values are refused by the schema: a path as alias, an infinite step, an empty ramp.
-    for override in ("alias=../../etc", "ramp=[{treatment_percent: 10, min_duration_hours: .inf}]", "ramp=[]"):
+    for override in ("alias=../../etc", "ramp=[{treatment_percent: 10, min_duration_hours: .inf}]", "ramp=[]",
+                     "kserve.namespace=Bad_NS!"):
         with pytest.raises(ConfigError):
             write_rollout(blessing, tmp_path / "r4", load_rollout_defaults(overrides=[override]))
     assert not (tmp_path / "r4").exists()

@@ -87,3 +87,39 @@ def test_click_without_an_event_log_or_with_bad_json_is_a_clear_4xx(tmp_path, bo
     r = asyncio.run(run())
     assert r.status_code == status and "error" in r.json()
     assert (tmp_path / "events" / "clicks.jsonl").read_text() == ""  # nothing bad is logged
+
+
+def test_catalog_image_with_a_symlink_loop_is_a_404_not_a_500(tmp_path, tiny_data):
+    """Issue 20 item 4: /products/{id}/image on a URI that loops answered HTTP 500."""
+    import shutil
+
+    import pandas as pd
+
+    from vsearch.serving.search import CatalogHydrator
+
+    data = tmp_path / "data"
+    shutil.copytree(tiny_data, data)
+    (data / "loop").symlink_to(data / "loop")
+    catalog = pd.read_parquet(data / "catalog.parquet")
+    catalog.loc[0, "image_uri"] = "loop/x.png"
+    catalog.to_parquet(data / "catalog.parquet", index=False)
+    state = service.ServiceState(searchers={}, hydrator=CatalogHydrator(data), data_dir=str(data))
+
+    async def run():
+        transport = httpx.ASGITransport(app=service.create_app(state))
+        async with httpx.AsyncClient(transport=transport, base_url="http://svc") as client:
+            return await client.get(f"/products/{catalog.loc[0, 'product_id']}/image")
+
+    r = asyncio.run(run())
+    assert r.status_code == 404 and "not served" in r.json()["error"]
+
+
+def test_serve_refuses_an_invalid_plan_with_one_line(tmp_path, capsys):
+    """Issue 20 item 11: `serve --rollout` with invalid traffic gave a traceback."""
+    from vsearch.cli import main
+
+    plan = tmp_path / "rollout.yaml"
+    plan.write_text("experiment_id: x\ntraffic: {treatment_percent: 250, ramp: []}\n")
+    assert main(["serve", "--rollout", str(plan), "--data", str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "rollout.yaml" in err[0] and "not a valid rollout" in err[0] and len(err[0]) <= 300

@@ -169,3 +169,6 @@ def validate_manifest(doc: Mapping, k8s_version: str = K8S_VERSION) -> None:
 
     if not re.fullmatch(r"[a-z]([-a-z0-9]{0,61}[a-z0-9])?", name):
         raise jsonschema.ValidationError(f"metadata.name {name!r} must be a DNS-1035 label")
+    namespace = doc["metadata"].get("namespace")
+    if namespace is not None and not re.fullmatch(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?", str(namespace)):
+        raise jsonschema.ValidationError(f"metadata.namespace {str(namespace)[:80]!r} must be a DNS-1123 label")

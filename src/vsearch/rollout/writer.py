@@ -266,6 +266,15 @@ def write_rollout(blessing_path: str | os.PathLike, out_dir: str | os.PathLike, 
         except IndexError_ as err:
             raise DataError(uri, f"rollout refused: {err}") from err
     manifests = build_manifests(rollout, cfg)
+    import jsonschema
+
+    from vsearch.rollout.kserve import validate_manifest
+
+    for doc in manifests:  # a bad namespace, name or container field: one line, nothing written
+        try:
+            validate_manifest(doc)
+        except jsonschema.ValidationError as err:
+            raise ConfigError(f"rollout config 'kserve' section: {str(err.message)[:200]}") from err
     out = Path(out_dir)
     staging = artifacts.fresh_staging(out)
     try:
