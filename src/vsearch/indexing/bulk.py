@@ -305,9 +305,10 @@ def import_shards(store, collection: str, shard_files, dim: int, cfg, report, pr
             progress(f"collection {collection} is verified with {rows_now} rows: re-verifying, not importing")
             return
         progress(f"collection {collection} holds {rows_now} rows from an unfinished run: dropping and re-creating it")
+        # Recorded writing before the drop: a kill in between never leaves an empty collection "verified".
+        store.set_collection_status(collection, status=WRITING, recreated_at=time.time())
         store.client.drop_collection(collection)
         store.create_collection(collection, dim)
-        store.set_collection_status(collection, status=WRITING, recreated_at=time.time())
     t0 = time.perf_counter()
     files = write_import_files(list(shard_files), target, dim=dim)
     progress(f"wrote {len(files)} import file(s) to {target} in {time.perf_counter() - t0:.2f} s")
