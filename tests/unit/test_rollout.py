@@ -150,3 +150,27 @@ def test_unblessed_stale_and_championless_blessings_are_refused(tmp_path, capsys
     assert main(["rollout", "--blessing", str(good), "--out", str(tmp_path / "r3"), "kserve.namespace=search"]) == 0
     assert "inferenceservice.yaml" in capsys.readouterr().out
     assert {d["metadata"]["namespace"] for d in yaml.safe_load_all((tmp_path / "r3" / "inferenceservice.yaml").read_text())} == {"search"}
+
+
+def test_a_running_service_follows_a_ramp_written_to_the_plan_and_users_stay_sticky(tmp_path, blessed):
+    """`vsearch release ramp` rewrites the share; the service re-reads the plan without a restart,
+    and raising the share only moves control users over (no treated user goes back)."""
+    from vsearch.rollout.schema import dump_rollout, with_traffic
+    from vsearch.serving.app import ServiceState
+
+    blessing, _, _ = blessed
+    plan = write_rollout(blessing, tmp_path / "r")["rollout"]
+    cfg = load_rollout(plan)
+    state = ServiceState(searchers={}, hydrator=None, data_dir=str(tmp_path), rollout=cfg, rollout_path=str(plan))
+    users = [f"user{i}" for i in range(4000)]
+    before = {u for u in users if state.route(u) == "treatment"}
+    assert 0.08 < len(before) / len(users) < 0.12
+    dump_rollout(with_traffic(cfg, 50.0), plan)
+    state._checked_at = float("-inf")  # the service looks at the file at most once a second
+    after = {u for u in users if state.route(u) == "treatment"}
+    assert 0.47 < len(after) / len(users) < 0.53 and before <= after
+    # A plan naming other arms is not hot-swapped (a restart is needed), the loaded one stays.
+    other = cfg.model_dump(mode="json") | {"experiment_id": "another-release"}
+    plan.write_text(yaml.safe_dump(other))
+    state._checked_at = float("-inf")
+    assert state.route("user1") in ("control", "treatment") and state.rollout.experiment_id == cfg.experiment_id
