@@ -11,8 +11,17 @@
   without a schedule.
 
 The connection comes from flags or the environment, never from files in the repository:
-host ``--host`` or ``KF_PIPELINES_ENDPOINT``, bearer token from the environment variable
-named by ``--token-env`` (default ``VSEARCH_KFP_TOKEN``).
+host ``--host`` or ``KF_PIPELINES_ENDPOINT``; credentials, first found wins:
+
+1. a bearer token in the environment variable named by ``--token-env`` (default
+   ``VSEARCH_KFP_TOKEN``);
+2. inside the cluster, the projected ServiceAccount token (``KF_PIPELINES_SA_TOKEN_PATH``,
+   default ``/var/run/secrets/kubeflow/pipelines/token``, as ``k8s/base/recurring-run.yaml``
+   mounts it), re-read on every request so the kubelet's rotation is followed;
+3. outside it, behind Dex / oauth2-proxy, a session cookie from ``VSEARCH_KFP_COOKIE``
+   (``authservice_session=...`` or ``oauth2_proxy_kubeflow=...``, copied from the browser).
+
+None of them: anonymous, which a multi-user KFP refuses.
 """
 
 from __future__ import annotations
@@ -28,6 +37,9 @@ from typing import Any
 from vsearch.config import ConfigError
 
 DEFAULT_TOKEN_ENV = "VSEARCH_KFP_TOKEN"
+COOKIE_ENV = "VSEARCH_KFP_COOKIE"
+SA_TOKEN_ENV = "KF_PIPELINES_SA_TOKEN_PATH"  # kfp.client's own variable
+SA_TOKEN_PATH = "/var/run/secrets/kubeflow/pipelines/token"
 HOST_ENV = "KF_PIPELINES_ENDPOINT"  # the variable kfp.Client itself reads
 DEFAULT_NAMESPACE = "kubeflow"  # kfp.Client's default; any other value skips the /healthz probe
 
@@ -85,10 +97,25 @@ def connect(host: str | None = None, namespace: str | None = None, token_env: st
     host = host or os.environ.get(HOST_ENV)
     if not host:
         raise ConfigError(f"no Kubeflow Pipelines host: pass --host URL or set {HOST_ENV}")
-    token = os.environ.get(token_env) or None
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)  # "only works with KFP v2.0.0-beta.2 and later"
-        return kfp.Client(host=host, namespace=namespace or DEFAULT_NAMESPACE, existing_token=token)
+        return kfp.Client(host=host, namespace=namespace or DEFAULT_NAMESPACE, **credentials(token_env))
+
+
+def credentials(token_env: str = DEFAULT_TOKEN_ENV) -> dict:
+    """kfp.Client keyword arguments for the first credential found (see the module docstring)."""
+    token = os.environ.get(token_env)
+    if token:
+        return {"existing_token": token}
+    sa_path = os.environ.get(SA_TOKEN_ENV) or SA_TOKEN_PATH
+    if os.path.isfile(sa_path):
+        from kfp.client.set_volume_credentials import ServiceAccountTokenVolumeCredentials
+
+        return {"credentials": ServiceAccountTokenVolumeCredentials(sa_path)}
+    cookie = os.environ.get(COOKIE_ENV)
+    if cookie:
+        return {"cookies": cookie}
+    return {}
 
 
 def package_version_name(package: str | os.PathLike, pipeline_name: str) -> str:

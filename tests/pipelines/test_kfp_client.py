@@ -209,3 +209,24 @@ def test_six_field_crons_pass(cron):
 def test_other_crons_are_refused(cron):
     with pytest.raises(ConfigError):
         validate_cron(cron)
+
+
+@pytest.mark.parametrize("how", ["service_account", "cookie"])
+def test_without_a_token_env_the_projected_service_account_token_or_a_cookie_is_sent(kfp_server, capsys, tmp_path,
+                                                                                    monkeypatch, how):
+    """Issue 21 item 2: in the cluster (recurring-run CronJob) no Authorization header was sent."""
+    monkeypatch.delenv("VSEARCH_KFP_TOKEN")
+    if how == "service_account":
+        token_file = tmp_path / "sa-token"
+        token_file.write_text("projected-sa-token\n")
+        monkeypatch.setenv("KF_PIPELINES_SA_TOKEN_PATH", str(token_file))
+    else:
+        monkeypatch.setenv("KF_PIPELINES_SA_TOKEN_PATH", str(tmp_path / "absent"))
+        monkeypatch.setenv("VSEARCH_KFP_COOKIE", "authservice_session=s3ss10n")
+    code, _, _ = _run(capsys, ["submit", "model", "--host", kfp_server.url, "--experiment", "weekly", "--run-name", "r"])
+    assert code == 0
+    reqs = [r for r in kfp_server.requests if r.path != "/apis/v2beta1/healthz"]
+    if how == "service_account":
+        assert reqs and all(r.headers.get("authorization") == "Bearer projected-sa-token" for r in reqs)
+    else:
+        assert reqs and all("authservice_session=s3ss10n" in r.headers.get("cookie", "") for r in reqs)
