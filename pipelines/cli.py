@@ -8,7 +8,11 @@
     vsearch pipeline schedule NAME|--package FILE --cron "0 0 3 * * 1" [--name N] [...]
 
 ``--set key=value`` overrides and ``--config`` change the compile-time config (pipelines.config).
-``--param`` values are parsed as YAML (``seed=3`` is an int, ``train_overrides=[a, b]`` a list).
+``--param`` values follow the pipeline's declared input types: submit and schedule check every
+name against the compiled pipeline's inputs and convert each value to its type (a STRING stays
+the text given, ``preset=on`` is "on"; ``seed=3`` must be an integer; ``train_overrides=[a, b]``
+a list), refusing an unknown name or a bad value with one line, before any request. run-local
+parses values as YAML.
 """
 
 from __future__ import annotations
@@ -26,14 +30,55 @@ import yaml
 from vsearch.config import ConfigError
 
 
-def _params(items: list[str]) -> dict[str, Any]:
+def _params(items: list[str], parse: bool = True) -> dict[str, Any]:
     params: dict[str, Any] = {}
     for item in items:
         key, sep, value = item.partition("=")
         if not sep or not key.strip():
-            raise ConfigError(f"--param '{item}' must look like name=value")
-        params[key.strip()] = yaml.safe_load(value) if value else ""
+            raise ConfigError(f"--param '{item[:80]}' must look like name=value")
+        params[key.strip()] = (yaml.safe_load(value) if value else "") if parse else value
     return params
+
+
+def typed_params(spec, raw: dict[str, str]) -> dict[str, Any]:
+    """``raw`` (name -> text) converted to the compiled pipeline's declared input types.
+
+    Raises:
+        ConfigError: an unknown parameter (with the known ones), a value that is not of its
+            parameter's type, or a required parameter left out.
+    """
+    from kfp.pipeline_spec import pipeline_spec_pb2
+
+    declared = spec.root.input_definitions.parameters
+    kind = {name: pipeline_spec_pb2.ParameterType.ParameterTypeEnum.Name(p.parameter_type) for name, p in declared.items()}
+    unknown = sorted(set(raw) - set(kind))
+    if unknown:
+        raise ConfigError(f"--param {unknown[0]!r}: the pipeline has no such input; it takes {sorted(kind)}")
+    out: dict[str, Any] = {}
+    for name, text in raw.items():
+        t = kind[name]
+        try:
+            if t == "STRING":
+                value: Any = text
+            elif t == "NUMBER_INTEGER":
+                value = int(text)
+            elif t == "NUMBER_DOUBLE":
+                value = float(text)
+            elif t == "BOOLEAN":
+                if text.lower() not in ("true", "false"):
+                    raise ValueError("expected true or false")
+                value = text.lower() == "true"
+            else:  # LIST / STRUCT
+                value = yaml.safe_load(text) if text else ([] if t == "LIST" else {})
+                if not isinstance(value, list if t == "LIST" else dict):
+                    raise ValueError(f"expected a {'list' if t == 'LIST' else 'mapping'}")
+        except (ValueError, yaml.YAMLError) as err:
+            raise ConfigError(f"--param {name}={text[:60]!r}: not a valid {t} ({str(err).splitlines()[0][:80]})") from err
+        out[name] = value
+    missing = sorted(n for n, p in declared.items() if n not in out and not p.is_optional and not p.HasField("default_value"))
+    if missing:
+        raise ConfigError(f"--param {missing[0]}=...: this pipeline input has no default and must be given")
+    return out
 
 
 def _add_config_args(p: argparse.ArgumentParser) -> None:
@@ -99,8 +144,8 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _package(args, tmp: Path) -> tuple[Path, str]:
-    """(package path, pipeline name) from NAME (compiled now) or --package."""
+def _package(args, tmp: Path) -> tuple[Path, str, Any]:
+    """(package path, pipeline name, its PipelineSpec) from NAME (compiled now) or --package."""
     from pipelines.compiler import check_package, compile_pipeline
     from pipelines.config import load_pipeline_config
 
@@ -117,7 +162,7 @@ def _package(args, tmp: Path) -> tuple[Path, str]:
     else:
         package = compile_pipeline(args.name, load_pipeline_config(args.config, args.overrides), tmp)
         spec, _ = check_package(package)
-    return package, args.pipeline_name or spec.pipeline_info.name
+    return package, args.pipeline_name or spec.pipeline_info.name, spec
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -160,7 +205,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from pipelines import client as kfp_client
 
-    params = _params(args.param)
+    params = _params(args.param, parse=False)  # typed by the pipeline's declared inputs in _remote
     if args.command == "schedule":
         kfp_client.validate_cron(args.cron)  # before any network call
     try:
@@ -183,7 +228,8 @@ def main(argv: list[str] | None = None) -> int:
 
 def _remote(args, params: dict[str, Any], kfp_client):
     with tempfile.TemporaryDirectory(prefix="vsearch-pipeline-") as tmp:
-        package, pipeline_name = _package(args, Path(tmp))
+        package, pipeline_name, spec = _package(args, Path(tmp))
+        params = typed_params(spec, params)  # before any request
         # kfp.Client prints links on stdout: keep stdout for the JSON result.
         with contextlib.redirect_stdout(sys.stderr):
             client = kfp_client.connect(args.host, args.namespace, args.token_env)

@@ -230,3 +230,19 @@ def test_without_a_token_env_the_projected_service_account_token_or_a_cookie_is_
         assert reqs and all(r.headers.get("authorization") == "Bearer projected-sa-token" for r in reqs)
     else:
         assert reqs and all("authservice_session=s3ss10n" in r.headers.get("cookie", "") for r in reqs)
+
+
+def test_params_are_checked_against_the_pipelines_inputs_before_any_request(kfp_server, capsys):
+    """Issue 21 item 6: `sed=3` and `preset=on` were sent as-is (a typo, and YAML's boolean 'on')."""
+    for argv, expected in ((["--param", "sed=3"], "no such input"), (["--param", "seed=three"], "not a valid NUMBER_INTEGER"),
+                           (["--param", "train_overrides=x: 1"], "not a valid LIST")):
+        code = vsearch_main(["pipeline", "submit", "model", "--host", kfp_server.url, *argv])
+        err = capsys.readouterr().err
+        assert code == 2 and expected in err and len(err.strip().splitlines()) == 1, err
+    assert kfp_server.requests == []  # refused before anything was sent
+    code, _, _ = _run(capsys, ["submit", "model", "--host", kfp_server.url, "--param", "preset=on", "--param", "seed=3",
+                               "--param", "train_overrides=[train.max_steps=2]"])
+    assert code == 0
+    run = next(r for r in kfp_server.requests if r.method == "POST" and r.path.endswith("/runs"))
+    params = run.body["runtime_config"]["parameters"]
+    assert params["preset"] == "on" and params["seed"] == 3 and params["train_overrides"] == ["train.max_steps=2"]
