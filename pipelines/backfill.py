@@ -42,7 +42,7 @@ def build(cfg: PipelineConfig):
         data = dsl.importer(artifact_uri=data_uri, artifact_class=Dataset, reimport=False)
         data.set_display_name("Import catalog")
         plan = configure(plan_shards(num_shards=num_shards), "Plan shards", cfg)
-        with dsl.ParallelFor(plan.output, name="shards") as shard:
+        with dsl.ParallelFor(plan.output, name="shards", parallelism=cfg.resources.shard_parallelism) as shard:
             embedded = configure(
                 embed_shard(model=model.output, data=data.output, shard=shard, num_shards=num_shards,
                             overrides=index_overrides),

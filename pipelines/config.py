@@ -41,6 +41,30 @@ class GpuConfig:
     tolerations: list[Toleration] = field(
         default_factory=lambda: [Toleration(key="nvidia.com/gpu", operator="Exists", effect="NoSchedule")]
     )
+    # DataLoader workers pass batches through shared memory; a container's default /dev/shm is 64 MB.
+    shm_size: str = "8Gi"
+
+
+@dataclass
+class ResourcesConfig:
+    """CPU/memory *requests* of every step (a step without requests is a BestEffort pod, the
+    first one evicted). ``steps`` overrides the default per step; GPU steps also get ``gpu``'s limits."""
+
+    cpu_request: str = "1"
+    memory_request: str = "2G"
+    steps: dict[str, dict[str, str]] = field(default_factory=lambda: {
+        "train_model": {"cpu": "4", "memory": "16G"},
+        "evaluate_model": {"cpu": "2", "memory": "8G"},
+        "embed_shard": {"cpu": "4", "memory": "16G"},
+        "backfill_embeddings": {"cpu": "2", "memory": "8G"},
+        "index_embeddings": {"cpu": "2", "memory": "8G"},
+        "detect_drift": {"cpu": "2", "memory": "4G"},
+    })
+    shard_parallelism: int = 8  # embed_shard tasks at once (dsl.ParallelFor parallelism)
+
+    def request(self, step: str) -> tuple[str, str]:
+        own = self.steps.get(step, {})
+        return str(own.get("cpu", self.cpu_request)), str(own.get("memory", self.memory_request))
 
 
 @dataclass
@@ -114,6 +138,7 @@ class PipelineConfig:
     gpu: GpuConfig = field(default_factory=GpuConfig)
     retry: RetryConfig = field(default_factory=RetryConfig)
     trainjob: TrainJobConfig = field(default_factory=TrainJobConfig)
+    resources: ResourcesConfig = field(default_factory=ResourcesConfig)
     secrets: list[SecretEnv] = field(
         default_factory=lambda: [
             # Object-store credentials for data and models on s3:// (fsspec reads AWS_*).
@@ -212,6 +237,7 @@ _NESTED = {
     (PipelineConfig, "retry"): RetryConfig,
     (PipelineConfig, "secrets"): SecretEnv,
     (PipelineConfig, "trainjob"): TrainJobConfig,
+    (PipelineConfig, "resources"): ResourcesConfig,
     (GpuConfig, "tolerations"): Toleration,
 }
 
@@ -228,6 +254,11 @@ def validate(cfg: PipelineConfig, where: str = "pipeline config") -> None:
             raise ConfigError(f"{where}: toleration effect {t.effect!r} is not a Kubernetes taint effect")
     if cfg.trainjob.enabled:
         _validate_trainjob(cfg, where)
+    if not isinstance(cfg.resources.shard_parallelism, int) or cfg.resources.shard_parallelism < 1:
+        raise ConfigError(f"{where}: resources.shard_parallelism must be an integer >= 1")
+    if not isinstance(cfg.resources.steps, dict) or any(not isinstance(v, dict) or set(v) - {"cpu", "memory"}
+                                                        for v in cfg.resources.steps.values()):
+        raise ConfigError(f"{where}: resources.steps maps a step to {{cpu, memory}}")
     if not isinstance(cfg.retry.num_retries, int) or cfg.retry.num_retries < 0:
         raise ConfigError(f"{where}: retry.num_retries must be an integer >= 0")
     for s in cfg.secrets:

@@ -1,8 +1,9 @@
 """Applying the compile-time config to pipeline tasks: one function, used by every DAG.
 
 Kubernetes concerns stay out of the components: display names, image override, caching,
-retries, accelerators (type, count, limits, node selector, tolerations) and Secrets as
-environment variables are all set here, per step, from ``PipelineConfig``.
+retries, CPU/memory requests, accelerators (type, count, limits, node selector, tolerations,
+a memory-backed /dev/shm) and Secrets as environment variables are all set here, per step,
+from ``PipelineConfig``.
 """
 
 from __future__ import annotations
@@ -25,6 +26,8 @@ def configure(task, display_name: str, cfg: PipelineConfig):
     if cfg.image != IMAGE:
         task.set_container_image(cfg.image)
     task.set_caching_options(enable_caching=cfg.caching and step not in cfg.no_cache_steps)
+    cpu, memory = cfg.resources.request(step)
+    task.set_cpu_request(cpu).set_memory_request(memory)
     if step in cfg.retry.steps and cfg.retry.num_retries > 0:
         task.set_retry(
             num_retries=cfg.retry.num_retries,
@@ -40,6 +43,8 @@ def configure(task, display_name: str, cfg: PipelineConfig):
             task.set_cpu_limit(gpu.cpu_limit)
         if gpu.memory_limit:
             task.set_memory_limit(gpu.memory_limit)
+        if gpu.shm_size:
+            kubernetes.empty_dir_mount(task, volume_name="dshm", mount_path="/dev/shm", medium="Memory", size_limit=gpu.shm_size)
         for key, value in sorted(gpu.node_selector.items()):
             kubernetes.add_node_selector(task, label_key=key, label_value=value)
         for t in gpu.tolerations:

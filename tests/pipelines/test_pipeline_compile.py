@@ -119,7 +119,8 @@ def test_compile_time_config_changes_the_wiring(tmp_path):
     assert executors[train]["container"]["resources"]["accelerator"]["resourceType"] == "nvidia.com/mig-1g.10gb"
     assert executors[train]["container"]["resources"]["accelerator"]["resourceCount"] == "2"
     assert k8s[train] == {"nodeSelector": {"labels": {"cloud.google.com/gke-accelerator": "nvidia-h100-80gb"}},
-                          "tolerations": [{"key": "dedicated", "operator": "Equal", "value": "ml", "effect": "NoSchedule"}]}
+                          "tolerations": [{"key": "dedicated", "operator": "Equal", "value": "ml", "effect": "NoSchedule"}],
+                          "emptyDirMounts": [{"volumeName": "dshm", "mountPath": "/dev/shm", "medium": "Memory", "sizeLimit": "8Gi"}]}
     evaluate = _executor_of(spec, "evaluate-model")
     assert [s["secretName"] for s in k8s[evaluate]["secretAsEnv"]] == ["milvus-prod"]
     tasks = spec["root"]["dag"]["tasks"]

@@ -144,3 +144,27 @@ def test_gpu_settings_come_from_the_compile_time_config(tmp_path):
     spec, _ = load_documents(path)
     train = spec["components"]["comp-train-model"]["executorLabel"]
     assert "accelerator" not in spec["deploymentSpec"]["executors"][train]["container"].get("resources", {})
+
+
+def test_every_step_requests_cpu_and_memory_gpu_steps_get_shm_and_shards_run_bounded(compiled):
+    """Issue 21 item 6: no step was scheduled with requests (BestEffort pods), GPU steps had a
+    64 MB /dev/shm, and the shard fan-out had no parallelism bound."""
+    for name in ("training", "training-import", "backfill", "monitoring"):
+        spec, platform = compiled[name]
+        k8s = platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
+        for label, executor in spec["deploymentSpec"]["executors"].items():
+            if "importer" in executor:
+                continue
+            resources = executor["container"].get("resources", {})
+            assert resources.get("resourceCpuRequest") and resources.get("resourceMemoryRequest"), (name, label)
+            gpu = "accelerator" in resources
+            shm = [m for m in k8s.get(label, {}).get("emptyDirMounts", []) if m["mountPath"] == "/dev/shm"]
+            assert bool(shm) == gpu, (name, label)
+            if gpu:
+                assert shm[0]["medium"] == "Memory" and shm[0]["sizeLimit"] == "8Gi"
+                assert float(resources["cpuRequest"]) <= float(resources["cpuLimit"])
+    spec, _ = compiled["training"]
+    train = spec["deploymentSpec"]["executors"][_executor(spec, _all_tasks(spec)["train-model"])]["container"]["resources"]
+    assert train["resourceCpuRequest"] == "4" and train["resourceMemoryRequest"] == "16G"
+    spec, _ = compiled["backfill"]
+    assert spec["root"]["dag"]["tasks"]["for-loop-1"]["iteratorPolicy"] == {"parallelismLimit": 8}
