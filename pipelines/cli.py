@@ -19,7 +19,9 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import json
+import os
 import sys
 import tempfile
 from pathlib import Path
@@ -132,6 +134,9 @@ def _parser() -> argparse.ArgumentParser:
     p = sub.add_parser("submit", help="upload the pipeline (or a new version) and start a run on Kubeflow")
     _add_connection_args(p)
     p.add_argument("--run-name", help="run name (default: <pipeline> <UTC time>)")
+    p.add_argument("--wait", type=float, nargs="?", const=24 * 3600.0, default=None, metavar="SECONDS",
+                   help="wait for the run to end (default limit 24 h); exit 0 only if it SUCCEEDED")
+    p.add_argument("--poll-seconds", type=float, default=10.0, help="with --wait: seconds between state checks")
 
     p = sub.add_parser("schedule", help="create or replace a recurring run (cron with 6 fields: seconds first)")
     _add_connection_args(p)
@@ -221,9 +226,12 @@ def main(argv: list[str] | None = None) -> int:
         if isinstance(err, urllib3.exceptions.HTTPError):
             print(f"vsearch pipeline {args.command}: error: cannot reach KFP: {err}", file=sys.stderr)
             return 1
+        if isinstance(err, TimeoutError):  # --wait ran out; the run goes on
+            print(f"vsearch pipeline {args.command}: error: {err}", file=sys.stderr)
+            return 1
         raise
     print(json.dumps({"pipeline": pipeline_name, **result.to_dict()}, indent=2))
-    return 0
+    return 0 if result.state in ("", "SUCCEEDED") else 1
 
 
 def _remote(args, params: dict[str, Any], kfp_client):
@@ -247,6 +255,13 @@ def _remote(args, params: dict[str, Any], kfp_client):
 
                 run_name = args.run_name or f"{pipeline_name} {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M:%S}"
                 result = kfp_client.submit(client, package, run_name=run_name, **common)
+                host = args.host or os.environ.get(kfp_client.HOST_ENV, "")
+                print(f"run: {kfp_client.run_url(host, result.run_id)}", file=sys.stderr, flush=True)
+                if args.wait is not None:
+                    state = kfp_client.wait_for_run(client, result.run_id, args.wait, args.poll_seconds)
+                    result = dataclasses.replace(result, state=state, run_url=kfp_client.run_url(host, result.run_id))
+                else:
+                    result = dataclasses.replace(result, run_url=kfp_client.run_url(host, result.run_id))
             else:
                 result = kfp_client.schedule(
                     client,

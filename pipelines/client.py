@@ -57,6 +57,8 @@ class Submitted:
     run_id: str = ""
     recurring_run_id: str = ""
     deleted_recurring_run_ids: tuple[str, ...] = ()
+    run_url: str = ""
+    state: str = ""  # the run's final state, with --wait
 
     def to_dict(self) -> dict[str, Any]:
         return {k: (list(v) if isinstance(v, tuple) else v) for k, v in self.__dict__.items()}
@@ -206,6 +208,32 @@ def submit(
         service_account=service_account,
     )
     return Submitted(experiment_id, pipeline_id, version_id, run_id=run.run_id)
+
+
+TERMINAL_STATES = ("SUCCEEDED", "FAILED", "CANCELED", "SKIPPED")
+
+
+def run_url(host: str, run_id: str) -> str:
+    """The KFP UI page of a run."""
+    return f"{host.rstrip('/')}/#/runs/details/{run_id}"
+
+
+def wait_for_run(client, run_id: str, timeout_s: float, poll_s: float = 10.0) -> str:
+    """Poll the run until it ends; returns its final state (``SUCCEEDED`` ...).
+
+    Raises:
+        TimeoutError: still running after ``timeout_s`` seconds (the run keeps running).
+    """
+    import time
+
+    deadline = time.monotonic() + timeout_s
+    while True:
+        state = str(client.get_run(run_id).state or "")
+        if state in TERMINAL_STATES:
+            return state
+        if time.monotonic() >= deadline:
+            raise TimeoutError(f"run {run_id} is still {state or 'pending'} after {timeout_s:.0f} s")
+        time.sleep(poll_s)
 
 
 def recurring_runs_named(client, experiment_id: str, name: str) -> list[str]:

@@ -46,8 +46,10 @@ class Request:
 class FakeKFP:
     """The fake server's state and request log; start with ``start()``, stop with ``stop()``."""
 
-    def __init__(self, multi_user: bool = False) -> None:
+    def __init__(self, multi_user: bool = False, run_states: tuple[str, ...] = ("RUNNING", "SUCCEEDED")) -> None:
         self.multi_user = multi_user
+        # What successive GET /runs/{id} report after PENDING (the last one sticks).
+        self.run_states = run_states
         self.requests: list[Request] = []
         self.experiments: dict[str, dict] = {}
         self.pipelines: dict[str, dict] = {}
@@ -120,7 +122,13 @@ class FakeKFP:
         with self._lock:
             self.requests.append(req)
             try:
+                # Multi-user KFP sits behind an auth proxy: no bearer token and no session cookie, no entry.
+                authed = req.headers.get("authorization", "").startswith("Bearer ") or "cookie" in req.headers
+                if self.multi_user and not authed and not req.path.endswith("/healthz"):
+                    raise PermissionError("no credentials")
                 status, payload = self._route(req)
+            except PermissionError as err:
+                status, payload = 401, {"error": f"unauthenticated: {err}", "code": 16, "message": f"unauthenticated: {err}"}
             except KeyError as err:
                 status, payload = 404, {"error": f"not found: {err}", "code": 5, "message": f"not found: {err}"}
             except ValueError as err:
@@ -178,6 +186,12 @@ class FakeKFP:
                 if version["pipeline_id"] != segs[1]:
                     raise KeyError(segs[3])
                 return 200, _public_version(version)
+        if segs[:1] == ["runs"] and len(segs) == 2 and m == "GET":
+            run = self.runs[segs[1]]
+            polls = run.setdefault("_polls", 0)
+            run["_polls"] = polls + 1
+            run["state"] = self.run_states[min(polls, len(self.run_states) - 1)]
+            return 200, {k: v for k, v in run.items() if not k.startswith("_")}
         if segs == ["runs"] and m == "POST":
             body = dict(req.body)
             self._check_reference(body)

@@ -246,3 +246,38 @@ def test_params_are_checked_against_the_pipelines_inputs_before_any_request(kfp_
     run = next(r for r in kfp_server.requests if r.method == "POST" and r.path.endswith("/runs"))
     params = run.body["runtime_config"]["parameters"]
     assert params["preset"] == "on" and params["seed"] == 3 and params["train_overrides"] == ["train.max_steps=2"]
+
+
+@pytest.mark.parametrize("final,code", [("SUCCEEDED", 0), ("FAILED", 1)])
+def test_submit_wait_follows_the_run_and_prints_its_url(monkeypatch, tmp_path, capsys, final, code):
+    """Issue 21 item 6: no --wait and no run URL after submit."""
+    for var in ("KF_PIPELINES_ENDPOINT", "KF_PIPELINES_UI_ENDPOINT"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("VSEARCH_KFP_TOKEN", TOKEN)
+    server = FakeKFP(run_states=("RUNNING", "RUNNING", final)).start()
+    try:
+        got = main(["submit", "model", "--host", server.url, "--run-name", "r", "--wait", "60", "--poll-seconds", "0.01"])
+        captured = capsys.readouterr()
+        out = json.loads(captured.out)
+        assert got == code and out["state"] == final
+        assert out["run_url"] == f"{server.url}/#/runs/details/{out['run_id']}" and out["run_url"] in captured.err
+        assert [r.route for r in server.requests].count(f"GET /runs/{out['run_id']}") == 3
+    finally:
+        server.stop()
+
+
+def test_multi_user_server_refuses_anonymous_calls_and_the_client_sends_credentials(monkeypatch, tmp_path, capsys):
+    """The fake now enforces auth in multi-user mode (it accepted anonymous calls, which hid item 2)."""
+    for var in ("KF_PIPELINES_ENDPOINT", "VSEARCH_KFP_TOKEN", "VSEARCH_KFP_COOKIE"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("KF_PIPELINES_SA_TOKEN_PATH", str(tmp_path / "absent"))
+    server = FakeKFP(multi_user=True).start()
+    try:
+        assert main(["submit", "model", "--host", server.url, "--namespace", "team", "--run-name", "r"]) == 1
+        assert "401" in capsys.readouterr().err
+        monkeypatch.setenv("VSEARCH_KFP_TOKEN", TOKEN)
+        assert main(["submit", "model", "--host", server.url, "--namespace", "team", "--run-name", "r"]) == 0
+    finally:
+        server.stop()
