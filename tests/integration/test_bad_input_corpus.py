@@ -609,3 +609,57 @@ def test_a_data_folder_on_object_storage_joins_relative_uris():
     assert schema.resolve_uri("s3://bucket/data/", "./images//a.png") == "s3://bucket/data/images/a.png"
     with pytest.raises(schema.DataError, match="outside"):
         schema.resolve_uri("s3://bucket/data", "../other/a.png")
+
+
+# --- through the service: every catalog kind, at start or at the catalog image route --------
+
+
+def _catalog_kinds():
+    return [k.name for k in KINDS if k.manifest == CAT or k.image is not None]
+
+
+@pytest.mark.parametrize("name", _catalog_kinds())
+def test_serve_refuses_bad_catalog_data_at_start_or_never_serves_it(name, tiny_data, model, rows_for_commands, tmp_path,
+                                                                     capsys, ctx):
+    """`vsearch serve` reads the catalog (hydration) and serves catalog images: a catalog kind
+    either stops the start with one line naming file, row and rule (before Milvus or a model is
+    touched), or the image route answers it with a 4xx JSON, never a 500, a hang or a fetch."""
+    import asyncio
+
+    import httpx
+
+    from vsearch.serving import app as service
+    from vsearch.serving.search import make_hydrator
+
+    kind = BY_NAME[name]
+    data = tmp_path / "data"
+    shutil.copytree(tiny_data, data, symlinks=True)
+    row = _apply(kind, data, rows_for_commands, ctx)
+    before = folder_state(data)
+    hits = len(_Counter.hits)
+    try:
+        hydrator = make_hydrator("catalog", data)
+    except schema.DataError:
+        milvus = tmp_path / "milvus.db"
+        code = main(["serve", "--model", str(model), "--alias", "a", "--data", str(data), "--milvus-uri", str(milvus)])
+        lines = capsys.readouterr().err.strip().splitlines()
+        assert code == 2 and len(lines) == 1 and len(lines[0]) <= MAX_LINE, lines
+        assert CAT in lines[0] and re.search(kind.text, lines[0]), lines
+        if row is not None and kind.same_row and kind.manifest == CAT:
+            assert re.search(rf"\brow {row}\b", lines[0]), lines
+        assert not milvus.exists()  # refused before Milvus was opened
+    else:
+        pid = _read(data, CAT).at[rows_for_commands["c"], "product_id"]
+        state = service.ServiceState(searchers={}, hydrator=hydrator, data_dir=str(data))
+
+        async def get():
+            transport = httpx.ASGITransport(app=service.create_app(state))
+            async with httpx.AsyncClient(transport=transport, base_url="http://svc") as client:
+                return await asyncio.wait_for(client.get(f"/products/{pid}/image"), timeout=10)
+
+        response = asyncio.run(get())
+        assert response.status_code in (200, 404), (response.status_code, response.text[:200])
+        if response.status_code == 404:
+            assert "error" in response.json()
+    assert folder_state(data) == before, "serve changed its input"
+    assert len(_Counter.hits) == hits, f"serve made network requests: {_Counter.hits[hits:]}"

@@ -119,6 +119,7 @@ def build_state(
     limits: Limits | None = None,
     device: str = "cpu",
     events_dir: str | None = None,
+    hydrator=None,
 ) -> ServiceState:
     """Load the encoders (once per distinct model + alias) and check every alias.
 
@@ -159,7 +160,7 @@ def build_state(
         from vsearch.rollout.events import EventLog
 
         events = EventLog(events_dir)
-    state = ServiceState(searchers, make_hydrator(hydrate_spec, data_dir), str(data_dir), rollout, limits or Limits(),
+    state = ServiceState(searchers, hydrator or make_hydrator(hydrate_spec, data_dir), str(data_dir), rollout, limits or Limits(),
                          rollout_path=str(rollout_path) if rollout_path else None, events=events)
     if rollout_path:
         st = os.stat(rollout_path)
@@ -363,6 +364,8 @@ def main(argv: list[str] | None = None) -> int:
     from vsearch.indexing.config import load_index_config
     from vsearch.indexing.store import connect
 
+    from vsearch.serving.search import make_hydrator
+
     cfg = load_index_config(args.index_config, args.overrides)
     milvus_uri = args.milvus_uri
     given = argv if argv is not None else sys.argv[1:]
@@ -372,12 +375,14 @@ def main(argv: list[str] | None = None) -> int:
         plan = load_rollout(args.rollout)  # a bad plan: one line, exit 2, before anything starts
         if plan.milvus_uri and not any(a == "--milvus-uri" or a.startswith("--milvus-uri=") for a in given):
             milvus_uri = plan.milvus_uri
+    # Then the catalog: bad data stops the start with one line before Milvus or a model is touched.
+    hydrator = make_hydrator(args.hydrate, args.data)
     store = connect(milvus_uri, cfg)
     try:
         state = build_state(
             data_dir=args.data, store=store, index_cfg=cfg, model=args.model, alias=args.alias, rollout_path=args.rollout,
             hydrate_spec=args.hydrate, limits=Limits(max_upload_bytes=args.max_upload_bytes, max_k=args.max_k), device=args.device,
-            events_dir=args.events,
+            events_dir=args.events, hydrator=hydrator,
         )
         uvicorn.run(create_app(state), host=args.host, port=args.port, log_level=os.environ.get("VSEARCH_LOG_LEVEL", "info"))
     finally:
