@@ -172,13 +172,9 @@ class Release:
         return connect(self.milvus_uri, self.index_cfg)
 
     def _check_arms(self, store, arms=("control", "treatment")) -> dict[str, str]:
-        from vsearch.artifacts import model_embed_dim
+        from vsearch.rollout.writer import arm_collections
 
-        out = {}
-        for name in arms:
-            arm = self.plan.variants()[name]
-            out[name] = store.check_embedding_space(arm.milvus_alias, arm.model.version, model_embed_dim(arm.model.uri))
-        return out
+        return arm_collections(store, self.plan, arms)
 
     def _next(self, action: str, *, recommendation: str | None = None, force: bool = False) -> tuple[ReleaseState | None, ReleaseState]:
         current = self.state()
@@ -255,17 +251,14 @@ class Release:
             if previous != target:
                 store.move_alias(live, target)
             # The live alias now serves the candidate's vectors: only the candidate's model may query it.
-            store.check_embedding_space(live, treatment.model.version, store.collection_dim(target))
+            store.check_embedding_space(live, treatment.model.version, None)
         record = None if already else self.registry.promote(self.blessing_path(), treatment.model.uri, release=self.id)
         self._write_share(100.0)
         return self._append("promote", new, actor, force_reason or (analysis or {}).get("reason", ""), forced=bool(force_reason),
                             live_alias=live, live_collection=target,
-                            previous_live_collection=previous if previous != target else self._previous_live(),
+                            # previous == target: an interrupted promote already moved it; the plan knows what was live.
+                            previous_live_collection=previous if previous != target else self.plan.rollback.restore_collection,
                             registry_version=(record or {}).get("registry_version"))
-
-    def _previous_live(self) -> str | None:
-        """The live alias' collection before this release's promotion (from an interrupted promote)."""
-        return self.plan.rollback.restore_collection
 
     def rollback(self, *, actor: str | None = None, reason: str = "") -> dict:
         """Stop the treatment; after a promotion also restore the live alias and the champion together."""

@@ -210,22 +210,24 @@ def _check_registry(blessing, where: str, store: str) -> None:
                         detail=f"registry {current['model_version']}, blessing champion {champion}")
 
 
-def check_arms(rollout, milvus_uri: str, index_cfg=None) -> dict[str, str]:
-    """Every arm's alias exists and points at a verified collection its own model built.
+def arm_collections(store, rollout, arms=("control", "treatment")) -> dict[str, str]:
+    """{arm: collection} when each arm's alias points at a verified collection its own model built.
 
-    Returns {arm: collection}; raises `vsearch.indexing.store.EmbeddingSpaceMismatch` /
-    `IndexError_` (one line each) otherwise. The live alias is checked only when it is the
-    control's (a first deployment has none yet).
+    Raises `vsearch.indexing.store.EmbeddingSpaceMismatch` / `IndexError_` (one line) otherwise.
+    The one check the writer, the release lifecycle and (per arm) the service share.
     """
+    return {name: store.check_embedding_space(rollout.variants()[name].milvus_alias, rollout.variants()[name].model.version,
+                                              artifacts.model_embed_dim(rollout.variants()[name].model.uri))
+            for name in arms}
+
+
+def check_arms(rollout, milvus_uri: str, index_cfg=None) -> dict[str, str]:
+    """`arm_collections` on the Milvus at ``milvus_uri``."""
     from vsearch.indexing.config import load_index_config
     from vsearch.indexing.store import connect
 
-    cfg = index_cfg or load_index_config(None, [])
-    out = {}
-    with connect(milvus_uri, cfg) as store:
-        for arm in (rollout.control, rollout.treatment):
-            out[arm.name] = store.check_embedding_space(arm.milvus_alias, arm.model.version, artifacts.model_embed_dim(arm.model.uri))
-    return out
+    with connect(milvus_uri, index_cfg or load_index_config(None, [])) as store:
+        return arm_collections(store, rollout)
 
 
 def write_rollout(blessing_path: str | os.PathLike, out_dir: str | os.PathLike, cfg: dict | None = None, *,
