@@ -6,9 +6,12 @@
   the version and a changed YAML adds one;
 - runs and recurring runs reference the pipeline version (pipeline_id AND version_id), so
   the KFP UI shows exactly which compiled YAML ran;
-- a recurring run cannot be updated in KFP: ``schedule`` creates the new one first, then
-  deletes the older ones with the same name in the experiment, so there is never a moment
-  without a schedule.
+- ``schedule`` is idempotent: a recurring run of that name in the experiment that already has
+  the pipeline version, cron, parameters and settings asked for is kept as it is (nothing is
+  deleted or created), so the daily scheduler CronJob re-asserts the schedule for free. A
+  recurring run cannot be updated in KFP: on a change ``schedule`` creates the new one first,
+  then deletes the older ones with the same name, so there is never a moment without a
+  schedule.
 
 The connection comes from flags or the environment, never from files in the repository:
 host ``--host`` or ``KF_PIPELINES_ENDPOINT``; credentials, first found wins:
@@ -59,6 +62,7 @@ class Submitted:
     deleted_recurring_run_ids: tuple[str, ...] = ()
     run_url: str = ""
     state: str = ""  # the run's final state, with --wait
+    unchanged: bool = False  # schedule: the recurring run already was as asked; nothing was recreated
 
     def to_dict(self) -> dict[str, Any]:
         return {k: (list(v) if isinstance(v, tuple) else v) for k, v in self.__dict__.items()}
@@ -236,17 +240,50 @@ def wait_for_run(client, run_id: str, timeout_s: float, poll_s: float = 10.0) ->
         time.sleep(poll_s)
 
 
-def recurring_runs_named(client, experiment_id: str, name: str) -> list[str]:
-    """Ids of the recurring runs called ``name`` in the experiment (all pages)."""
-    ids, token = [], ""
+def recurring_runs_named(client, experiment_id: str, name: str) -> list:
+    """The recurring runs called ``name`` in the experiment (all pages), as the API returned them."""
+    runs, token = [], ""
     while True:
         page = client.list_recurring_runs(
             experiment_id=experiment_id, filter=_equals("display_name", name), page_size=100, page_token=token
         )
-        ids += [r.recurring_run_id for r in page.recurring_runs or [] if r.display_name == name]
+        runs += [r for r in page.recurring_runs or [] if r.display_name == name]
         token = page.next_page_token or ""
         if not token:
-            return ids
+            return runs
+
+
+def _timestamp(value) -> str:
+    """A start time (RFC 3339 text or datetime) in one comparable form; "" for none."""
+    import datetime
+
+    if not value:
+        return ""
+    if isinstance(value, str):
+        value = datetime.datetime.fromisoformat(value.replace("Z", "+00:00"))
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=datetime.timezone.utc)
+    return value.astimezone(datetime.timezone.utc).isoformat()
+
+
+def recurring_run_settings(run) -> dict[str, Any]:
+    """What ``schedule`` sets on a recurring run, read back from the API's object (for comparison)."""
+    ref = run.pipeline_version_reference
+    cron = run.trigger.cron_schedule if run.trigger and run.trigger.cron_schedule else None
+    config = run.runtime_config
+    status = str(run.status or "")
+    return {
+        "pipeline_id": ref.pipeline_id if ref else None,
+        "version_id": ref.pipeline_version_id if ref else None,
+        "cron": cron.cron if cron else None,
+        "start_time": _timestamp(cron.start_time if cron else None),
+        "max_concurrency": int(run.max_concurrency or 0),
+        "no_catchup": bool(run.no_catchup),
+        "enabled": status == "ENABLED" if status else str(run.mode or "") == "ENABLE",
+        "params": dict(config.parameters or {}) if config else {},
+        "pipeline_root": (config.pipeline_root or "") if config else "",
+        "service_account": run.service_account or "",
+    }
 
 
 def schedule(
@@ -267,37 +304,55 @@ def schedule(
     service_account: str | None = None,
     start_time: str | None = None,
 ) -> Submitted:
-    """Create (or replace) the recurring run ``name`` for the pipeline version of ``package``.
+    """Make the recurring run ``name`` run the pipeline version of ``package`` as asked.
 
-    KFP cannot update a recurring run: the new one is created first, then every older
-    recurring run of the same name in the experiment is deleted.
+    One recurring run of that name already as asked (version, cron, parameters, concurrency,
+    catch-up, enabled, root, service account, start time): kept, and any other of the same
+    name deleted. Otherwise (KFP cannot update a recurring run) the new one is created first,
+    then every older recurring run of the same name in the experiment is deleted.
     """
     cron = validate_cron(cron)
     if max_concurrency < 1:
         raise ConfigError("--max-concurrency must be >= 1")
     experiment_id = ensure_experiment(client, experiment, namespace)
     pipeline_id, version_id = ensure_pipeline_version(client, package, pipeline_name, version_name, namespace=namespace)
+    wanted = {
+        "pipeline_id": pipeline_id,
+        "version_id": version_id,
+        "cron": cron,
+        "start_time": _timestamp(start_time),
+        "max_concurrency": max_concurrency,
+        "no_catchup": not catchup,
+        "enabled": enabled,
+        "params": dict(params or {}),
+        "pipeline_root": pipeline_root or "",
+        "service_account": service_account or "",
+    }
     old = recurring_runs_named(client, experiment_id, name)
-    created = client.create_recurring_run(
-        experiment_id=experiment_id,
-        job_name=name,
-        cron_expression=cron,
-        start_time=start_time,
-        max_concurrency=max_concurrency,
-        no_catchup=not catchup,
-        params=params or {},
-        pipeline_id=pipeline_id,
-        version_id=version_id,
-        enabled=enabled,
-        pipeline_root=pipeline_root,
-        service_account=service_account,
-    )
+    same = [r.recurring_run_id for r in old if recurring_run_settings(r) == wanted]
+    if same:
+        kept = same[0]
+    else:
+        kept = client.create_recurring_run(
+            experiment_id=experiment_id,
+            job_name=name,
+            cron_expression=cron,
+            start_time=start_time,
+            max_concurrency=max_concurrency,
+            no_catchup=not catchup,
+            params=params or {},
+            pipeline_id=pipeline_id,
+            version_id=version_id,
+            enabled=enabled,
+            pipeline_root=pipeline_root,
+            service_account=service_account,
+        ).recurring_run_id
     deleted = []
-    for recurring_run_id in old:
-        if recurring_run_id != created.recurring_run_id:
-            client.delete_recurring_run(recurring_run_id)
-            deleted.append(recurring_run_id)
+    for run in old:
+        if run.recurring_run_id != kept:
+            client.delete_recurring_run(run.recurring_run_id)
+            deleted.append(run.recurring_run_id)
     return Submitted(
-        experiment_id, pipeline_id, version_id, recurring_run_id=created.recurring_run_id,
-        deleted_recurring_run_ids=tuple(deleted),
+        experiment_id, pipeline_id, version_id, recurring_run_id=kept, deleted_recurring_run_ids=tuple(deleted),
+        unchanged=bool(same),
     )

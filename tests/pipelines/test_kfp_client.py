@@ -281,3 +281,53 @@ def test_multi_user_server_refuses_anonymous_calls_and_the_client_sends_credenti
         assert main(["submit", "model", "--host", server.url, "--namespace", "team", "--run-name", "r"]) == 0
     finally:
         server.stop()
+
+
+def test_schedule_is_idempotent_an_unchanged_schedule_is_neither_deleted_nor_recreated(kfp_server, capsys, tmp_path):
+    """Issue 21 item 6: the daily scheduler CronJob deleted and recreated the recurring run every day."""
+    build = tmp_path / "build"
+    assert main(["compile", "--out", str(build / "a"), "--name", "model-import"]) == 0
+    assert main(["compile", "--out", str(build / "b"), "--name", "model-import", "--set", "image=registry.example/v:2"]) == 0
+    capsys.readouterr()
+    args = ["schedule", "--package", str(build / "a" / "model-import.yaml"), "--host", kfp_server.url,
+            "--schedule-name", "weekly", "--cron", "0 0 3 * * 1", "--param", "data_uri=s3://vsearch-data/latest",
+            "--param", "train_overrides=[train.max_steps=2]", "--service-account", "pipeline-runner"]
+    code, first, _ = _run(capsys, args)
+    assert code == 0 and first["unchanged"] is False
+    for _ in range(2):  # the CronJob's next days
+        n = len(kfp_server.requests)
+        code, again, _ = _run(capsys, args)
+        assert code == 0
+        writes = [r.route for r in kfp_server.requests[n:] if r.method in ("POST", "DELETE")]
+        assert writes == [], writes  # no upload, no create, no delete
+        assert again["unchanged"] is True and again["recurring_run_id"] == first["recurring_run_id"]
+        assert again["deleted_recurring_run_ids"] == []
+    assert list(kfp_server.recurring_runs) == [first["recurring_run_id"]]
+
+    # Each setting that changes is a recreate (create first, then delete the old one).
+    for change in (["--param", "data_uri=s3://vsearch-data/other"], ["--disabled"], ["--cron", "0 0 4 * * 1"],
+                   ["--package", str(build / "b" / "model-import.yaml")]):
+        before = list(kfp_server.recurring_runs)
+        n = len(kfp_server.requests)
+        code, changed, _ = _run(capsys, args + change)
+        assert code == 0 and changed["unchanged"] is False, change
+        routes = [r.route for r in kfp_server.requests[n:] if r.route.split()[1].startswith("/recurringruns")]
+        assert routes == ["GET /recurringruns", "POST /recurringruns", f"DELETE /recurringruns/{before[0]}"], change
+        assert list(kfp_server.recurring_runs) == [changed["recurring_run_id"]]
+        # ... and asking for it again changes nothing.
+        n = len(kfp_server.requests)
+        code, same, _ = _run(capsys, args + change)
+        assert code == 0 and same["unchanged"] is True, change
+        assert [r.route for r in kfp_server.requests[n:] if r.method in ("POST", "DELETE")] == []
+
+
+def test_schedule_keeps_one_matching_recurring_run_and_deletes_duplicates(kfp_server, capsys):
+    args = ["schedule", "model", "--host", kfp_server.url, "--schedule-name", "retrain", "--cron", "0 0 3 * * 1"]
+    code, first, _ = _run(capsys, args)
+    assert code == 0
+    duplicate = {**kfp_server.recurring_runs[first["recurring_run_id"]], "recurring_run_id": "rec-dup"}
+    kfp_server.recurring_runs["rec-dup"] = duplicate  # e.g. two scheduler jobs raced once
+    code, again, _ = _run(capsys, args)
+    assert code == 0 and again["unchanged"] is True
+    assert again["recurring_run_id"] == first["recurring_run_id"] and again["deleted_recurring_run_ids"] == ["rec-dup"]
+    assert list(kfp_server.recurring_runs) == [first["recurring_run_id"]]
