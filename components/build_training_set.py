@@ -14,22 +14,18 @@ def build_training_set(data: Input[Dataset], validation: Input[Dataset], trainin
     Args:
         data: Dataset folder following the vsearch data contract.
         validation: The passing validation of that dataset (validate_data); its presence
-            orders this step after validation, and a failed one is refused.
+            orders this step after validation, and a failed one is refused (DataError naming
+            the first failing file, rule and row): the run stops here on invalid data.
 
     Returns:
         training_set: A data folder of the same contract whose interactions carry the
             point-in-time ``title``, plus training_set.json (provenance).
         metrics: rows, products, titles differing from the current catalog, seconds.
     """
-    import json
-    from pathlib import Path
-
     from vsearch.features.training_set import build_training_set as build
-    from vsearch.schema import DataError
+    from vsearch.validation.report import require_passed
 
-    checked = Path(validation.path) / "validation.json"
-    if not checked.is_file() or not json.loads(checked.read_text()).get("success"):
-        raise DataError(checked, "the dataset has no passing validation: run validate_data first")
+    require_passed(validation.path, data.path)  # the run stops here on invalid data
     summary = build(data.path, training_set.path)
     for key in ("rows", "products", "titles_differing_from_catalog", "images"):
         metrics.log_metric(key, float(summary[key]))

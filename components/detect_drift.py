@@ -14,6 +14,8 @@ def detect_drift(
     current: Input[Dataset],
     drift_report: Output[Artifact],
     report: Output[HTML],
+    queries_report: Output[HTML],
+    products_report: Output[HTML],
     metrics: Output[Metrics],
     config: str = "drift",
     overrides: Optional[List[str]] = None,
@@ -32,17 +34,25 @@ def detect_drift(
 
     Returns:
         drift_report: Folder with drift.json (every check), index.html and the Evidently reports.
-        report: The drift summary (HTML).
+        report: The drift summary (HTML): the verdict and every check.
+        queries_report: Evidently's report on the query window (HTML, self-contained).
+        products_report: Evidently's report on the catalog window (HTML, self-contained).
         metrics: drift (1/0), drifted checks, checks.
         Output: True when drift was detected, i.e. retraining is due.
     """
     import shutil
 
-    from vsearch.monitoring.drift import SUMMARY_HTML, detect_drift as detect, load_drift_config
+    from pathlib import Path
+
+    from vsearch.monitoring.drift import REPORT_HTML, detect_drift as detect, load_drift_config, summary_html
 
     result = detect(model.path, current.path, drift_report.path, load_drift_config(config, list(overrides or [])),
                     model=model.path, since=since or None, until=until or None)
-    shutil.copyfile(f"{drift_report.path}/{SUMMARY_HTML}", report.path)
+    # One HTML output per page: the KFP UI shows each artifact alone and cannot follow links between them.
+    for side, out in (("queries", queries_report), ("products", products_report)):
+        shutil.copyfile(Path(drift_report.path) / REPORT_HTML[side], out.path)
+    Path(report.path).write_text(summary_html(result, {"queries": "this step's queries_report output",
+                                                       "products": "this step's products_report output"}))
     drifted = result["drifted_checks"]
     metrics.log_metric("drift", 1.0 if result["drift"] else 0.0)
     metrics.log_metric("drifted_checks", float(len(drifted)))

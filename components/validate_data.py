@@ -14,22 +14,27 @@ def validate_data(
     metrics: Output[Metrics],
     min_image_size: int = 32,
 ) -> None:
-    """Run the Great Expectations suites and image probes on a dataset; fail the step if invalid.
+    """Run the Great Expectations suites and image probes on a dataset; publish the verdict and report.
+
+    The step succeeds on invalid data too, so that KFP publishes the report (a failed task
+    publishes no outputs); the run stops in the next step (build_training_set), which refuses
+    a failed validation naming the first failing file, rule and row.
 
     Args:
         data: Dataset folder following the vsearch data contract.
         min_image_size: Smallest accepted image side, pixels.
 
     Returns:
-        validation: Folder with validation.json (every check, offending rows) and validation.html.
-        report: The validation report (HTML), written whether the data passes or not.
+        validation: Folder with validation.json (every check, offending rows) and validation.html;
+            metadata success (bool) and failed (count of failed checks).
+        report: The validation report (HTML), published whether the data passes or not.
         metrics: checks, failed (count), rows per manifest, images probed, seconds.
     """
     import dataclasses
     import shutil
+    import sys
 
     from vsearch import artifacts
-    from vsearch.schema import DataError
     from vsearch.validation.report import HTML_FILE, write_report
     from vsearch.validation.suites import ValidationConfig
     from vsearch.validation.validate import validate_dataset
@@ -51,8 +56,5 @@ def validate_data(
     for manifest, rows in sorted(stats["rows"].items()):
         metrics.log_metric(f"rows.{manifest.removesuffix('.parquet')}", float(rows))
     validation.metadata.update({"success": result.success, "failed": stats["failed"]})
-    if not result.success:
-        first = result.failures[0]
-        row = next((ex["row"] for ex in first.examples if ex.get("row") is not None), None)
-        raise DataError(f"{data.path}/{first.manifest}", first.rule, row,
-                        detail=f"{len(result.failures)} check(s) failed; first: {first.line()} (report: {report.path})")
+    if not result.success:  # said here; the next step stops the run (see the docstring)
+        print(f"validate_data: {len(result.failures)} check(s) failed; first: {result.failures[0].line()}", file=sys.stderr)

@@ -2,7 +2,9 @@
 real artifacts under tmp_path and the real stages (GX, Feast local, Milvus Lite, Evidently)."""
 
 import json
+import re
 import shutil
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -82,19 +84,26 @@ def test_validate_data_passes_the_tiny_preset_and_logs_metrics(tmp_path, tiny_da
     assert (tmp_path / "v.html").read_text() == (tmp_path / "v" / "validation.html").read_text()
 
 
-def test_validate_data_fails_the_step_naming_file_rule_and_row_but_keeps_the_report(tmp_path, tiny_data):
+def test_validate_data_publishes_the_report_of_bad_data_and_the_next_step_stops_the_run(tmp_path, tiny_data):
+    """KFP publishes no outputs of a failed task: validation succeeds with its verdict and report,
+    and build_training_set (the next step) stops the run naming file, rule and row."""
     data = tmp_path / "data"
     shutil.copytree(tiny_data, data)
     catalog = pd.read_parquet(data / "catalog.parquet")
     catalog.loc[3, "product_id"] = catalog.loc[2, "product_id"]  # a duplicate id at row 3
     catalog.to_parquet(data / "catalog.parquet", index=False)
-    with pytest.raises(DataError, match=r"catalog\.parquet.*row \d+.*check\(s\) failed") as err:
-        validate_data.python_func(data=_artifact(Dataset, data), validation=_artifact(Dataset, tmp_path / "v"),
-                                  report=_artifact(HTML, tmp_path / "v.html"), metrics=_artifact(Metrics, tmp_path / "m"))
-    assert err.value.row in (2, 3)
+    validation, report = _artifact(Dataset, tmp_path / "v"), _artifact(HTML, tmp_path / "v.html")
+    validate_data.python_func(data=_artifact(Dataset, data), validation=validation, report=report,
+                              metrics=_artifact(Metrics, tmp_path / "m"))
     result = json.loads((tmp_path / "v" / "validation.json").read_text())
     assert result["success"] is False and any("product_id" in line for line in result["failed"])
-    assert (tmp_path / "v.html").is_file()
+    assert validation.metadata == {"success": False, "failed": len(result["failed"])}
+    assert "product_id" in (tmp_path / "v.html").read_text() and "FAIL" in (tmp_path / "v.html").read_text()
+    out = tmp_path / "ts"
+    with pytest.raises(DataError, match=r"catalog\.parquet, row \d+: .*no passing validation: \d+ check\(s\) failed") as err:
+        build_training_set.python_func(data=_artifact(Dataset, data), validation=validation,
+                                       training_set=_artifact(Dataset, out), metrics=_artifact(Metrics, tmp_path / "m2"))
+    assert err.value.row in (2, 3) and not out.exists()
 
 
 def test_build_training_set_refuses_unvalidated_data_then_builds_point_in_time(tmp_path, tiny_data):
@@ -200,10 +209,21 @@ def test_detect_drift_says_whether_retraining_is_due(tmp_path, tiny_data, tiny_m
     for label, window in (("same", tiny_data), ("shifted", shifted)):
         # (The report once went into the window's own folder: issue 20's --out-over-input, now refused.)
         drift_report, metrics = _artifact(Artifact, tmp_path / f"{label}-report"), _artifact(Metrics, tmp_path / f"{label}.m")
+        pages = {name: _artifact(HTML, tmp_path / f"{label}.{name}.html") for name in ("report", "queries_report", "products_report")}
         results[label] = detect_drift.python_func(
             model=_artifact(Model, tiny_models["four_tower"]), current=_artifact(Dataset, window), drift_report=drift_report,
-            report=_artifact(HTML, tmp_path / f"{label}.html"), metrics=metrics, overrides=overrides)
+            metrics=metrics, overrides=overrides, **pages)
         saved = json.loads((tmp_path / f"{label}-report" / "drift.json").read_text())
         assert saved["drift"] is results[label] and metrics.metadata["drift"] == float(results[label])
-        assert (tmp_path / f"{label}.html").read_text().lstrip().startswith("<")
+        # Each page is its own HTML output and stands alone: the KFP UI follows no relative link.
+        for name, page in pages.items():
+            text = Path(page.path).read_text()
+            assert text.lstrip().startswith("<"), name
+            relative = [u for u in re.findall(r'(?:href|src)\s*=\s*["\']([^"\']*)', text)
+                        if not u.startswith(("#", "data:", "http://", "https://", "javascript:"))]
+            assert relative == [], (name, relative[:5])
+        for side in ("queries", "products"):
+            assert Path(pages[f"{side}_report"].path).read_bytes() == (tmp_path / f"{label}-report" / f"{side}_report.html").read_bytes()
+            assert "embeddings" in Path(pages[f"{side}_report"].path).read_text()
+        assert "products_report output" in Path(pages["report"].path).read_text()
     assert results == {"same": False, "shifted": True}

@@ -39,6 +39,8 @@ from vsearch.monitoring.reference import EMB_PREFIX, HEALTH_COLUMN, build_snapsh
 
 DRIFT_FILE = "drift.json"
 SUMMARY_HTML = "index.html"
+# Evidently's report per window side; a KFP step publishes each as its own HTML output.
+REPORT_HTML = {"queries": "queries_report.html", "products": "products_report.html"}
 EXIT_DRIFT = 3
 P_VALUE_METHODS = {"ks", "chi2_contingency", "chisquare", "z", "fisher_exact", "t_test", "mannw", "anderson", "cramer_von_mises", "g_test", "epps_singleton"}
 DISTANCE_METHODS = {"wasserstein", "jensenshannon", "kl_div", "psi", "hellinger", "energy_dist", "TVD"}
@@ -237,9 +239,9 @@ def compare_windows(ref: tuple[dict, pd.DataFrame, pd.DataFrame], cur: tuple[dic
     f = cfg.features
     q_cols = list(f.get("query_columns") or ["query_text_length", "image_size", "brightness", "mean_red", "mean_green", "mean_blue"])
     p_cols = list(f.get("product_columns") or ["title_length", "category", "image_size", "brightness", "mean_red", "mean_green", "mean_blue"])
-    checks = _compare("queries", ref_q, cur_q, q_cols, cfg, html_dir / "queries_report.html" if html_dir else None,
+    checks = _compare("queries", ref_q, cur_q, q_cols, cfg, html_dir / REPORT_HTML["queries"] if html_dir else None,
                       extra_numeric=(HEALTH_COLUMN,))
-    checks += _compare("products", ref_p, cur_p, p_cols, cfg, html_dir / "products_report.html" if html_dir else None)
+    checks += _compare("products", ref_p, cur_p, p_cols, cfg, html_dir / REPORT_HTML["products"] if html_dir else None)
     checks += _health(ref_meta, ref_q, cur_q, cfg)
     drifted = [c["name"] for c in checks if c["drifted"]]
     return {
@@ -299,7 +301,7 @@ def detect_drift(reference: str | os.PathLike, current: str | os.PathLike, out_d
         result["config"] = {"sample": cfg.sample, "embeddings": cfg.embeddings, "features": cfg.features, "health": cfg.health}
         (staging / DRIFT_FILE).write_text(json.dumps(result, indent=2, default=_json_default))
         if html:
-            (staging / SUMMARY_HTML).write_text(_summary_html(result))
+            (staging / SUMMARY_HTML).write_text(summary_html(result))
         artifacts.publish(staging, out)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
@@ -307,8 +309,15 @@ def detect_drift(reference: str | os.PathLike, current: str | os.PathLike, out_d
     return result
 
 
-def _summary_html(result: dict) -> str:
-    """The verdict and every check (red = drifted), linking Evidently's two reports; self-contained."""
+def summary_html(result: dict, reports: dict[str, str] | None = None) -> str:
+    """The verdict and every check (red = drifted); self-contained (inline CSS, no scripts).
+
+    Args:
+        result: ``detect_drift``'s result.
+        reports: how to name Evidently's reports: ``{"queries": ..., "products": ...}``. None
+            (the report folder): links to the files beside the page. Otherwise plain text (the
+            KFP UI cannot follow a relative link from one artifact to another).
+    """
     import html as h
 
     rows = "".join(
@@ -319,6 +328,10 @@ def _summary_html(result: dict) -> str:
     )
     verdict = "DRIFT: " + ", ".join(result["drifted_checks"]) if result["drift"] else "No drift"
     ref, cur = result["reference"], result["current"]
+    if reports is None:
+        links = " &middot; ".join(f'<a href="{h.escape(f)}">{side}</a>' for side, f in REPORT_HTML.items())
+    else:
+        links = " &middot; ".join(f"{side}: {h.escape(reports[side])}" for side in REPORT_HTML)
     return (
         '<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>vsearch drift</title><style>'
         "body{font-family:sans-serif;margin:24px;color:#1f2328}table{border-collapse:collapse}td,th{padding:5px 10px;"
@@ -328,7 +341,7 @@ def _summary_html(result: dict) -> str:
         f"<p>reference: {h.escape(str(ref.get('data')))} (model {h.escape(str(ref.get('model_version')))}, "
         f"{ref.get('queries')} queries, {ref.get('products')} products)<br>current: {h.escape(str(cur.get('data')))} "
         f"({cur.get('queries')} queries, {cur.get('products')} products)</p>"
-        '<p>Evidently reports: <a href="queries_report.html">queries</a> &middot; <a href="products_report.html">products</a></p>'
+        f"<p>Evidently reports: {links}</p>"
         f"<table><thead><tr><th>check</th><th>kind</th><th>score</th><th>rule</th><th>result</th></tr></thead><tbody>{rows}</tbody></table>"
         "</body></html>\n"
     )

@@ -125,3 +125,31 @@ def write_report(result: ValidationResult, out_dir: str | os.PathLike) -> dict[s
     if result.data_docs is not None:
         paths["data_docs"] = Path(result.data_docs)
     return paths
+
+
+def require_passed(validation_dir: str | os.PathLike, data_dir: str | os.PathLike) -> dict:
+    """The ``validation.json`` of ``validation_dir`` when that validation passed.
+
+    The stop of a pipeline run on invalid data: validation itself publishes its report and
+    returns (a failed step publishes no outputs, so the report would never reach the UI);
+    the steps after it call this before reading the data.
+
+    Raises:
+        DataError: no validation there, or it failed: names the first failing manifest (under
+            ``data_dir``), its rule and row, and how many checks failed.
+    """
+    from vsearch.schema import DataError
+
+    path = Path(validation_dir) / JSON_FILE
+    result = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+    if result.get("success") is True:
+        return result
+    failed = [c for c in result.get("checks", []) if not c.get("success")]
+    if not failed:
+        raise DataError(path, "the dataset has no passing validation: run validate_data first")
+    first = failed[0]
+    row = next((ex["row"] for ex in first.get("examples", []) if ex.get("row") is not None), None)
+    lines = result.get("failed") or [first["rule"]]
+    raise DataError(Path(data_dir) / first["manifest"], first["rule"], row,
+                    detail=f"no passing validation: {len(failed)} check(s) failed; first: {lines[0]} "
+                           f"(the validation report has every check)")
