@@ -172,3 +172,20 @@ def test_materialize_and_lookup_with_redis(history_case, redis_server, tmp_path,
     assert len(found) == len(catalog) and found[pid]["title"] == NEW
     client.flushall()  # the store really is Redis: emptying it empties the lookups
     assert online.lookup_products(repo, [pid]) == {}
+
+
+def test_feast_plan_works_in_the_shipped_feature_repo(tmp_path):
+    """Feast's own CLI on a copy of feature_repo/ as shipped, no vsearch variables set (Feast
+    expands ${VAR} but knows no defaults: the file once failed here on ${VSEARCH_FEAST_PROJECT})."""
+    import os
+    import sys
+
+    repo = tmp_path / "feature_repo"
+    shutil.copytree(feature_repo.definitions_dir(), repo)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("VSEARCH_FEAST_")}
+    env.update(FEAST_USAGE="False", DO_NOT_TRACK="1")
+    feast = Path(sys.executable).with_name("feast")
+    proc = subprocess.run([str(feast), "plan"], cwd=repo, env=env, capture_output=True, text=True, timeout=240)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    out = proc.stdout + proc.stderr
+    assert "Created feature service product_features_v1" in out and "Created feature view product_text" in out

@@ -535,7 +535,12 @@ def test_config_map_references_resolve(overlay):
 
 
 def test_feast_config_is_the_feature_repo_one():
-    assert (K8S / "base" / "feast" / "feature_store.yaml").read_bytes() == (ROOT / "feature_repo" / "feature_store.yaml").read_bytes()
+    """The cluster's copy is feature_repo's with three keys read from the pods' environment."""
+    from vsearch.features import repo as feature_repo
+
+    cluster = (K8S / "base" / "feast" / "feature_store.yaml").read_text()
+    assert feature_repo.resolve(cluster, env={}) == yaml.safe_load((ROOT / "feature_repo" / "feature_store.yaml").read_text())
+    assert all(f"${{{var}}}" in cluster for var in feature_repo.ENV_KEYS)
     data = one(render("overlays/prod"), "ConfigMap", next(
         d["metadata"]["name"] for d in render("overlays/prod") if d["kind"] == "ConfigMap" and d["metadata"]["name"].startswith("feast-repo")))
     assert "${VSEARCH_FEAST_ONLINE_STORE}" in data["data"]["feature_store.yaml"]

@@ -15,16 +15,25 @@ from vsearch.features import repo as feature_repo
 from vsearch.schema import DataError
 
 
-def test_feature_store_yaml_uses_env_substitution_with_local_defaults(tmp_path):
+def test_feature_store_yaml_is_plain_feast_config_that_the_environment_overrides(tmp_path):
+    """Feast's CLI expands ${VAR} without defaults: the shipped file has none (feast plan works in
+    feature_repo/ as it is); vsearch's environment variables override its keys."""
     text = (feature_repo.definitions_dir() / feature_repo.CONFIG_FILE).read_text()
-    assert "${VSEARCH_FEAST_REGISTRY}" in text and "${VSEARCH_FEAST_ONLINE_STORE}" in text
-    local = yaml.safe_load(feature_repo.substitute(text, env={}))
-    assert local["provider"] == "local" and local["offline_store"]["type"] == "file"
+    assert "${" not in text
+    local = feature_repo.resolve(text, env={})
+    assert local == yaml.safe_load(text)
+    assert local["provider"] == "local" and local["offline_store"]["type"] == "file" and local["project"] == "vsearch"
     assert local["online_store"] == {"type": "sqlite", "path": "data/online.db"}
-    prod = yaml.safe_load(feature_repo.substitute(text, env={"VSEARCH_FEAST_ONLINE_STORE": '{type: redis, connection_string: "redis:6379"}',
-                                                              "VSEARCH_FEAST_REGISTRY": "s3://bucket/registry.db"}))
+    assert local["registry"] == {"registry_type": "file", "path": "data/registry.db"}
+    prod = feature_repo.resolve(text, env={"VSEARCH_FEAST_ONLINE_STORE": '{type: redis, connection_string: "redis:6379"}',
+                                           "VSEARCH_FEAST_REGISTRY": "s3://bucket/registry.db", "VSEARCH_FEAST_PROJECT": ""})
     assert prod["online_store"] == {"type": "redis", "connection_string": "redis:6379"}
-    assert prod["registry"]["path"] == "s3://bucket/registry.db"
+    assert prod["registry"] == {"registry_type": "file", "path": "s3://bucket/registry.db"}
+    assert prod["project"] == "vsearch"  # empty: not set
+    with pytest.raises(ConfigError, match="must be a YAML mapping"):
+        feature_repo.resolve(text, env={"VSEARCH_FEAST_ONLINE_STORE": "redis:6379"})
+    # A file with ${VAR}s (the cluster's copy): filled from the environment, else the defaults.
+    assert feature_repo.resolve("project: ${VSEARCH_FEAST_PROJECT}", env={}) == {"project": "vsearch"}
     with pytest.raises(ConfigError, match=r"\$\{NOPE\} is not set"):
         feature_repo.substitute("x: ${NOPE}", env={})
 

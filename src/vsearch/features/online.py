@@ -8,6 +8,7 @@ production via ``VSEARCH_FEAST_ONLINE_STORE``).
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import sys
 import threading
@@ -24,8 +25,9 @@ _LOCK = threading.Lock()
 def _store(repo_path: str | os.PathLike):
     """The FeatureStore of a working repo, cached per (path, resolved config): loading costs seconds."""
     path = Path(repo_path).resolve()
-    config_text = feature_repo.substitute((path / feature_repo.CONFIG_FILE).read_text()) if (path / feature_repo.CONFIG_FILE).is_file() else ""
-    key = (str(path), config_text)
+    config_file = path / feature_repo.CONFIG_FILE
+    resolved = feature_repo.resolve(config_file.read_text()) if config_file.is_file() else {}
+    key = (str(path), json.dumps(resolved, sort_keys=True, default=str))
     with _LOCK:
         store = _STORES.get(key)
         if store is None:

@@ -3,9 +3,12 @@
 ``prepare_repo(data_dir, repo_dir)`` makes ``repo_dir`` a self-contained Feast repo: a copy
 of the definitions (``feature_store.yaml`` + ``*.py``), ``data/product_features.parquet``
 written from the data folder (the product history when there is one, else the catalog as
-valid since ``CATALOG_EPOCH``), and an applied registry. ``feature_store.yaml`` keeps its
-``${VAR}``s; ``load_config`` fills them from the environment, with the local defaults of
-``ENV_DEFAULTS`` (registry file and SQLite online store inside the repo).
+valid since ``CATALOG_EPOCH``), and an applied registry.
+
+``feature_store.yaml`` is a plain Feast config (``feast plan`` works in ``feature_repo/`` as
+shipped); ``load_config`` reads it as ``resolve`` says: ``${VAR}``s (the cluster's copy has
+them) filled from the environment or ``ENV_DEFAULTS``, then the ``ENV_KEYS`` variables that are
+set override their keys (the cluster's registry and online store).
 """
 
 from __future__ import annotations
@@ -23,8 +26,16 @@ from vsearch import schema
 from vsearch.config import ConfigError
 from vsearch.schema import DataError
 
-# Local defaults for the ${VAR}s of feature_store.yaml; set the variable to override
-# (production: VSEARCH_FEAST_ONLINE_STORE='{type: redis, connection_string: "host:6379"}').
+# The keys of feature_store.yaml that these environment variables override (production:
+# VSEARCH_FEAST_ONLINE_STORE='{type: redis, connection_string: "host:6379"}', a YAML flow mapping).
+ENV_KEYS = {
+    "VSEARCH_FEAST_PROJECT": ("project",),
+    "VSEARCH_FEAST_REGISTRY": ("registry", "path"),
+    "VSEARCH_FEAST_ONLINE_STORE": ("online_store",),
+}
+ONLINE_STORE_ENV, REGISTRY_ENV = "VSEARCH_FEAST_ONLINE_STORE", "VSEARCH_FEAST_REGISTRY"
+# Defaults of the ${VAR}s in a feature_store.yaml that has them: feature_repo/'s values (a test
+# keeps the two equal).
 ENV_DEFAULTS = {
     "VSEARCH_FEAST_PROJECT": "vsearch",
     "VSEARCH_FEAST_REGISTRY": "data/registry.db",
@@ -75,17 +86,40 @@ def substitute(text: str, env: dict[str, str] | None = None) -> str:
     return _VAR.sub(value, text)
 
 
-def load_config(repo_dir: str | os.PathLike):
-    """The Feast ``RepoConfig`` of a working repo (``${VAR}``s filled, paths relative to it)."""
-    _quiet_feast()
+def resolve(text: str, env: dict[str, str] | None = None) -> dict:
+    """``feature_store.yaml`` text as vsearch configures Feast: ``${VAR}``s filled (``substitute``),
+    then each ``ENV_KEYS`` variable set (non-empty) in ``env`` overrides its key.
+
+    Raises:
+        ConfigError: a ``${VAR}`` without value or default, or an online store that is not a mapping.
+    """
     import yaml
+
+    env = os.environ if env is None else env
+    raw = yaml.safe_load(substitute(text, env)) or {}
+    for var, keys in ENV_KEYS.items():
+        if not env.get(var):
+            continue
+        value = yaml.safe_load(env[var]) if var == ONLINE_STORE_ENV else env[var]
+        if var == ONLINE_STORE_ENV and not isinstance(value, dict):
+            raise ConfigError(f"${var} must be a YAML mapping such as {{type: redis, connection_string: ...}}")
+        target = raw
+        for key in keys[:-1]:
+            target = target.setdefault(key, {})
+        target[keys[-1]] = value
+    return raw
+
+
+def load_config(repo_dir: str | os.PathLike):
+    """The Feast ``RepoConfig`` of a working repo (``resolve``d, paths relative to it)."""
+    _quiet_feast()
     from feast.repo_config import RepoConfig
 
     repo_dir = Path(repo_dir).resolve()
     path = repo_dir / CONFIG_FILE
     if not path.is_file():
         raise ConfigError(f"{repo_dir}: not a vsearch feature repo (no {CONFIG_FILE}); run `vsearch features materialize` first")
-    raw = yaml.safe_load(substitute(path.read_text()))
+    raw = resolve(path.read_text())
     try:
         config = RepoConfig(**raw)
     except Exception as err:  # pydantic ValidationError: a bad online store setting
