@@ -356,3 +356,31 @@ def schedule(
         experiment_id, pipeline_id, version_id, recurring_run_id=kept, deleted_recurring_run_ids=tuple(deleted),
         unchanged=bool(same),
     )
+
+
+def run_recurring_now(client, schedule_name: str, *, experiment: str, run_name: str,
+                      namespace: str | None = None) -> Submitted:
+    """Start one run now exactly as the recurring run ``schedule_name`` would start it.
+
+    Same pipeline version, parameters, pipeline root and service account as the schedule, so
+    a drift-triggered retraining is the weekly retraining, early (no second copy of its
+    parameters to drift apart).
+
+    Raises:
+        ConfigError: no recurring run of that name in the experiment.
+    """
+    experiment_id = ensure_experiment(client, experiment, namespace)
+    found = recurring_runs_named(client, experiment_id, schedule_name)
+    if not found:
+        raise ConfigError(f"no recurring run named '{schedule_name}' in experiment '{experiment}': nothing to start")
+    settings = recurring_run_settings(found[0])
+    run = client.run_pipeline(
+        experiment_id=experiment_id,
+        job_name=run_name,
+        params=settings["params"],
+        pipeline_id=settings["pipeline_id"],
+        version_id=settings["version_id"],
+        pipeline_root=settings["pipeline_root"] or None,
+        service_account=settings["service_account"] or None,
+    )
+    return Submitted(experiment_id, settings["pipeline_id"], settings["version_id"], run_id=run.run_id)

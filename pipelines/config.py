@@ -122,12 +122,12 @@ class TrainJobConfig:
 
 # Steps that read the outside world (the champion, the live index, recent logs) or change it
 # (Milvus collections and aliases): their result must never come from the cache.
-LOOKUP_STEPS = ["get_champion", "build_training_set", "detect_drift", "verify_index", "gate_model",
-                "backfill_embeddings", "index_embeddings", "write_rollout_config"]
+LOOKUP_STEPS = ["fingerprint_data", "get_champion", "build_training_set", "detect_drift", "verify_index",
+                "gate_model", "backfill_embeddings", "index_embeddings", "write_rollout_config", "trigger_retraining"]
 
 # Steps that read data or models from object storage.
-DATA_STEPS = ["synth_data", "validate_data", "build_training_set", "train_model", "evaluate_model", "gate_model",
-              "detect_drift", "embed_shard", "backfill_embeddings", "index_embeddings", "write_rollout_config"]
+DATA_STEPS = ["synth_data", "fingerprint_data", "validate_data", "build_training_set", "train_model", "evaluate_model",
+              "gate_model", "detect_drift", "embed_shard", "backfill_embeddings", "index_embeddings", "write_rollout_config"]
 
 
 @dataclass

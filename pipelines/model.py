@@ -77,7 +77,8 @@ def build(cfg: PipelineConfig):
 def build_import(cfg: PipelineConfig):
     """The model pipeline on an existing dataset (``data_uri``: a folder of the data contract)."""
     from kfp import dsl
-    from kfp.dsl import Dataset
+
+    from pipelines.wiring import import_dataset
 
     @dsl.pipeline(
         name=IMPORT_NAME,
@@ -92,8 +93,7 @@ def build_import(cfg: PipelineConfig):
         train_overrides: List[str] = [],
         eval_overrides: List[str] = [],
     ):
-        imported = dsl.importer(artifact_uri=data_uri, artifact_class=Dataset, reimport=False)
-        imported.set_display_name("Import dataset")
+        imported = import_dataset(data_uri, cfg)
         _train_and_evaluate(imported.output, cfg, image_only_config, three_tower_config, four_tower_config,
                             train_overrides, eval_overrides)
 

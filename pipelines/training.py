@@ -132,7 +132,8 @@ def build(cfg: PipelineConfig):
 def build_import(cfg: PipelineConfig):
     """The training pipeline on an existing dataset (``data_uri``: a folder of the data contract)."""
     from kfp import dsl
-    from kfp.dsl import Dataset
+
+    from pipelines.wiring import import_dataset
 
     @dsl.pipeline(name=IMPORT_NAME, description="Import a dataset; " + DESCRIPTION[0].lower() + DESCRIPTION[1:])
     def training_import_pipeline(
@@ -149,8 +150,7 @@ def build_import(cfg: PipelineConfig):
         index_overrides: List[str] = [],
         rollout_overrides: List[str] = [],
     ):
-        imported = dsl.importer(artifact_uri=data_uri, artifact_class=Dataset, reimport=False)
-        imported.set_display_name("Import dataset")
+        imported = import_dataset(data_uri, cfg)
         _stages(imported.output, cfg, image_only_config, three_tower_config, four_tower_config, train_overrides,
                 eval_overrides, gate_config, registry, milvus_uri, alias, index_overrides, rollout_overrides)
 

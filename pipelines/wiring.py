@@ -67,3 +67,24 @@ def configure(task, display_name: str, cfg: PipelineConfig):
             task, secret_name=secret.name, secret_key_to_env=dict(sorted(secret.env.items())), optional=secret.optional
         )
     return task
+
+
+def import_dataset(data_uri, cfg: PipelineConfig):
+    """Import the dataset at ``data_uri`` so that the cache follows its content; returns the importer task.
+
+    The URI of a recurring run stays the same (``s3://.../latest``), and KFP's cache key
+    follows artifact identity, not content: an uncached ``fingerprint_data`` step puts the
+    manifests' fingerprint into the imported artifact's metadata, so a changed dataset is a
+    new artifact (everything after it runs again) and an unchanged one hits the cache.
+    """
+    from kfp import dsl
+    from kfp.dsl import Dataset
+
+    from components.fingerprint_data import fingerprint_data
+
+    fingerprint = configure(fingerprint_data(data_uri=data_uri), "Fingerprint dataset", cfg)
+    imported = dsl.importer(artifact_uri=data_uri, artifact_class=Dataset, reimport=False,
+                            metadata={"fingerprint": fingerprint.output})
+    imported.set_display_name("Import dataset")
+    return imported
+

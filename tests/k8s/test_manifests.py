@@ -671,3 +671,30 @@ def test_egress_names_its_destinations_and_object_storage_comes_from_the_overlay
     assert "OBJECT_STORAGE_CIDR" not in _render_text(f"overlays/{overlay}")
     text = DOCS.read_text()
     assert "network-egress.yaml" in text and "objectStorageCIDR" in text, "docs/kubernetes.md must say where to set it"
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_the_schedules_import_fresh_data_and_monitoring_is_scheduled_too(overlay, tmp_path):
+    """Issue 21 item 4: the shipped schedule ran `training` (it generates the synthetic benchmark)
+    and nothing scheduled the monitoring pipeline. Each container's --params must type-check
+    against its compiled pipeline's inputs (as `schedule` checks them before any request)."""
+    from pipelines.cli import _parser, typed_params
+    from pipelines.compiler import check_package, compile_pipeline
+    from pipelines.config import PipelineConfig
+
+    docs = render(f"overlays/{overlay}")
+    cronjob = one(docs, "CronJob", "vsearch-schedule")
+    scheduled = {}
+    for container in containers(cronjob):
+        [ref] = container["envFrom"]
+        settings = one(docs, "ConfigMap", ref["configMapRef"]["name"])["data"]
+        args = _parser().parse_args([_expand(a, settings) for a in container["args"]][1:])
+        spec, _ = check_package(compile_pipeline(args.name, PipelineConfig(), tmp_path))
+        params = typed_params(spec, dict(p.split("=", 1) for p in args.param))
+        scheduled[args.name] = (args.schedule_name, params)
+    assert set(scheduled) == {"training-import", "monitoring"}
+    training_name, training = scheduled["training-import"]
+    assert training["data_uri"].startswith("s3://")
+    _, monitoring = scheduled["monitoring"]
+    assert monitoring["model_uri"].startswith("s3://") and monitoring["data_uri"].startswith("s3://")
+    assert monitoring["retrain_schedule"] in ("", training_name)  # off by default, or the weekly retraining

@@ -567,16 +567,25 @@ def _version(model_dir: str | None) -> str | None:
 
 
 def data_fingerprint(data_dir: str | os.PathLike | None) -> str | None:
-    """sha256 (first 16 hex) over the manifests of a data folder; None if it is not there."""
+    """sha256 (first 16 hex) over the manifests of a data folder (local or fsspec URI); None if it is not there.
+
+    The manifests name every image by URI, so a changed dataset changes them; an image
+    replaced in place under the same URI is outside the data contract.
+    """
+    import fsspec
+
     from vsearch import schema
 
-    if not data_dir or not Path(data_dir).is_dir():
+    if not data_dir:
+        return None
+    fs, root = fsspec.core.url_to_fs(str(data_dir))
+    if not fs.isdir(root):
         return None
     digest = hashlib.sha256()
     for name in (schema.CATALOG_FILE, schema.INTERACTIONS_FILE, schema.REFORMULATIONS_FILE):
-        path = Path(data_dir) / name
-        if path.is_file():
-            digest.update(name.encode() + b"\0" + path.read_bytes())
+        path = f"{root.rstrip('/')}/{name}"
+        if fs.isfile(path):
+            digest.update(name.encode() + b"\0" + fs.cat_file(path))
     return digest.hexdigest()[:16]
 
 
