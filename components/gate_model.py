@@ -16,6 +16,7 @@ def gate_model(
     candidate: str = "four_tower",
     config: str = "gate",
     registry: str = "",
+    run_id: str = "",
 ) -> bool:
     """Judge the candidate on the shared evaluation with the configured thresholds (fails closed).
 
@@ -25,6 +26,7 @@ def gate_model(
         config: Gate preset name or YAML path inside the image (thresholds per metric).
         registry: Champion registry URI (folder or fsspec URI); empty: no champion, the
             champion checks are skipped and the decision rests on baseline and value checks.
+        run_id: This KFP run's id (dsl.PIPELINE_JOB_ID_PLACEHOLDER), recorded in the blessing's lineage.
 
     Returns:
         blessing: Folder with blessing.json: every check, the numbers, the reason.
@@ -37,7 +39,7 @@ def gate_model(
 
     from vsearch.evaluation.gate import BLESSING_FILE, GATE_REPORT_FILE, load_gate_config, run_gate
 
-    result = run_gate(evaluation.path, blessing.path, load_gate_config(config), candidate_name=candidate,
+    result = run_gate(evaluation.path, blessing.path, load_gate_config(config), candidate_name=candidate, run_id=run_id or None,
                       registry=registry or None)
     shutil.copyfile(f"{blessing.path}/{GATE_REPORT_FILE}", report.path)
     rows = ["| check | status | detail |", "|---|---|---|"]
@@ -52,5 +54,5 @@ def gate_model(
     for status, n in counts.items():
         metrics.log_metric(f"checks_{status}", float(n))
     blessing.metadata.update({"blessed": result.blessed, "candidate": result.candidate.version,
-                              "reason": result.reason, "file": BLESSING_FILE})
+                              "reason": result.reason, "file": BLESSING_FILE, "lineage": result.lineage})
     return bool(result.blessed)

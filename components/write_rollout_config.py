@@ -20,6 +20,7 @@ def write_rollout_config(
     milvus_uri: str = "",
     alias: str = "vsearch_serving",
     overrides: Optional[List[str]] = None,
+    run_id: str = "",
 ) -> None:
     """Write the release plan: rollout.yaml (arms, ramp, guardrails) and the per-arm InferenceServices.
 
@@ -36,6 +37,7 @@ def write_rollout_config(
         milvus_uri: The Milvus both arms live in; every arm's alias is checked there.
         alias: The live alias (never moved here).
         overrides: Dotted rollout overrides, e.g. "kserve.namespace=search".
+        run_id: This KFP run's id (dsl.PIPELINE_JOB_ID_PLACEHOLDER), recorded in the plan's lineage.
 
     Returns:
         rollout: Folder with rollout.yaml and inferenceservice.yaml.
@@ -49,7 +51,7 @@ def write_rollout_config(
     has_champion = read_blessing(blessing.path).has_champion
     control = control_model.path if control_model is not None and not has_champion else None
     paths = write_rollout(blessing.path, rollout.path, cfg, registry=registry or None, control_model=control,
-                          milvus_uri=milvus_uri or None)
+                          milvus_uri=milvus_uri or None, run_id=run_id or None)
     config = load_rollout(paths["rollout"])
     if registry and milvus_uri:
         from vsearch.release.lifecycle import Release
@@ -64,8 +66,10 @@ def write_rollout_config(
                   f"{index.metadata.get('collection', '?')}"
                   + (f"; baseline index: {control_index.metadata.get('collection')}" if control_index is not None
                      and control_index.metadata.get("collection") else "") + ".",
+              "", f"Lineage: plan by run `{config.lineage.run_id}`, code `{config.lineage.code_version}`.",
               "", "Next: read the report and the gate page, then `vsearch release approve --rollout rollout.yaml`."]
     with open(summary.path, "w") as fh:
         fh.write("\n".join(lines) + "\n")
     rollout.metadata.update({"experiment_id": config.experiment_id, "treatment": config.treatment.model.version,
-                             "control": config.control.model.version, "status": "in_review"})
+                             "control": config.control.model.version, "status": "in_review",
+                             "lineage": config.lineage.model_dump()})

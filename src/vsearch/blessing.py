@@ -7,6 +7,8 @@ KFP artifact's ``uri``, never the path it happened to be mounted at in one pod) 
 content version (`vsearch.artifacts.model_version`).
 
 Schema version 2 renamed ``model_dir`` to ``model_uri``; version-1 files still read.
+``lineage`` (``{code_version, run_id}``, `vsearch.lineage`) names the code and the KFP run
+that judged; blessings written before it read with an empty one.
 """
 
 from __future__ import annotations
@@ -55,6 +57,7 @@ class Blessing:
 
     ``checks`` are the gate's check results as dicts (name, status, detail, numbers);
     ``comparisons`` holds every paired metric difference, by reference (baseline, champion).
+    ``lineage`` is ``{"code_version": ..., "run_id": ...}`` of the gate (empty in older files).
     """
 
     blessed: bool
@@ -68,6 +71,7 @@ class Blessing:
     gate: dict = field(default_factory=dict)
     checks: tuple[dict, ...] = ()
     comparisons: dict = field(default_factory=dict)
+    lineage: dict = field(default_factory=dict)
     schema_version: int = SCHEMA_VERSION
 
     @property
@@ -78,7 +82,7 @@ class Blessing:
         out = dataclasses.asdict(self)
         out["checks"] = list(self.checks)
         # Field order of the file: verdict first, for a human opening it.
-        order = ["schema_version", "blessed", "reason", "created_at", "candidate", "baseline", "champion"]
+        order = ["schema_version", "blessed", "reason", "created_at", "lineage", "candidate", "baseline", "champion"]
         return {k: out[k] for k in order} | {k: v for k, v in out.items() if k not in order}
 
     @classmethod
@@ -93,6 +97,8 @@ class Blessing:
         checks = raw.get("checks") or []
         if not isinstance(checks, list) or not all(isinstance(c, Mapping) for c in checks):
             raise DataError(where, "blessing 'checks' must be a list of mappings")
+        if not isinstance(raw.get("lineage") or {}, Mapping):
+            raise DataError(where, "blessing 'lineage' must be a mapping")
 
         def ref(key: str) -> ModelRef | None:
             return None if raw.get(key) is None else ModelRef.from_dict(raw[key], where, key)
@@ -109,6 +115,7 @@ class Blessing:
             gate=dict(raw.get("gate") or {}),
             checks=tuple(dict(c) for c in checks),
             comparisons=dict(raw.get("comparisons") or {}),
+            lineage=dict(raw.get("lineage") or {}),
         )
 
 

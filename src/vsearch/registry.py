@@ -205,6 +205,7 @@ class Registry:
             "blessing": str(_blessing_file(blessing_path).resolve()),
             "blessing_reason": blessing.reason,
             "data_fingerprint": blessing.data.get("fingerprint"),
+            "lineage": dict(blessing.lineage),  # the code and the KFP run that judged it ({} for older blessings)
             "promoted_at": _now(),
         }
         return self._commit(head["registry_version"] if head else 0, "promote", champion, head["registry_version"] if head else None,

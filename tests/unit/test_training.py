@@ -8,6 +8,7 @@ import torch
 from vsearch import schema
 from vsearch.config import ConfigError, load_config
 from vsearch.evaluation.evaluate import embed_images, load_eval_set
+from vsearch.lineage import code_version
 from vsearch.models import build_model, load_model
 from vsearch.training import loop
 from vsearch.training.loop import read_metrics_log, train
@@ -28,6 +29,7 @@ def test_four_tower_starts_from_the_three_tower_weights(tiny_models):
     three, _ = load_model(tiny_models["three_tower"])
     summary = json.loads((tiny_models["four_tower"] / "train_summary.json").read_text())
     assert summary["init"] == str(tiny_models["three_tower"])
+    assert summary["code_version"] == code_version()  # the model card says which code trained it
     four, _ = load_model(tiny_models["four_tower"])
     assert four.cfg.towers[-1] == schema.QUERY_TEXT
     # Fine-tuned from the 3-tower weights, not from scratch: parameters moved little.

@@ -46,6 +46,7 @@ from typing import Any
 from vsearch.blessing import BLESSING_FILE, Blessing, ModelRef, remove_blessing, write_blessing
 from vsearch.config import ConfigError
 from vsearch.evaluation.metrics import METRIC_DIRECTIONS
+from vsearch.lineage import lineage
 
 GATE_REPORT_FILE = "report.html"
 AGAINST = ("baseline", "champion", "value")
@@ -653,6 +654,7 @@ def run_gate(
     candidate_name: str | None = None,
     champion: str | None = None,
     champion_name: str | None = None,
+    run_id: str | None = None,
     registry: str | None = None,
     write_report: bool = True,
 ) -> dict:
@@ -668,6 +670,8 @@ def run_gate(
         champion: an evaluation folder (with ``champion_name``) or a model folder; None with
             ``registry`` set takes the registry's current champion; both None: no champion.
         champion_name: the champion's name inside an evaluation folder.
+        run_id: the KFP run that judges (``dsl.PIPELINE_JOB_ID_PLACEHOLDER``); recorded with
+            the code version as the blessing's ``lineage``.
         registry: champion registry store (local folder or fsspec URI).
 
     Returns:
@@ -716,6 +720,7 @@ def run_gate(
         baseline=ident(baseline),
         champion=ident(champ),
         champion_lookup=champ_info,
+        lineage=lineage(run_id),
         data={
             "path": data_dir,
             "fingerprint": data_fingerprint(data_dir),

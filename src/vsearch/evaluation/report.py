@@ -342,6 +342,14 @@ def _fmt(value: object, digits: int = 4, signed: bool = False) -> str:
     return f"{number:+.{digits}f}" if signed else f"{number:.{digits}f}"
 
 
+def _lineage_line(lineage: Mapping) -> str:
+    """Which code and which KFP run judged (a blessing from before lineage: nothing)."""
+    if not lineage:
+        return ""
+    return ('<p class="legend lineage">code <code>' + _e(lineage.get("code_version") or "unknown")
+            + "</code> &middot; run <code>" + _e(lineage.get("run_id") or "outside a pipeline run") + "</code></p>")
+
+
 def _gate_section(gate: Mapping) -> str:
     """The gate's verdict, each check green (pass) / red (fail) / grey (skipped), and the
     candidate-vs-champion (and vs baseline) comparison on every metric, paired on the same queries."""
@@ -356,6 +364,7 @@ def _gate_section(gate: Mapping) -> str:
         + _e(cand.get("version") or "") + " &middot; champion: <b>"
         + (_e(champ.get("name", "?")) + "</b> " + _e(champ.get("version") or "") if champ else "none yet</b>")
         + "</p>",
+        _lineage_line(gate.get("lineage") or {}),
         '<table class="checks"><thead><tr><th>check</th><th>status</th><th>statistic</th>'
         "<th>threshold</th><th>candidate</th><th>reference</th><th>difference [95% CI]</th><th>detail</th></tr></thead><tbody>",
     ]

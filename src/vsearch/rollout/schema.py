@@ -84,6 +84,11 @@ class Rollback(_Strict):
     restore_collection: str | None = None
 
 
+class Lineage(_Strict):
+    code_version: str | None = Field(default=None, description="git SHA (or package version) of the code that wrote the plan")
+    run_id: str | None = Field(default=None, description="the KFP run that wrote it; None outside a pipeline run")
+
+
 class RolloutConfig(_Strict):
     schema_version: Literal[1] = SCHEMA_VERSION
     experiment_id: str = Field(min_length=1, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,199}$")
@@ -99,6 +104,7 @@ class RolloutConfig(_Strict):
                             description="the alias live traffic searches; only `vsearch release promote | rollback` move it")
     milvus_uri: str | None = Field(default=None, description="the Milvus both arms' aliases live in (default for serve / release)")
     registry: str | None = Field(default=None, description="champion registry the plan was checked against (default for release)")
+    lineage: Lineage | None = Field(default=None, description="code and KFP run that wrote the plan (the blessing copy has the gate's)")
 
     @model_validator(mode="after")
     def _variants(self) -> RolloutConfig:

@@ -77,18 +77,20 @@ def _ref(model, what: str, where: str):
 
 
 def build_rollout(blessing, blessing_uri: str, cfg: dict, *, experiment_id: str | None = None, control=None,
-                  created_at: datetime | None = None, milvus_uri: str | None = None, registry: str | None = None):
+                  created_at: datetime | None = None, milvus_uri: str | None = None, registry: str | None = None,
+                  lineage: dict | None = None):
     """The `RolloutConfig` for a blessed candidate (pure: no I/O).
 
     Args:
         blessing: a `vsearch.blessing.Blessing`; must be blessed.
         control: the control arm's `vsearch.blessing.ModelRef` when the blessing has no champion
             (first deployment: the baseline); with a champion, the champion is the control.
+        lineage: ``{code_version, run_id}`` of the writer (`vsearch.lineage.lineage`).
     """
     from pydantic import ValidationError
 
     from vsearch.indexing.store import baseline_alias, candidate_alias, collection_name
-    from vsearch.rollout.schema import Assignment, Guardrail, RampStep, Rollback, RolloutConfig, Traffic, Variant
+    from vsearch.rollout.schema import Assignment, Guardrail, Lineage, RampStep, Rollback, RolloutConfig, Traffic, Variant
 
     if not blessing.blessed:
         raise DataError(blessing_uri, "rollout refused: the candidate is not blessed", detail=blessing.reason)
@@ -137,6 +139,7 @@ def build_rollout(blessing, blessing_uri: str, cfg: dict, *, experiment_id: str 
             live_alias=live,
             milvus_uri=milvus_uri or None,
             registry=registry or None,
+            lineage=Lineage(**lineage) if lineage else None,
         )
     except (KeyError, TypeError, ValidationError) as err:
         if isinstance(err, ValidationError):
@@ -232,6 +235,7 @@ def check_arms(rollout, milvus_uri: str, index_cfg=None) -> dict[str, str]:
 
 def write_rollout(blessing_path: str | os.PathLike, out_dir: str | os.PathLike, cfg: dict | None = None, *,
                   registry: str | None = None, experiment_id: str | None = None, control_model: str | None = None,
+                  run_id: str | None = None,
                   milvus_uri: str | None = None) -> dict[str, Path]:
     """Write ``rollout.yaml`` + ``inferenceservice.yaml`` into ``out_dir`` (published atomically).
 
@@ -240,6 +244,7 @@ def write_rollout(blessing_path: str | os.PathLike, out_dir: str | os.PathLike, 
             folder or URI; ignored when the blessing has a champion.
         milvus_uri: check every arm's alias there before writing (and record it as the
             plan's Milvus); None: not checked.
+        run_id: the KFP run writing the plan; the plan's ``lineage`` records it with the code version.
     """
     import yaml
 
@@ -260,8 +265,10 @@ def write_rollout(blessing_path: str | os.PathLike, out_dir: str | os.PathLike, 
         control = ModelRef("baseline", control_uri, artifacts.model_version(control_model))
     # The plan carries its own copy of the blessing (``blessing.json`` beside rollout.yaml): the
     # path the gate wrote it to may exist only in one pipeline pod.
+    from vsearch.lineage import lineage
+
     rollout = build_rollout(blessing, BLESSING_COPY, cfg, experiment_id=experiment_id, control=control, milvus_uri=milvus_uri,
-                            registry=registry)
+                            registry=registry, lineage=lineage(run_id))
     if milvus_uri:
         try:
             check_arms(rollout, milvus_uri)

@@ -27,6 +27,7 @@ from vsearch.config import ConfigError, RunConfig, TrainConfig, to_dict
 from vsearch.data.dataset import Collator, EngagementDataset, UniqueProductBatchSampler
 from vsearch.data.reformulations import mine_reformulations
 from vsearch.data.transforms import build_augment
+from vsearch.lineage import code_version
 from vsearch.losses import MultiTowerLoss
 from vsearch.models.multitower import CONFIG_FILE, TOKENIZER_DIR, MultiTowerModel, build_model, load_model
 from vsearch.models.tokenizer import load_tokenizer, train_title_tokenizer
@@ -432,6 +433,7 @@ def train(
         "train_rows": len(dataset),
         "towers": list(cfg.model.towers),
         "loss_terms": loss_fn.term_names,
+        "code_version": code_version(),
     }
     if stop_after is not None and step < total_steps:
         if env.is_main:  # a preemption: the state to resume from is the checkpoint
