@@ -121,9 +121,11 @@ class TrainJobConfig:
 
 
 # Steps that read the outside world (the champion, the live index, recent logs) or change it
-# (Milvus collections and aliases): their result must never come from the cache.
+# (Milvus collections and aliases, the online feature store, a webhook): their result must
+# never come from the cache.
 LOOKUP_STEPS = ["fingerprint_data", "get_champion", "build_training_set", "detect_drift", "verify_index",
-                "gate_model", "backfill_embeddings", "index_embeddings", "write_rollout_config", "trigger_retraining"]
+                "gate_model", "backfill_embeddings", "index_embeddings", "write_rollout_config", "trigger_retraining",
+                "materialize_features", "notify_run"]
 
 # Steps that read data or models from object storage.
 DATA_STEPS = ["synth_data", "fingerprint_data", "validate_data", "build_training_set", "train_model", "evaluate_model",
@@ -155,6 +157,17 @@ class PipelineConfig:
                 env={"token": "VSEARCH_MILVUS_TOKEN"},
                 steps=["backfill_embeddings", "index_embeddings"],
             ),
+            # The cluster's Feast registry and online store (its connection string carries the
+            # Redis password) for materialize_features; without it the step says it skipped.
+            SecretEnv(
+                name="vsearch-feast",
+                env={"registry": "VSEARCH_FEAST_REGISTRY", "online_store": "VSEARCH_FEAST_ONLINE_STORE"},
+                steps=["materialize_features"],
+                optional=True,
+            ),
+            # Where notify_run posts a failed run (a chat webhook URL is a credential); none: no post.
+            SecretEnv(name="vsearch-notify", env={"webhook_url": "VSEARCH_NOTIFY_WEBHOOK"}, steps=["notify_run"],
+                      optional=True),
         ]
     )
 

@@ -4,8 +4,9 @@ Two entry points: ``vsearch-model`` generates the benchmark first (``synth_data`
 ``vsearch-model-import`` imports the dataset at ``data_uri`` (a folder of the data contract,
 e.g. on object storage). Two DAGs rather than a ``dsl.If`` + ``dsl.OneOf`` on the source: a
 OneOf over artifacts does not run under kfp.local 2.17. Training steps get
-the GPU wiring of the compile-time config. The gate, indexing and rollout stages join this
-DAG in the training pipeline.
+the GPU wiring of the compile-time config. The body runs inside ``dsl.ExitHandler``
+(``notify_run`` records the final status and posts a failure where a webhook is configured).
+The gate, indexing and rollout stages join this DAG in the training pipeline.
 """
 
 # No `from __future__ import annotations`: KFP reads the real annotations of the pipeline function.
@@ -51,7 +52,7 @@ def build(cfg: PipelineConfig):
     from kfp import dsl
 
     from components.synth_data import synth_data
-    from pipelines.wiring import configure
+    from pipelines.wiring import configure, notify_on_exit
 
     @dsl.pipeline(
         name=NAME,
@@ -67,9 +68,10 @@ def build(cfg: PipelineConfig):
         train_overrides: List[str] = [],
         eval_overrides: List[str] = [],
     ):
-        synth = configure(synth_data(preset=preset, seed=seed), "Generate street-to-shop benchmark", cfg)
-        _train_and_evaluate(synth.outputs["data"], cfg, image_only_config, three_tower_config, four_tower_config,
-                            train_overrides, eval_overrides)
+        with notify_on_exit(NAME, cfg):
+            synth = configure(synth_data(preset=preset, seed=seed), "Generate street-to-shop benchmark", cfg)
+            _train_and_evaluate(synth.outputs["data"], cfg, image_only_config, three_tower_config, four_tower_config,
+                                train_overrides, eval_overrides)
 
     return model_pipeline
 
@@ -78,7 +80,7 @@ def build_import(cfg: PipelineConfig):
     """The model pipeline on an existing dataset (``data_uri``: a folder of the data contract)."""
     from kfp import dsl
 
-    from pipelines.wiring import import_dataset
+    from pipelines.wiring import import_dataset, notify_on_exit
 
     @dsl.pipeline(
         name=IMPORT_NAME,
@@ -93,8 +95,9 @@ def build_import(cfg: PipelineConfig):
         train_overrides: List[str] = [],
         eval_overrides: List[str] = [],
     ):
-        imported = import_dataset(data_uri, cfg)
-        _train_and_evaluate(imported.output, cfg, image_only_config, three_tower_config, four_tower_config,
-                            train_overrides, eval_overrides)
+        with notify_on_exit(IMPORT_NAME, cfg):
+            imported = import_dataset(data_uri, cfg)
+            _train_and_evaluate(imported.output, cfg, image_only_config, three_tower_config, four_tower_config,
+                                train_overrides, eval_overrides)
 
     return model_import_pipeline

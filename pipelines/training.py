@@ -1,6 +1,7 @@
 """The training pipeline: validate -> training set -> train -> evaluate -> gate -> a release in review, or why not.
 
-    validate_data -> build_training_set (Feast, point in time)
+    validate_data -> build_training_set (Feast, point in time; stops the run on invalid data)
+                  -> materialize_features (the serving online store, where one is configured)
       -> train_model image-only baseline, 3-tower -> 4-tower (initialised from the 3-tower)
       -> evaluate_model (all three on the same test queries)
       -> gate_model (4-tower vs the baseline and the registry's champion; fails closed)
@@ -10,6 +11,10 @@
                            -> write_rollout_config (the release plan: arms, ramp, guardrails,
                            per-arm InferenceServices; the release opens in review)
          dsl.Else:         record_rejection (the gate's reasons; nothing indexed or rolled out)
+
+The body runs inside ``dsl.ExitHandler``: ``notify_run`` records the final status, and posts
+a failure to a webhook where one is configured. Validation publishes its report even on bad
+data (a failed task publishes nothing); the next step stops the run.
 
 The live alias is never moved here: only `vsearch release promote` (after review and the
 A/B test) moves it, together with the registry's champion.
@@ -41,6 +46,7 @@ def _stages(data, cfg: PipelineConfig, image_only_config, three_tower_config, fo
     from components.build_training_set import build_training_set
     from components.evaluate_model import evaluate_model
     from components.gate_model import gate_model
+    from components.materialize_features import materialize_features
     from components.record_rejection import record_rejection
     from components.train_model import train_model
     from components.validate_data import validate_data
@@ -54,6 +60,9 @@ def _stages(data, cfg: PipelineConfig, image_only_config, three_tower_config, fo
         cfg,
     )
     train_data = training.outputs["training_set"]
+    # The serving online store gets the products of validated data (catalog facts, whatever the gate says).
+    configure(materialize_features(data=data, validation=validation.outputs["validation"]).after(training),
+              "Materialize product features (online store)", cfg)
     image_only = configure(train_model(data=train_data, config=image_only_config, overrides=train_overrides),
                            "Train image-only baseline", cfg)
     three = configure(train_model(data=train_data, config=three_tower_config, overrides=train_overrides),
@@ -71,7 +80,7 @@ def _stages(data, cfg: PipelineConfig, image_only_config, three_tower_config, fo
     )
     gate = configure(
         gate_model(evaluation=evaluation.outputs["evaluation"], candidate="four_tower", config=gate_config,
-                   registry=registry, run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER),
+                   registry=registry),
         "Gate 4-tower vs baseline and champion",
         cfg,
     )
@@ -91,14 +100,12 @@ def _stages(data, cfg: PipelineConfig, image_only_config, three_tower_config, fo
         configure(
             write_rollout_config(blessing=gate.outputs["blessing"], index=index.outputs["index"],
                                  control_model=image_only.outputs["model"], control_index=control_index.outputs["index"],
-                                 registry=registry, milvus_uri=milvus_uri, alias=alias, overrides=rollout_overrides,
-                                 run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER),
+                                 registry=registry, milvus_uri=milvus_uri, alias=alias, overrides=rollout_overrides),
             "Write release plan (in review)",
             cfg,
         )
     with dsl.Else(name="not-blessed"):
-        configure(record_rejection(blessing=gate.outputs["blessing"], run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER),
-                  "Record why not blessed", cfg)
+        configure(record_rejection(blessing=gate.outputs["blessing"]), "Record why not blessed", cfg)
 
 
 def build(cfg: PipelineConfig):
@@ -106,7 +113,7 @@ def build(cfg: PipelineConfig):
     from kfp import dsl
 
     from components.synth_data import synth_data
-    from pipelines.wiring import configure
+    from pipelines.wiring import configure, notify_on_exit
 
     @dsl.pipeline(name=NAME, description="Generate the benchmark; " + DESCRIPTION[0].lower() + DESCRIPTION[1:])
     def training_pipeline(
@@ -124,9 +131,10 @@ def build(cfg: PipelineConfig):
         index_overrides: List[str] = [],
         rollout_overrides: List[str] = [],
     ):
-        synth = configure(synth_data(preset=preset, seed=seed), "Generate street-to-shop benchmark", cfg)
-        _stages(synth.outputs["data"], cfg, image_only_config, three_tower_config, four_tower_config, train_overrides,
-                eval_overrides, gate_config, registry, milvus_uri, alias, index_overrides, rollout_overrides)
+        with notify_on_exit(NAME, cfg):
+            synth = configure(synth_data(preset=preset, seed=seed), "Generate street-to-shop benchmark", cfg)
+            _stages(synth.outputs["data"], cfg, image_only_config, three_tower_config, four_tower_config, train_overrides,
+                    eval_overrides, gate_config, registry, milvus_uri, alias, index_overrides, rollout_overrides)
 
     return training_pipeline
 
@@ -135,7 +143,7 @@ def build_import(cfg: PipelineConfig):
     """The training pipeline on an existing dataset (``data_uri``: a folder of the data contract)."""
     from kfp import dsl
 
-    from pipelines.wiring import import_dataset
+    from pipelines.wiring import import_dataset, notify_on_exit
 
     @dsl.pipeline(name=IMPORT_NAME, description="Import a dataset; " + DESCRIPTION[0].lower() + DESCRIPTION[1:])
     def training_import_pipeline(
@@ -152,8 +160,9 @@ def build_import(cfg: PipelineConfig):
         index_overrides: List[str] = [],
         rollout_overrides: List[str] = [],
     ):
-        imported = import_dataset(data_uri, cfg)
-        _stages(imported.output, cfg, image_only_config, three_tower_config, four_tower_config, train_overrides,
-                eval_overrides, gate_config, registry, milvus_uri, alias, index_overrides, rollout_overrides)
+        with notify_on_exit(IMPORT_NAME, cfg):
+            imported = import_dataset(data_uri, cfg)
+            _stages(imported.output, cfg, image_only_config, three_tower_config, four_tower_config, train_overrides,
+                    eval_overrides, gate_config, registry, milvus_uri, alias, index_overrides, rollout_overrides)
 
     return training_import_pipeline

@@ -88,3 +88,14 @@ def import_dataset(data_uri, cfg: PipelineConfig):
     imported.set_display_name("Import dataset")
     return imported
 
+
+
+def notify_on_exit(pipeline_name: str, cfg: PipelineConfig):
+    """``with notify_on_exit(NAME, cfg):`` around a pipeline's body: ``notify_run`` runs after it,
+    whatever happened, records the final status and posts a failure where a webhook is configured."""
+    from kfp import dsl
+
+    from components.notify_run import notify_run
+
+    task = configure(notify_run(pipeline=pipeline_name), "Record run status (notify on failure)", cfg)
+    return dsl.ExitHandler(task, name="Run (status recorded on exit)")

@@ -16,6 +16,8 @@ from components.build_training_set import build_training_set
 from components.detect_drift import detect_drift
 from components.gate_model import gate_model
 from components.image import IMAGE
+from components.materialize_features import materialize_features
+from components.notify_run import notify_run
 from components.record_rejection import record_rejection
 from components.validate_data import validate_data
 from components.write_rollout_config import write_rollout_config
@@ -23,7 +25,7 @@ from vsearch.artifacts import model_version
 from vsearch.schema import DataError
 
 COMPONENTS = (validate_data, build_training_set, gate_model, record_rejection, write_rollout_config, detect_drift,
-              backfill_embeddings)
+              backfill_embeddings, materialize_features, notify_run)
 # A gate that blesses any model that finds something, and one with no thresholds (fails closed).
 # Tiny models trained a few steps: a gate for the plumbing (no significance asked of them).
 LENIENT = {"baseline": "image_only", "n_boot": 100, "checks": [{"metric": "recall@10", "against": "value", "min": 0.0}],

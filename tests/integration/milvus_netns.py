@@ -14,10 +14,34 @@ import os
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
+import yaml
 
 LOOPBACK_PEERS = ("127.0.0.1:", "[::1]:", "[::ffff:127.0.0.1]:")
+ROOT = Path(__file__).resolve().parents[2]
+MILVUS_MANIFEST = ROOT / "k8s" / "milvus" / "milvus.yaml"
+# A scratch Milvus server (never the serving one) to run the server scenario against instead
+# of the local one: docs/indexing.md "Milvus versions".
+EXTERNAL_URI_ENV = "VSEARCH_TEST_MILVUS_URI"
+
+
+def deployed_version() -> str:
+    """The Milvus version k8s deploys: the image tag of k8s/milvus/milvus.yaml, without the "v"."""
+    (cr,) = [d for d in yaml.safe_load_all(MILVUS_MANIFEST.read_text()) if d and d.get("kind") == "Milvus"]
+    image = cr["spec"]["components"]["image"]
+    repo, tag = image.rsplit(":", 1)
+    assert repo == "milvusdb/milvus" and tag.startswith("v"), image
+    return tag[1:]
+
+
+def pinned_server_version() -> str:
+    """The Milvus server version the tests run here: the ``milvus`` pin of constraints.txt."""
+    pins = [line.split("==", 1)[1].strip() for line in (ROOT / "constraints.txt").read_text().splitlines()
+            if line.startswith("milvus==")]
+    assert len(pins) == 1, pins
+    return pins[0]
 
 
 def run_scenario(test_file: str, *args: str, timeout: int = 280) -> dict:

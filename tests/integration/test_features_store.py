@@ -189,3 +189,56 @@ def test_feast_plan_works_in_the_shipped_feature_repo(tmp_path):
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     out = proc.stdout + proc.stderr
     assert "Created feature service product_features_v1" in out and "Created feature view product_text" in out
+
+
+def test_materialize_features_loads_the_configured_store_from_validated_data_only(
+        history_case, redis_server, tmp_path, monkeypatch):
+    """The pipeline step that loads the cluster's online store: Redis and a registry named by the
+    environment (Secret vsearch-feast on a cluster); the search side then reads them."""
+    from kfp.dsl import Artifact, Dataset, Metrics
+
+    from components.materialize_features import materialize_features
+
+    client, port = redis_server
+    validation = tmp_path / "validation"
+    validation.mkdir()
+    (validation / "validation.json").write_text(json.dumps({"success": True}))
+
+    def run(name):
+        out = Artifact(name=name, uri=str(tmp_path / name))
+        metrics = Metrics(name="m", uri=str(tmp_path / f"{name}.metrics"))
+        materialize_features.python_func(data=Dataset(name="d", uri=str(history_case["data"])),
+                                         validation=Dataset(name="v", uri=str(validation)), materialization=out, metrics=metrics)
+        return json.loads((tmp_path / name).read_text()), out, metrics
+
+    for var in feature_repo.ENV_KEYS:
+        monkeypatch.delenv(var, raising=False)
+    skipped, _, metrics = run("unconfigured")  # a local run: no shared store, nothing written, said so
+    assert skipped["materialized"] is False and "VSEARCH_FEAST_ONLINE_STORE" in skipped["reason"]
+    assert metrics.metadata["materialized"] == 0.0 and client.dbsize() == 0
+
+    store = f'{{type: redis, connection_string: "127.0.0.1:{port}"}}'
+    monkeypatch.setenv("VSEARCH_FEAST_ONLINE_STORE", store)
+    monkeypatch.setenv("VSEARCH_FEAST_REGISTRY", "data/registry.db")  # would vanish with the step's temporary repo
+    with pytest.raises(Exception, match="must be a registry URL or absolute path"):
+        run("relative-registry")
+    registry = tmp_path / "shared" / "registry.db"
+    monkeypatch.setenv("VSEARCH_FEAST_REGISTRY", str(registry))
+    summary, out, metrics = run("materialized")
+    catalog = pd.read_parquet(history_case["data"] / schema.CATALOG_FILE)
+    assert summary["materialized"] is True and summary["online_store"] == "redis" and summary["registry"] == str(registry)
+    assert summary["products"] == catalog["product_id"].nunique() == metrics.metadata["products"]
+    assert "repo" not in summary and str(port) not in json.dumps(summary)  # no pod-local path, no connection string
+    # The serving side (its own repo folder, same environment) finds every product, P with its new title.
+    reader = tmp_path / "reader"
+    reader.mkdir()
+    shutil.copyfile(feature_repo.definitions_dir() / feature_repo.CONFIG_FILE, reader / feature_repo.CONFIG_FILE)
+    online.clear_cache()
+    found = online.lookup_products(reader, list(catalog["product_id"]))
+    assert len(found) == len(catalog) and found[history_case["pid"]]["title"] == NEW
+
+    (validation / "validation.json").write_text(json.dumps({"success": False}))
+    client.flushall()
+    with pytest.raises(DataError, match="no passing validation"):
+        run("invalid")
+    assert client.dbsize() == 0

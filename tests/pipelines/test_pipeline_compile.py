@@ -29,8 +29,16 @@ def compiled(tmp_path_factory):
     return {p.stem: p for p in out.glob("*.yaml")}
 
 
+def _tasks(spec: dict) -> dict[str, dict]:
+    """Every task of the root DAG and its sub-DAGs (the body runs inside a dsl.ExitHandler)."""
+    tasks = dict(spec["root"]["dag"]["tasks"])
+    for component in spec["components"].values():
+        tasks.update(component.get("dag", {}).get("tasks", {}))
+    return tasks
+
+
 def _executor_of(spec: dict, task: str) -> str:
-    component = spec["root"]["dag"]["tasks"][task]["componentRef"]["name"]
+    component = _tasks(spec)[task]["componentRef"]["name"]
     return spec["components"][component]["executorLabel"]
 
 
@@ -59,7 +67,7 @@ def test_compiled_documents_parse_strictly_into_pipeline_and_platform_specs(comp
 
 def test_gpu_tolerations_secrets_retries_and_display_names_are_wired(compiled):
     spec, platform = load_documents(compiled["model"])
-    tasks = spec["root"]["dag"]["tasks"]
+    tasks = _tasks(spec)
     executors = spec["deploymentSpec"]["executors"]
     k8s = platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
     for task, display in TRAIN_TASKS.items():
@@ -79,6 +87,7 @@ def test_gpu_tolerations_secrets_retries_and_display_names_are_wired(compiled):
         executor = _executor_of(spec, task)
         assert "accelerator" not in executors[executor]["container"].get("resources", {})
         assert "tolerations" not in k8s[executor] and "nodeSelector" not in k8s[executor]
+    assert [s["secretName"] for s in k8s.pop("exec-notify-run")["secretAsEnv"]] == ["vsearch-notify"]  # the exit step
     for executor, config in k8s.items():
         assert config["secretAsEnv"] == [{
             "secretName": "vsearch-object-store",
@@ -123,9 +132,9 @@ def test_compile_time_config_changes_the_wiring(tmp_path):
                           "emptyDirMounts": [{"volumeName": "dshm", "mountPath": "/dev/shm", "medium": "Memory", "sizeLimit": "8Gi"}]}
     evaluate = _executor_of(spec, "evaluate-model")
     assert [s["secretName"] for s in k8s[evaluate]["secretAsEnv"]] == ["milvus-prod"]
-    tasks = spec["root"]["dag"]["tasks"]
+    tasks = _tasks(spec)
     assert all("retryPolicy" not in t for t in tasks.values())
-    assert all(t["cachingOptions"] == {} for t in tasks.values())  # enableCache false is the proto default
+    assert all(t.get("cachingOptions", {}) == {} for t in tasks.values())  # enableCache false is the proto default
 
     assert main(["compile", "--out", str(out), "--name", "model", "--set", "gpu.enabled=false"]) == 0
     spec, platform = load_documents(out / "model.yaml")

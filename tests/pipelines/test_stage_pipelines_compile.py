@@ -49,13 +49,14 @@ def test_training_dag_validates_trains_evaluates_gates_then_ships_or_says_why(co
         assert _producer(tasks[train], "data") == "build-training-set"  # trained on the point-in-time set
     assert _producer(tasks["train-model-3"], "init_model") == "train-model-2"
     assert _producer(tasks["gate-model"], "evaluation") == "evaluate-model"
-    # The If/Else pair branches on the gate's single bool output, both ways.
-    branches = spec["components"]["comp-condition-branches-1"]["dag"]["tasks"]
+    # The If/Else pair branches on the gate's single bool output, both ways (inside the ExitHandler).
+    (branches,) = [c["dag"]["tasks"] for name, c in spec["components"].items() if name.startswith("comp-condition-branches-")]
+    if_name, else_name = sorted(branches)
     conditions = {name: t["triggerPolicy"]["condition"] for name, t in branches.items()}
-    assert conditions == {"condition-2": "inputs.parameter_values['pipelinechannel--gate-model-Output'] == true",
-                          "condition-3": "!(inputs.parameter_values['pipelinechannel--gate-model-Output'] == true)"}
-    blessed = spec["components"][branches["condition-2"]["componentRef"]["name"]]["dag"]["tasks"]
-    rejected = spec["components"][branches["condition-3"]["componentRef"]["name"]]["dag"]["tasks"]
+    assert conditions == {if_name: "inputs.parameter_values['pipelinechannel--gate-model-Output'] == true",
+                          else_name: "!(inputs.parameter_values['pipelinechannel--gate-model-Output'] == true)"}
+    blessed = spec["components"][branches[if_name]["componentRef"]["name"]]["dag"]["tasks"]
+    rejected = spec["components"][branches[else_name]["componentRef"]["name"]]["dag"]["tasks"]
     assert set(blessed) == {"backfill-embeddings", "backfill-embeddings-2", "write-rollout-config"}
     assert set(rejected) == {"record-rejection"}
     assert _producer(blessed["write-rollout-config"], "index") == "backfill-embeddings"
@@ -71,8 +72,9 @@ def test_training_dag_validates_trains_evaluates_gates_then_ships_or_says_why(co
     assert control["inputs"]["artifacts"]["model"]["componentInputArtifact"] == "pipelinechannel--train-model-model"
     assert control["inputs"]["artifacts"]["unless_champion"]["componentInputArtifact"] == "pipelinechannel--gate-model-blessing"
     # The branch tasks are data-dependent; everything else must run in every run.
-    assert set(required_tasks(spec)) == {"synth-data", "validate-data", "build-training-set", "train-model",
-                                         "train-model-2", "train-model-3", "evaluate-model", "gate-model"}
+    assert set(required_tasks(spec)) == {"synth-data", "validate-data", "build-training-set", "materialize-features",
+                                         "train-model", "train-model-2", "train-model-3", "evaluate-model", "gate-model",
+                                         "notify-run"}
     assert spec["root"]["inputDefinitions"]["parameters"]["milvus_uri"]["defaultValue"] == ""
 
 
@@ -85,7 +87,8 @@ def test_training_wiring_gpu_secrets_retries_caching_and_display_names(compiled)
         for task_name, task in tasks.items():
             if "executorLabel" in spec["components"][task["componentRef"]["name"]]:
                 assert task["taskInfo"]["name"] != task_name, f"{name}: {task_name} has no display name"
-        assert {tasks["condition-2"]["taskInfo"]["name"], tasks["condition-3"]["taskInfo"]["name"]} == {"blessed", "not-blessed"}
+        assert {t["taskInfo"]["name"] for n, t in tasks.items() if "triggerPolicy" in t and "condition" in t["triggerPolicy"]} \
+            == {"blessed", "not-blessed"}
         for train in ("train-model", "train-model-2", "train-model-3"):
             executor = _executor(spec, tasks[train])
             assert executors[executor]["container"]["resources"]["accelerator"] == GPU

@@ -68,6 +68,40 @@ def materialize(data_dir: str | os.PathLike, repo_dir: str | os.PathLike, end: d
     }
 
 
+def materialize_configured(data_dir: str | os.PathLike, end: datetime | None = None,
+                           env: dict[str, str] | None = None) -> dict:
+    """Load the online store that the environment names with ``data_dir``'s products (a pipeline step).
+
+    The store and the registry come from ``$VSEARCH_FEAST_ONLINE_STORE`` and
+    ``$VSEARCH_FEAST_REGISTRY`` (on a cluster: Secret ``vsearch-feast``); the working repo is a
+    temporary folder. With no online store configured nothing is written and the summary says
+    why (a local run has no shared store to load).
+
+    Returns:
+        ``{"materialized": bool, ...}``: the online store type, registry, products, feature
+        service and end time, or the ``reason`` it was skipped. No local path, no connection string.
+
+    Raises:
+        ConfigError: an online store without a registry that outlives the step (a URL or an
+            absolute path): the serving side could not read what was written.
+    """
+    import tempfile
+
+    from vsearch.config import ConfigError
+
+    env = os.environ if env is None else env
+    if not env.get(feature_repo.ONLINE_STORE_ENV):
+        return {"materialized": False,
+                "reason": f"no online store configured (${feature_repo.ONLINE_STORE_ENV} is unset; on a cluster: Secret vsearch-feast)"}
+    registry = env.get(feature_repo.REGISTRY_ENV, "")
+    if "://" not in registry and not os.path.isabs(registry):
+        raise ConfigError(f"${feature_repo.REGISTRY_ENV} must be a registry URL or absolute path that outlives this step, "
+                          f"got {registry!r}")
+    with tempfile.TemporaryDirectory(prefix="vsearch-feast-") as repo:
+        summary = materialize(data_dir, repo, end)
+    return {"materialized": True, "registry": registry, **{k: v for k, v in summary.items() if k != "repo"}}
+
+
 def lookup_products(repo_path: str | os.PathLike, product_ids: Sequence[str]) -> dict[str, dict]:
     """Online features of products, for hydrating search results.
 
