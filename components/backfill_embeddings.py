@@ -64,7 +64,8 @@ def backfill_embeddings(
     uri = milvus_uri or os.path.join(index.path, "milvus.db")
     cfg = load_index_config(None, list(overrides or []))
     with connect(uri, cfg) as store:
-        report = backfill(model.path, data.path, store, target_alias, cfg, progress=lambda msg: print(f"backfill: {msg}", flush=True))
+        report = backfill(model.path, data.path, store, target_alias, cfg, model_uri=model.uri,
+                          progress=lambda msg: print(f"backfill: {msg}", flush=True))
     result = {**dataclasses.asdict(report), "milvus_uri": uri if not milvus_uri else milvus_uri}
     with open(os.path.join(index.path, "backfill.json"), "w") as fh:
         json.dump(result, fh, indent=2)

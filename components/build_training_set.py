@@ -26,7 +26,7 @@ def build_training_set(data: Input[Dataset], validation: Input[Dataset], trainin
     from vsearch.validation.report import require_passed
 
     require_passed(validation.path, data.path)  # the run stops here on invalid data
-    summary = build(data.path, training_set.path)
+    summary = build(data.path, training_set.path, data_uri=data.uri)  # provenance names the URI, not this pod's path
     for key in ("rows", "products", "titles_differing_from_catalog", "images"):
         metrics.log_metric(key, float(summary[key]))
     metrics.log_metric("seconds", float(summary["seconds"]))

@@ -47,7 +47,8 @@ def detect_drift(
     from vsearch.monitoring.drift import REPORT_HTML, detect_drift as detect, load_drift_config, summary_html
 
     result = detect(model.path, current.path, drift_report.path, load_drift_config(config, list(overrides or [])),
-                    model=model.path, since=since or None, until=until or None)
+                    model=model.path, since=since or None, until=until or None,
+                    model_uri=model.uri, current_uri=current.uri)  # records name URIs, not this pod's paths
     # One HTML output per page: the KFP UI shows each artifact alone and cannot follow links between them.
     for side, out in (("queries", queries_report), ("products", products_report)):
         shutil.copyfile(Path(drift_report.path) / REPORT_HTML[side], out.path)

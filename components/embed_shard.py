@@ -35,7 +35,9 @@ def embed_shard(
 
     from vsearch.indexing.config import load_index_config
     from vsearch.indexing.shards import embed_shard as embed
+    from vsearch.training.device import require_cuda
 
+    require_cuda()  # a step given a GPU (VSEARCH_REQUIRE_CUDA=1) that sees none stops here, in one line
     cfg = load_index_config(None, list(overrides or []))
     # A GPU node (compile-time accelerator settings) encodes on the GPU; a CPU one as configured.
     device = "cuda" if torch.cuda.is_available() else cfg.backfill.device

@@ -49,7 +49,8 @@ def evaluate_model(
         if artifact is not None:
             models[name], uris[name] = artifact.path, artifact.uri
     # Records (blessing, registry, rollout) name the artifacts' URIs, not this pod's mount paths.
-    result = evaluate(models, data.path, evaluation.path, load_config(config, list(overrides or [])).eval, model_uris=uris)
+    result = evaluate(models, data.path, evaluation.path, load_config(config, list(overrides or [])).eval, model_uris=uris,
+                      data_uri=data.uri)
     shutil.copyfile(f"{evaluation.path}/{REPORT_FILE}", report.path)
     keys = [k for k in next(iter(result["models"].values())) if k != "ci95"]
     rows = ["| model | " + " | ".join(keys) + " |", "|---" * (len(keys) + 1) + "|"]

@@ -40,7 +40,7 @@ def gate_model(
     from vsearch.evaluation.gate import BLESSING_FILE, GATE_REPORT_FILE, load_gate_config, run_gate
 
     result = run_gate(evaluation.path, blessing.path, load_gate_config(config), candidate_name=candidate, run_id=run_id or None,
-                      registry=registry or None)
+                      registry=registry or None, evaluation_uri=evaluation.uri)
     shutil.copyfile(f"{blessing.path}/{GATE_REPORT_FILE}", report.path)
     rows = ["| check | status | detail |", "|---|---|---|"]
     counts = {"pass": 0, "fail": 0, "skipped": 0}

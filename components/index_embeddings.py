@@ -49,7 +49,7 @@ def index_embeddings(
     cfg = load_index_config(None, list(overrides or []))
     files = sorted((s.path for s in shards), key=lambda p: p)
     with connect(uri, cfg) as store:
-        report = index_shards(store, model.path, data.path, files, alias, cfg,
+        report = index_shards(store, model.path, data.path, files, alias, cfg, model_uri=model.uri,
                               progress=lambda msg: print(f"index: {msg}", flush=True))
     result = {**dataclasses.asdict(report), "milvus_uri": uri, "shards": len(files)}
     with open(os.path.join(index.path, "backfill.json"), "w") as fh:

@@ -39,7 +39,8 @@ def validate_data(
     from vsearch.validation.suites import ValidationConfig
     from vsearch.validation.validate import validate_dataset
 
-    result = validate_dataset(data.path, dataclasses.replace(ValidationConfig(), min_image_size=min_image_size))
+    result = validate_dataset(data.path, dataclasses.replace(ValidationConfig(), min_image_size=min_image_size),
+                              data_uri=data.uri)  # the report names the URI, not this pod's path
     staging = artifacts.fresh_staging(validation.path)
     try:
         write_report(result, staging)

@@ -49,8 +49,10 @@ def write_rollout_config(
 
     cfg = load_rollout_defaults(None, [f"alias={alias}", *list(overrides or [])])
     has_champion = read_blessing(blessing.path).has_champion
-    control = control_model.path if control_model is not None and not has_champion else None
-    paths = write_rollout(blessing.path, rollout.path, cfg, registry=registry or None, control_model=control,
+    control = control_model if control_model is not None and not has_champion else None
+    # The plan and the KServe manifests name the control by its URI; its version is read here.
+    paths = write_rollout(blessing.path, rollout.path, cfg, registry=registry or None,
+                          control_model=control.path if control else None, control_uri=control.uri if control else None,
                           milvus_uri=milvus_uri or None, run_id=run_id or None)
     config = load_rollout(paths["rollout"])
     if registry and milvus_uri:

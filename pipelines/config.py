@@ -22,7 +22,7 @@ from typing import Any
 
 import yaml
 
-from components.image import IMAGE
+from components.image import GPU_IMAGE, IMAGE
 from vsearch.config import ConfigError, apply_overrides
 from vsearch.training.trainjob import Toleration  # one definition for pipeline steps and TrainJob pods
 
@@ -134,7 +134,8 @@ DATA_STEPS = ["synth_data", "fingerprint_data", "validate_data", "build_training
 
 @dataclass
 class PipelineConfig:
-    image: str = IMAGE
+    image: str = IMAGE  # every step without an accelerator (CPU torch)
+    gpu_image: str = GPU_IMAGE  # every step given an accelerator (CUDA torch); override both for a registry
     caching: bool = True
     no_cache_steps: list[str] = field(default_factory=lambda: list(LOOKUP_STEPS))
     gpu: GpuConfig = field(default_factory=GpuConfig)
@@ -179,11 +180,8 @@ class PipelineConfig:
 
 
 def _training_image(cfg: PipelineConfig) -> str:
-    """The project's GPU image (components.image.GPU_IMAGE, where defined) unless the image is overridden."""
-    from components import image
-
-    gpu_image = getattr(image, "GPU_IMAGE", None)
-    return gpu_image if gpu_image and cfg.image == IMAGE else cfg.image
+    """The TrainJob nodes' image: ``gpu_image`` when they get accelerators, else ``image``."""
+    return cfg.gpu_image if cfg.gpu.enabled else cfg.image
 
 
 def trainjob_settings(cfg: PipelineConfig, step: str = "train_model") -> str:
@@ -256,8 +254,10 @@ _NESTED = {
 
 
 def validate(cfg: PipelineConfig, where: str = "pipeline config") -> None:
-    if not isinstance(cfg.image, str) or not cfg.image or any(c.isspace() for c in cfg.image):
-        raise ConfigError(f"{where}: image must be a non-empty image reference, got {cfg.image!r}")
+    for key in ("image", "gpu_image"):
+        value = getattr(cfg, key)
+        if not isinstance(value, str) or not value or any(c.isspace() for c in value):
+            raise ConfigError(f"{where}: {key} must be a non-empty image reference, got {value!r}")
     if not isinstance(cfg.gpu.accelerator_limit, int) or cfg.gpu.accelerator_limit < 1:
         raise ConfigError(f"{where}: gpu.accelerator_limit must be an integer >= 1")
     for t in cfg.gpu.tolerations:

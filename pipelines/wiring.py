@@ -2,14 +2,15 @@
 
 Kubernetes concerns stay out of the components: display names, image override, caching,
 retries, CPU/memory requests, accelerators (type, count, limits, node selector, tolerations,
-a memory-backed /dev/shm) and Secrets as environment variables are all set here, per step,
-from ``PipelineConfig``.
+a memory-backed /dev/shm, the GPU image, ``VSEARCH_REQUIRE_CUDA``) and Secrets as environment
+variables are all set here, per step, from ``PipelineConfig``.
 """
 
 from __future__ import annotations
 
 from components.image import IMAGE
 from pipelines.config import PipelineConfig
+from vsearch.training.device import REQUIRE_CUDA_ENV
 
 
 def step_name(task) -> str:
@@ -39,6 +40,10 @@ def configure(task, display_name: str, cfg: PipelineConfig):
     # A step that launches a TrainJob only waits for it: the job's nodes get the GPUs.
     if gpu.enabled and step in gpu.steps and not cfg.launches_trainjob(step):
         task.set_accelerator_type(gpu.accelerator_type).set_accelerator_limit(gpu.accelerator_limit)
+        # CUDA torch for a step that holds a GPU, and a step that finds no CUDA stops at once
+        # (vsearch.training.device.require_cuda) instead of training on the CPU beside it.
+        task.set_container_image(cfg.gpu_image)
+        task.set_env_variable(REQUIRE_CUDA_ENV, "1")
         if gpu.cpu_limit:
             task.set_cpu_limit(gpu.cpu_limit)
         if gpu.memory_limit:
@@ -87,7 +92,6 @@ def import_dataset(data_uri, cfg: PipelineConfig):
                             metadata={"fingerprint": fingerprint.output})
     imported.set_display_name("Import dataset")
     return imported
-
 
 
 def notify_on_exit(pipeline_name: str, cfg: PipelineConfig):

@@ -41,3 +41,35 @@ def tiny_models(tmp_path_factory, tiny_data):
         dirs[name] = root / name
         train(load_config(preset), tiny_data, dirs[name], init=dirs[init] if init else None, progress=False)
     return dirs
+
+
+@pytest.fixture(scope="module")
+def s3():
+    """An S3 API on 127.0.0.1 (moto) with one bucket, ``vsearch-test``; the AWS_* variables point
+    every client at it. Returns a boto3 client. One server per module that asks for it."""
+    boto3 = pytest.importorskip("boto3")
+    s3fs = pytest.importorskip("s3fs")
+    from moto.server import ThreadedMotoServer
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    assert host == "127.0.0.1"
+    endpoint = f"http://{host}:{port}"
+    with pytest.MonkeyPatch.context() as env:
+        for name, value in {
+            "AWS_ENDPOINT_URL": endpoint,
+            "FEAST_S3_ENDPOINT_URL": endpoint,
+            "AWS_ACCESS_KEY_ID": "vsearch-test",
+            "AWS_SECRET_ACCESS_KEY": "vsearch-test",
+            "AWS_DEFAULT_REGION": "us-east-1",
+        }.items():
+            env.setenv(name, value)
+        for name in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_CONFIG_FILE", "AWS_SHARED_CREDENTIALS_FILE"):
+            env.delenv(name, raising=False)
+        s3fs.S3FileSystem.clear_instance_cache()  # a cached filesystem would keep another endpoint
+        client = boto3.client("s3")
+        client.create_bucket(Bucket="vsearch-test")
+        yield client
+        s3fs.S3FileSystem.clear_instance_cache()
+    server.stop()

@@ -133,6 +133,20 @@ def fresh_staging(out: str | os.PathLike, tag: str = "partial") -> Path:
 
 
 
+def durable_uri(location: str | os.PathLike) -> str:
+    """``location`` as a durable record (blessing, registry, rollout, index, summary) names it.
+
+    An fsspec URI stays as it is, except KFP's ``minio://`` (its default pipeline root), which
+    is ``s3://`` on the same bucket: KServe's storage initializer and s3fs know no ``minio://``.
+    A local path is made absolute. Pass a KFP artifact's ``uri``, never its ``path``: on a
+    cluster the path is where one pod mounted the object.
+    """
+    text = str(location)
+    if text.startswith("minio://"):
+        return "s3://" + text[len("minio://"):]
+    return text if "://" in text else str(Path(text).resolve())
+
+
 def model_version(model_dir: str | os.PathLike) -> str:
     """A stable, content-derived id for a saved model: ``<towers>t-<sha256(weights)[:12]>``.
 

@@ -31,7 +31,6 @@ import os
 import posixpath
 import uuid
 from datetime import datetime, timezone
-from pathlib import Path
 
 from vsearch.config import ConfigError
 
@@ -170,7 +169,7 @@ class Registry:
                 version read now); a different head raises `RegistryConflict`.
             extra: recorded with the change (e.g. ``release=<experiment id>``).
         """
-        from vsearch.artifacts import is_model_dir, model_version
+        from vsearch.artifacts import durable_uri, is_model_dir, model_version
         from vsearch.blessing import blessing_path as _blessing_file
         from vsearch.blessing import read_blessing
         from vsearch.schema import DataError
@@ -200,7 +199,7 @@ class Registry:
                             detail=f"blessing champion {judged}, registry champion {(current or {}).get('model_version')}")
         champion = {
             "model_version": actual,
-            "model_uri": str(Path(model_uri).resolve()) if "://" not in model_uri else model_uri,
+            "model_uri": durable_uri(model_uri),
             "name": candidate.name,
             "blessing": str(_blessing_file(blessing_path).resolve()),
             "blessing_reason": blessing.reason,

@@ -11,6 +11,7 @@ import pytest
 import yaml
 from fake_kfp import FakeKFP
 
+from components.image import GPU_IMAGE
 from pipelines.cli import main
 from pipelines.client import validate_cron
 from vsearch.cli import main as vsearch_main
@@ -102,7 +103,9 @@ def test_resubmitting_reuses_experiment_pipeline_and_version_and_a_change_adds_a
     assert "POST /pipelines/upload" not in [r.route for r in kfp_server.requests[n:]]
     assert changed["pipeline_id"] == first["pipeline_id"] and changed["version_id"] != first["version_id"]
     spec = kfp_server.versions[changed["version_id"]]["pipeline_spec"]
-    assert {e["container"]["image"] for e in spec["deploymentSpec"]["executors"].values()} == {"registry.example/vsearch:0.2.0"}
+    # Steps with an accelerator keep the GPU image (gpu_image), the others take the new one.
+    assert {e["container"]["image"] for e in spec["deploymentSpec"]["executors"].values()} == {"registry.example/vsearch:0.2.0",
+                                                                                              GPU_IMAGE}
 
 
 def test_schedule_creates_a_cron_recurring_run_on_the_pipeline_version(kfp_server, capsys):

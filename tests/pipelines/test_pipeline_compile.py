@@ -9,12 +9,13 @@ from pathlib import Path
 import pytest
 import yaml
 
-from components.image import IMAGE
+from components.image import GPU_IMAGE, IMAGE
 from pipelines.cli import main
 from pipelines.compiler import PIPELINES, check_package, compile_all, load_documents
 from pipelines.config import load_pipeline_config
 from vsearch.cli import main as vsearch_main
 from vsearch.config import ConfigError
+from vsearch.training.device import REQUIRE_CUDA_ENV
 
 GOLDEN = Path(__file__).parent / "golden"
 REGEN = ".venv/bin/python -m vsearch.cli pipeline compile --out tests/pipelines/golden"
@@ -100,14 +101,36 @@ def test_gpu_tolerations_secrets_retries_and_display_names_are_wired(compiled):
     assert not display & set(tasks), "every task has a human display name"
     for executor in executors.values():
         container = executor["container"]
-        assert container["image"] == IMAGE
+        assert container["image"] == (GPU_IMAGE if "accelerator" in container.get("resources", {}) else IMAGE)
         assert "pip install" not in " ".join(container["command"])  # install_kfp_package=False, no packages
+
+
+def _accelerator_tasks(spec: dict) -> dict[str, bool]:
+    """{executor: has an accelerator} of a compiled pipeline's container executors (not importers)."""
+    return {label: "accelerator" in e["container"].get("resources", {})
+            for label, e in spec["deploymentSpec"]["executors"].items() if "container" in e}
+
+
+def test_every_task_with_an_accelerator_runs_the_gpu_image_and_requires_cuda(compiled):
+    """Issue 21 item 1: train_model and embed_shard held a GPU on the CPU-torch image, and
+    ``train.device: auto`` then trained on the CPU without a word."""
+    pipelines_with_gpus = set()
+    for name, path in compiled.items():
+        spec, _ = load_documents(path)
+        for label, gpu in _accelerator_tasks(spec).items():
+            container = spec["deploymentSpec"]["executors"][label]["container"]
+            env = {e["name"]: e["value"] for e in container.get("env", [])}
+            assert container["image"] == (GPU_IMAGE if gpu else IMAGE), f"{name}.yaml {label}: image {container['image']}"
+            assert (env.get(REQUIRE_CUDA_ENV) == "1") == gpu, f"{name}.yaml {label}: {REQUIRE_CUDA_ENV} {env.get(REQUIRE_CUDA_ENV)}"
+            pipelines_with_gpus |= {name} if gpu else set()
+    assert {"model", "model-import", "training", "training-import", "backfill"} <= pipelines_with_gpus  # the rule was exercised
 
 
 def test_compile_time_config_changes_the_wiring(tmp_path):
     config = tmp_path / "cluster.yaml"
     config.write_text(
         "image: registry.example/vsearch:1.2.3\n"
+        "gpu_image: registry.example/vsearch-gpu:1.2.3\n"
         "gpu:\n"
         "  accelerator_type: nvidia.com/mig-1g.10gb\n"
         "  accelerator_limit: 2\n"
@@ -123,7 +146,10 @@ def test_compile_time_config_changes_the_wiring(tmp_path):
     spec, platform = load_documents(out / "model.yaml")
     executors = spec["deploymentSpec"]["executors"]
     k8s = platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
-    assert {e["container"]["image"] for e in executors.values()} == {"registry.example/vsearch:1.2.3"}
+    assert {executors[label]["container"]["image"] for label, gpu in _accelerator_tasks(spec).items() if not gpu} == {
+        "registry.example/vsearch:1.2.3"}
+    assert {executors[label]["container"]["image"] for label, gpu in _accelerator_tasks(spec).items() if gpu} == {
+        "registry.example/vsearch-gpu:1.2.3"}
     train = _executor_of(spec, "train-model")
     assert executors[train]["container"]["resources"]["accelerator"]["resourceType"] == "nvidia.com/mig-1g.10gb"
     assert executors[train]["container"]["resources"]["accelerator"]["resourceCount"] == "2"
@@ -141,6 +167,8 @@ def test_compile_time_config_changes_the_wiring(tmp_path):
     train = _executor_of(spec, "train-model")
     assert "accelerator" not in spec["deploymentSpec"]["executors"][train]["container"].get("resources", {})
     assert "tolerations" not in platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"][train]
+    assert {spec["deploymentSpec"]["executors"][label]["container"]["image"] for label in _accelerator_tasks(spec)} == {IMAGE}
+    assert REQUIRE_CUDA_ENV not in yaml.safe_dump(spec)
 
 
 def test_lookups_never_use_the_cache():
@@ -158,7 +186,7 @@ def test_bad_pipeline_configs_are_refused_with_the_file_named(tmp_path, capsys):
     assert not (tmp_path / "b").exists() or not list((tmp_path / "b").iterdir())
     for override, message in (("gpu.tolerations=[{operator: Maybe}]", "Equal or Exists"),
                               ("secrets=[{name: s, env: {token: 'BAD-NAME'}}]", "environment variable"),
-                              ("image=''", "image")):
+                              ("image=''", "image"), ("gpu_image='a b'", "gpu_image")):
         with pytest.raises(ConfigError, match=message):
             load_pipeline_config(None, [override])
 
@@ -175,6 +203,7 @@ def test_the_example_cluster_config_compiles(tmp_path):
     example = Path(__file__).parents[2] / "pipelines" / "configs" / "cluster.example.yaml"
     cfg = load_pipeline_config(example)
     assert cfg.image == "registry.example.com/ml/vsearch:0.1.0-python3.11"
+    assert cfg.gpu_image == "registry.example.com/ml/vsearch-gpu:0.1.0-cuda13.0"
     assert cfg.gpu.node_selector == {"cloud.google.com/gke-accelerator": "nvidia-l4"}
     assert cfg.gpu.accelerator_limit == 1 and cfg.gpu.memory_limit == "48G"
     for path in compile_all(cfg, tmp_path):

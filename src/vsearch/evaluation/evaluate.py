@@ -208,6 +208,7 @@ def evaluate(
     title: str = "vsearch evaluation report",
     device: str = "cpu",
     model_uris: dict[str, str] | None = None,
+    data_uri: str | None = None,
 ) -> dict:
     """Evaluate named model folders on the same test sets and publish the results.
 
@@ -219,10 +220,13 @@ def evaluate(
         model_uris: {name: durable URI} of the models (a KFP artifact's ``uri``, e.g.
             ``s3://...``) when ``models`` holds the paths they happen to be mounted at; the
             gate, the registry and the rollout record these, never a pod-local path.
+        data_uri: the durable URI of ``data_dir`` (likewise).
 
     Returns:
         The metrics.json dict: ``{"models": {name: {metric: mean, "ci95": {...}}}, ...}``.
     """
+    from vsearch.evaluation.gate import data_fingerprint
+
     cfg = cfg or EvalConfig()
     for name, path in models.items():
         if not (Path(path) / "vsearch_model.json").is_file():
@@ -236,14 +240,16 @@ def evaluate(
     summary = {
         "models": {name: M.summarize(r.per_query, n_boot=cfg.n_boot, seed=cfg.seed) for name, r in results.items()},
         "eval": {
-            "data": str(Path(data_dir).resolve()),
+            "data": artifacts.durable_uri(data_uri or data_dir),
+            "data_fingerprint": data_fingerprint(data_dir),
             "gallery_size": len(evalset.gallery),
             "queries": len(evalset.queries),
             "reformulations": len(evalset.reformulations),
             "fusion_text_weight": {name: r.fusion_text_weight for name, r in results.items()},
             "n_boot": cfg.n_boot,
-            "model_dirs": {name: str(Path(p).resolve()) for name, p in models.items()},
-            "model_uris": {name: str((model_uris or {}).get(name) or Path(p).resolve()) for name, p in models.items()},
+            # Content versions and URIs: the gate runs in another pod, where these folders are not.
+            "model_versions": {name: artifacts.model_version(p) for name, p in models.items()},
+            "model_uris": {name: artifacts.durable_uri((model_uris or {}).get(name) or p) for name, p in models.items()},
         },
     }
     curves = {name: M.recall_curve(r.ranks, [k for k in CURVE_KS if k <= len(evalset.gallery)]) for name, r in results.items()}

@@ -43,6 +43,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from vsearch.artifacts import durable_uri
 from vsearch.blessing import BLESSING_FILE, Blessing, ModelRef, remove_blessing, write_blessing
 from vsearch.config import ConfigError
 from vsearch.evaluation.metrics import METRIC_DIRECTIONS
@@ -434,6 +435,7 @@ class ModelEval:
     summary: dict = field(default_factory=dict)
     source: str = ""
     model_uri: str | None = None  # durable URI (what records hold); model_dir is where it is readable here
+    version: str | None = None  # content version, as the evaluation recorded it
 
 
 def _read_eval(eval_dir: Path) -> tuple[dict, Any]:
@@ -505,9 +507,19 @@ def _model_eval(eval_dir: Path, summary: dict, per_query, name: str) -> ModelEva
                         detail=f"models: {sorted(summary['models'])}")
     rows = per_query[per_query["model"] == name]
     values = {metric: g.set_index("query")["value"] for metric, g in rows.groupby("metric", sort=False)}
-    model_dir = (summary.get("eval", {}).get("model_dirs") or {}).get(name)
+    model_dir = (summary.get("eval", {}).get("model_dirs") or {}).get(name)  # evaluations before model_versions
     model_uri = (summary.get("eval", {}).get("model_uris") or {}).get(name) or model_dir
-    return ModelEval(name, model_dir, values, summary["models"][name], source=str(eval_dir), model_uri=model_uri)
+    return ModelEval(name, model_dir, values, summary["models"][name], source=str(eval_dir), model_uri=model_uri,
+                     version=_evaluated_versions(summary).get(name))
+
+
+def _evaluated_versions(summary: dict) -> dict[str, str | None]:
+    """{name: content version} of the evaluated models: recorded by the evaluation (read where
+    the models were), or, for an evaluation that recorded only its folders, read from them."""
+    recorded = summary.get("eval", {}).get("model_versions")
+    if recorded is not None:
+        return dict(recorded)
+    return {name: _version(d) for name, d in (summary.get("eval", {}).get("model_dirs") or {}).items()}
 
 
 def _evaluate_model_dir(model_dir: str, data_dir: str, name: str) -> ModelEval:
@@ -609,8 +621,8 @@ def _resolve_champion(
             from vsearch.artifacts import model_version
 
             version = model_version(champion)
-            for name, model_dir in (summary.get("eval", {}).get("model_dirs") or {}).items():
-                if _version(model_dir) == version:
+            for name, evaluated in _evaluated_versions(summary).items():
+                if evaluated == version:
                     found = _model_eval(cand_eval, summary, per_query, name)
                     found.model_uri = champion
                     return found, {**info, "reused_evaluation_of": name}
@@ -626,8 +638,8 @@ def _resolve_champion(
         return _model_eval(path, ch_summary, ch_per_query, champion_name), info
     if (path / "vsearch_model.json").is_file():  # a model folder
         version = _version(str(path))
-        for name, model_dir in (summary.get("eval", {}).get("model_dirs") or {}).items():
-            if _version(model_dir) == version:  # already evaluated with the candidate: reuse
+        for name, evaluated in _evaluated_versions(summary).items():
+            if evaluated == version:  # already evaluated with the candidate: reuse
                 found = _model_eval(cand_eval, summary, per_query, name)
                 found.model_dir = found.model_uri = str(path.resolve())
                 return found, {**info, "reused_evaluation_of": name}
@@ -657,6 +669,7 @@ def run_gate(
     run_id: str | None = None,
     registry: str | None = None,
     write_report: bool = True,
+    evaluation_uri: str | None = None,
 ) -> dict:
     """Judge a candidate and write ``<out_dir>/blessing.json`` (+ ``report.html``).
 
@@ -673,6 +686,8 @@ def run_gate(
         run_id: the KFP run that judges (``dsl.PIPELINE_JOB_ID_PLACEHOLDER``); recorded with
             the code version as the blessing's ``lineage``.
         registry: champion registry store (local folder or fsspec URI).
+        evaluation_uri: the durable URI of ``candidate_eval`` when it is read from where one
+            pod mounted it (a KFP artifact's ``path``): the blessing and the page name this.
 
     Returns:
         The `Blessing` written to blessing.json. A previous blessing.json in ``out_dir`` is
@@ -705,12 +720,14 @@ def run_gate(
     vs_baseline = _paired(cand, baseline, cfg, where) if baseline is not None else None
     vs_champion = _paired(cand, champ, cfg, where) if champ is not None else None
     decision = decide(cfg.checks, _values(cand, cfg), vs_baseline, vs_champion, cfg.without_champion)
-    data_dir = summary.get("eval", {}).get("data")
+    data_dir = summary.get("eval", {}).get("data")  # the data's URI (evaluate records it)
+    evaluation = durable_uri(evaluation_uri or cand_eval)
 
     def ident(model: ModelEval | None) -> ModelRef | None:
         if model is None:
             return None
-        return ModelRef(model.name, model.model_uri or model.model_dir, _version(model.model_dir), model.source)
+        return ModelRef(model.name, model.model_uri or model.model_dir, model.version or _version(model.model_dir),
+                        evaluation if model.source == str(cand_eval) else model.source)
 
     blessing = Blessing(
         blessed=decision.blessed,
@@ -723,10 +740,11 @@ def run_gate(
         lineage=lineage(run_id),
         data={
             "path": data_dir,
-            "fingerprint": data_fingerprint(data_dir),
+            "fingerprint": summary["eval"]["data_fingerprint"] if "data_fingerprint" in summary.get("eval", {})
+            else data_fingerprint(data_dir),
             "queries": summary.get("eval", {}).get("queries"),
             "gallery_size": summary.get("eval", {}).get("gallery_size"),
-            "evaluation": str(cand_eval.resolve()),
+            "evaluation": evaluation,
         },
         gate={"baseline": cfg.baseline, "n_boot": cfg.n_boot, "seed": cfg.seed, "alpha": cfg.alpha,
               "checks_configured": len(cfg.checks), "without_champion_checks": len(cfg.without_champion)},
@@ -742,15 +760,17 @@ def run_gate(
     out = Path(out_dir)
     if write_report:  # the page first: blessing.json is the commit point a reader acts on
         out.mkdir(parents=True, exist_ok=True)
-        _write_gate_report(out / GATE_REPORT_FILE, cand_eval, summary, blessing, champ)
+        _write_gate_report(out / GATE_REPORT_FILE, cand_eval, summary, blessing, champ, evaluation)
     fault_point("gate.report")
     write_blessing(blessing, out)
     fault_point("gate.written")
     return blessing
 
 
-def _write_gate_report(path: Path, cand_eval: Path, summary: dict, blessing: Blessing, champ: ModelEval | None) -> None:
-    """The evaluation report's metrics and curves, plus the gate section and candidate vs champion."""
+def _write_gate_report(path: Path, cand_eval: Path, summary: dict, blessing: Blessing, champ: ModelEval | None,
+                       evaluation: str) -> None:
+    """The evaluation report's metrics and curves, plus the gate section and candidate vs champion
+    (``evaluation``: the evaluation's durable URI, as the page names it)."""
     from vsearch.evaluation.report import write_report
 
     models = dict(summary["models"])
@@ -768,8 +788,8 @@ def _write_gate_report(path: Path, cand_eval: Path, summary: dict, blessing: Ble
         curves,
         [],
         title=f"Gate: {cand.name} ({cand.version or 'unversioned'}) - {'BLESSED' if blessing.blessed else 'NOT BLESSED'}",
-        subtitle=f"evaluation {cand_eval}",
-        notes=["Retrieval examples are in the evaluation report of " + str(cand_eval / 'report.html') + "."],
+        subtitle=f"evaluation {evaluation}",
+        notes=[f"Retrieval examples are in the evaluation report of {evaluation.rstrip('/')}/report.html."],
         gate=blessing.to_dict(),
     )
     os.replace(tmp, path)

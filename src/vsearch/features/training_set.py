@@ -90,13 +90,16 @@ def _copy_images(data_dir: Path, staging: Path, frames: dict[str, pd.DataFrame])
     return n
 
 
-def build_training_set(data_dir: str | os.PathLike, out: str | os.PathLike, repo_dir: str | os.PathLike | None = None) -> dict:
+def build_training_set(data_dir: str | os.PathLike, out: str | os.PathLike, repo_dir: str | os.PathLike | None = None,
+                       *, data_uri: str | None = None) -> dict:
     """Build the point-in-time training set of ``data_dir`` into ``out`` (published atomically).
 
     Args:
         data_dir: a data folder (catalog, interactions [, reformulations, product_history]).
         out: the new data folder; an existing one is replaced only when the new one is complete.
         repo_dir: working Feast repo to use (kept); None: a temporary one.
+        data_uri: the durable URI of ``data_dir`` (a KFP artifact's ``uri``), recorded as the
+            training set's source when ``data_dir`` is where one pod mounted it.
 
     Returns:
         A JSON-able summary (rows, products, titles that differ from the catalog's, seconds).
@@ -132,7 +135,7 @@ def build_training_set(data_dir: str | os.PathLike, out: str | os.PathLike, repo
         n_images = _copy_images(data_dir, staging, frames)
         current = result["product_id"].map(catalog.set_index("product_id")["title"])
         summary = {
-            "source": str(data_dir.resolve()),
+            "source": artifacts.durable_uri(data_uri or data_dir),
             "feature_service": feature_repo.FEATURE_SERVICE,
             "rows": len(result),
             "products": int(result["product_id"].nunique()),

@@ -255,9 +255,11 @@ def mark_writing(store: Store, collection: str) -> None:
         store.set_collection_status(collection, status=WRITING, rewrite_started_at=time.time())
 
 
-def open_collection(store: Store, model_dir: str, dim: int, cfg: IndexConfig, tag: str = "") -> tuple[str, str, bool]:
-    """(collection, model version, created?) for ``model_dir``; checks an existing one's dim."""
-    from vsearch.artifacts import model_version
+def open_collection(store: Store, model_dir: str, dim: int, cfg: IndexConfig, tag: str = "",
+                    model_uri: str | None = None) -> tuple[str, str, bool]:
+    """(collection, model version, created?) for ``model_dir``; checks an existing one's dim.
+    The collection's record names ``model_uri`` (the model's durable URI) when given."""
+    from vsearch.artifacts import durable_uri, model_version
 
     version = model_version(model_dir)
     name = collection_name(cfg.milvus.collection_prefix, f"{version}_{tag}" if tag else version)
@@ -271,7 +273,7 @@ def open_collection(store: Store, model_dir: str, dim: int, cfg: IndexConfig, ta
             name,
             status=WRITING,
             model_version=version,
-            model_dir=str(Path(model_dir).resolve()),
+            model_dir=durable_uri(model_uri or model_dir),
             dim=int(dim),
             created_at=(record or {}).get("created_at", time.time()),
         )
@@ -420,6 +422,7 @@ def backfill(
     write: bool = True,
     tag: str = "",
     progress: Progress = lambda _: None,
+    model_uri: str | None = None,
 ) -> BackfillReport:
     """Embed the catalog of ``data_dir`` with ``model_dir`` into its versioned collection,
     verify it and (if ``alias``) point ``alias`` at it. See the module docstring.
@@ -428,6 +431,8 @@ def backfill(
         write: False = verify and promote what is stored, embed nothing (``--verify-only``).
         tag: suffix of the collection name (a second collection for the same model, e.g. after
             the catalog changed while the first one is served).
+        model_uri: the model's durable URI, recorded with the collection, when ``model_dir`` is
+            where one pod mounted it (a KFP artifact's ``path``).
 
     Raises:
         DataError: bad catalog, bad image, NaN embedding (file, row, rule named).
@@ -444,7 +449,7 @@ def backfill(
     model, _ = load_model(model_dir, device=cfg.backfill.device)
     model.eval()
     dim = int(model.cfg.embed_dim)
-    collection, version, created = open_collection(store, model_dir, dim, cfg, tag)
+    collection, version, created = open_collection(store, model_dir, dim, cfg, tag, model_uri)
     fault_point("open")
     report = BackfillReport(collection, version, alias, len(catalog))
     existing_dim = store.collection_dim(collection)

@@ -115,9 +115,11 @@ def read_shards(shard_files: list[str | os.PathLike], catalog_ids: list[str], di
 
 
 def index_shards(store: Store, model_dir: str | os.PathLike, data_dir: str | os.PathLike, shard_files: list[str | os.PathLike],
-                 alias: str | None, cfg: IndexConfig, *, progress=lambda _: None) -> BackfillReport:
+                 alias: str | None, cfg: IndexConfig, *, progress=lambda _: None,
+                 model_uri: str | None = None) -> BackfillReport:
     """Upsert the shard embeddings into the model's versioned collection, flush, index, verify,
     and (if ``alias``) point the alias at it. Idempotent by product_id; a rerun resumes.
+    ``model_uri``: the model's durable URI, recorded with the collection (see `backfill`).
 
     Raises:
         DataError: shard files that do not cover the catalog exactly, or bad vectors.
@@ -140,7 +142,7 @@ def index_shards(store: Store, model_dir: str | os.PathLike, data_dir: str | os.
         from vsearch.indexing.bulk import check_bulk_supported
 
         check_bulk_supported(store)
-    collection, version, created = open_collection(store, model_dir, dim, cfg)
+    collection, version, created = open_collection(store, model_dir, dim, cfg, model_uri=model_uri)
     report = BackfillReport(collection, version, alias, len(catalog))
     existing_dim = store.collection_dim(collection)
     if existing_dim != dim:

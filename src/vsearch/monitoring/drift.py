@@ -260,7 +260,8 @@ def _is_data_dir(path: Path) -> bool:
 
 def detect_drift(reference: str | os.PathLike, current: str | os.PathLike, out_dir: str | os.PathLike,
                  cfg: DriftConfig | None = None, *, model: str | os.PathLike | None = None,
-                 since: str | None = None, until: str | None = None, html: bool = True) -> dict:
+                 since: str | None = None, until: str | None = None, html: bool = True,
+                 model_uri: str | None = None, current_uri: str | None = None) -> dict:
     """Compare ``current`` with ``reference`` and publish drift.json (+ HTML) to ``out_dir``.
 
     Args:
@@ -287,7 +288,8 @@ def detect_drift(reference: str | os.PathLike, current: str | os.PathLike, out_d
             if model_dir is None:
                 raise ConfigError("the current window is a data folder: name the model that embeds it with --model")
             s = cfg.sample
-            build_snapshot(current, staging / "current_snapshot", model_dir=model_dir, max_queries=int(s.get("max_queries", 500)),
+            build_snapshot(current, staging / "current_snapshot", model_dir=model_dir, record_model_dir=model_uri,
+                           data_uri=current_uri, max_queries=int(s.get("max_queries", 500)),
                            max_products=int(s.get("max_products", 500)), seed=int(s.get("seed", 0)), since=since, until=until,
                            low_confidence_threshold=ref[0]["low_confidence_threshold"])
             cur = load_snapshot(staging / "current_snapshot")

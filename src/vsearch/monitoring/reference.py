@@ -115,6 +115,7 @@ def build_snapshot(
     low_confidence_quantile: float = 0.1,
     low_confidence_threshold: float | None = None,
     record_model_dir: str | os.PathLike | None = None,
+    data_uri: str | None = None,
 ) -> dict:
     """Snapshot a window of ``data_dir`` under a model; published atomically to ``out_dir``.
 
@@ -127,7 +128,10 @@ def build_snapshot(
         low_confidence_quantile: on a reference, the top-1 similarity quantile that defines a
             low-confidence query; ``low_confidence_threshold`` fixes it instead.
         record_model_dir: the model folder recorded in snapshot.json when it differs from
-            ``model_dir`` (a training run's staging folder is published under another name).
+            ``model_dir`` (a training run's staging folder is published under another name;
+            a pipeline step's model has a URI).
+        data_uri: the data's URI recorded in snapshot.json when ``data_dir`` is where one pod
+            mounted it.
 
     Returns:
         The snapshot.json dict.
@@ -135,7 +139,7 @@ def build_snapshot(
     Raises:
         DataError: bad manifests or images, or an empty window.
     """
-    from vsearch.artifacts import model_version
+    from vsearch.artifacts import durable_uri, model_version
 
     data_dir = str(data_dir)
     if model is None:
@@ -205,9 +209,9 @@ def build_snapshot(
     meta = {
         "schema_version": 1,
         "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "model_dir": str(Path(record_model_dir or model_dir).resolve()) if (record_model_dir or model_dir) else None,
+        "model_dir": durable_uri(record_model_dir or model_dir) if (record_model_dir or model_dir) else None,
         "model_version": model_version(model_dir) if model_dir and (Path(model_dir) / "model.safetensors").is_file() else None,
-        "data": str(Path(data_dir).resolve()),
+        "data": durable_uri(data_uri or data_dir),
         "data_fingerprint": data_fingerprint(data_dir),
         "window": {"since": since, "until": until, "queries_in_window": int(len(window)), "catalog_size": int(len(catalog))},
         "queries": int(len(queries)),

@@ -177,7 +177,7 @@ def build_manifests(rollout, cfg: dict) -> list[dict]:
                 image=str(k.get("image") or _project_image()),
                 # "{alias}" / "{model_version}" in the args are filled with the arm's.
                 args=[str(a).format(alias=arm.milvus_alias, model_version=arm.model.version) for a in k.get("args", [])],
-                storage_uri=arm.model.uri,
+                storage_uri=artifacts.durable_uri(arm.model.uri),  # s3:// for minio://: KServe reads no minio://
                 model_version=arm.model.version,
                 canary_percent=None,
                 min_replicas=int(k.get("min_replicas", 1)),
@@ -236,12 +236,14 @@ def check_arms(rollout, milvus_uri: str, index_cfg=None) -> dict[str, str]:
 def write_rollout(blessing_path: str | os.PathLike, out_dir: str | os.PathLike, cfg: dict | None = None, *,
                   registry: str | None = None, experiment_id: str | None = None, control_model: str | None = None,
                   run_id: str | None = None,
-                  milvus_uri: str | None = None) -> dict[str, Path]:
+                  control_uri: str | None = None, milvus_uri: str | None = None) -> dict[str, Path]:
     """Write ``rollout.yaml`` + ``inferenceservice.yaml`` into ``out_dir`` (published atomically).
 
     Args:
         control_model: the control arm when the blessing has no champion (the baseline), as a
             folder or URI; ignored when the blessing has a champion.
+        control_uri: the control's durable URI when ``control_model`` is where one pod mounted
+            it (a KFP artifact's ``path``); the plan and the manifests name this.
         milvus_uri: check every arm's alias there before writing (and record it as the
             plan's Milvus); None: not checked.
         run_id: the KFP run writing the plan; the plan's ``lineage`` records it with the code version.
@@ -261,8 +263,7 @@ def write_rollout(blessing_path: str | os.PathLike, out_dir: str | os.PathLike, 
         _check_registry(blessing, uri, registry)
     control = None
     if control_model and blessing.champion is None:
-        control_uri = str(Path(control_model).resolve()) if "://" not in str(control_model) else str(control_model)
-        control = ModelRef("baseline", control_uri, artifacts.model_version(control_model))
+        control = ModelRef("baseline", artifacts.durable_uri(control_uri or control_model), artifacts.model_version(control_model))
     # The plan carries its own copy of the blessing (``blessing.json`` beside rollout.yaml): the
     # path the gate wrote it to may exist only in one pipeline pod.
     from vsearch.lineage import lineage

@@ -33,6 +33,7 @@ from vsearch.models.multitower import CONFIG_FILE, TOKENIZER_DIR, MultiTowerMode
 from vsearch.models.tokenizer import load_tokenizer, train_title_tokenizer
 from vsearch.schema import DataError
 from vsearch.training import checkpoint, distributed
+from vsearch.training.device import require_cuda
 from vsearch.training.reference import encode_reference_titles
 
 METRICS_LOG = "metrics.jsonl"
@@ -42,7 +43,9 @@ FINGERPRINT_FILE = "fingerprint.json"
 
 
 def pick_device(name: str, env: distributed.DistEnv) -> torch.device:
-    """The torch device for ``train.device``; ConfigError when this machine has no such device."""
+    """The torch device for ``train.device``; ConfigError when this machine has no such device,
+    or when the step was given an accelerator and sees no CUDA (`vsearch.training.device`)."""
+    require_cuda()
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "cpu"
     device = torch.device("cuda", env.local_rank) if name == "cuda" else torch.device(name)
@@ -231,6 +234,7 @@ def train(
     restart: bool = False,
     stop_after: int | None = None,
     progress: bool = True,
+    uris: dict[str, str] | None = None,
 ) -> dict:
     """Train one model and publish it to ``out_dir``.
 
@@ -243,6 +247,9 @@ def train(
         stop_after: stop (without publishing) once this step is reached: simulates a
             preemption in tests; the next call resumes.
         progress: show a progress bar / progress lines on the main process.
+        uris: the durable URIs of ``data``, ``out`` and ``init`` (KFP artifacts' ``uri``) when
+            the arguments are where one pod mounted them: the summary and the drift reference
+            record these, never the pod's folders.
 
     Returns:
         The training summary (steps, seconds, samples/s, final loss terms, output path).
@@ -253,6 +260,7 @@ def train(
     """
     data_dir, out = str(data_dir), Path(out_dir)
     init = str(init) if init is not None else None
+    record = dict(uris or {})
     env = distributed.detect()
     device = pick_device(cfg.train.device, env)
     distributed.init(env, device)
@@ -428,8 +436,8 @@ def train(
         "seconds": seconds,
         "samples_per_s": samples / seconds if seconds > 0 else 0.0,
         "final": last,
-        "init": init,
-        "data": str(Path(data_dir).resolve()),
+        "init": artifacts.durable_uri(record.get("init") or init) if init else None,
+        "data": artifacts.durable_uri(record.get("data") or data_dir),
         "train_rows": len(dataset),
         "towers": list(cfg.model.towers),
         "loss_terms": loss_fn.term_names,
@@ -439,14 +447,14 @@ def train(
         if env.is_main:  # a preemption: the state to resume from is the checkpoint
             checkpoint.save_checkpoint(ckpt_root, step, model, optimizer, scheduler)
         return {**summary, "published": False, "out": str(staging)}
-    summary["published"], summary["out"] = True, str(out)
+    summary["published"], summary["out"] = True, artifacts.durable_uri(record.get("out") or out)
     if env.is_main:
         faults.fault_point("train.save_model")
         model.save_pretrained(staging, tokenizer=tokenizer)
         # The drift monitor's reference window, saved with the model (vsearch.monitoring).
         from vsearch.monitoring.reference import save_reference
 
-        save_reference(staging, data_dir, model=model, published_as=out)
+        save_reference(staging, data_dir, model=model, published_as=summary["out"], data_uri=summary["data"])
         # Written last and atomically: from here on the staged run is finished, and a rerun
         # of the same command (same fingerprint) only publishes it.
         _write_atomic(staging / SUMMARY_FILE, json.dumps({**summary, "fingerprint": fingerprint}, indent=2))

@@ -22,7 +22,7 @@ from typing import Any
 
 import pandas as pd
 
-from vsearch import schema
+from vsearch import artifacts, schema
 from vsearch.validation.suites import ValidationConfig, build_suite, derive_columns, numeric_attribute_rules, suite_rules
 
 # Validated in this order; the optional ones only when the file exists.
@@ -224,13 +224,15 @@ def _to_check(name: str, rule, res, df: pd.DataFrame, probes: dict, max_examples
 
 
 def validate_dataset(data_dir: str | os.PathLike, cfg: ValidationConfig | None = None,
-                     data_docs_dir: str | os.PathLike | None = None) -> ValidationResult:
+                     data_docs_dir: str | os.PathLike | None = None, *, data_uri: str | None = None) -> ValidationResult:
     """Run every check on the data folder ``data_dir`` (read-only).
 
     Args:
         data_docs_dir: when given, also build GX Data Docs there (a static site: index.html,
             one page per suite and per validation result; a few MB, mostly GX's static
             images). Created if missing; never inside ``data_dir`` unless you put it there.
+        data_uri: the durable URI of ``data_dir`` (a KFP artifact's ``uri``): the result and its
+            report name it when ``data_dir`` is where one pod mounted it.
 
     Returns:
         A ValidationResult; ``statistics`` holds rows per manifest, images probed (and per
@@ -315,7 +317,7 @@ def validate_dataset(data_dir: str | os.PathLike, cfg: ValidationConfig | None =
         "failed": sum(not c.success for c in checks),
         "config": asdict(cfg),
     }
-    return ValidationResult(str(data_dir.resolve()), all(c.success for c in checks), checks, stats,
+    return ValidationResult(artifacts.durable_uri(data_uri or data_dir), all(c.success for c in checks), checks, stats,
                             data_docs=docs_index, data_docs_error=docs_error)
 
 
