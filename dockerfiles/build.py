@@ -17,8 +17,9 @@
 Every image is tagged by a content hash of what goes into it (the Dockerfile, the files it
 copies, the base image's ID, the build arguments): an unchanged tree reuses the image and
 builds nothing. Builds reach the package indexes with ``--network host``; this machine's pip
-settings (index, find-links, CA bundle) are mounted read-only for the build as a generated
-``/etc/pip.conf`` and are never written into a layer (``podman history`` shows none of them).
+settings (index, find-links, CA bundle) are mounted read-only for the build under
+``/run/vsearch-build`` with a generated pip.conf (passed as the build argument PIP_CONFIG_FILE)
+and are never written into a layer.
 Images run with ``--network none``.
 
 Podman here needs ``runc`` and ``cgroupfs`` and no default ulimits (shared NOTES.md): unless
@@ -29,7 +30,6 @@ points podman at it. Standard library only: it runs before any venv exists.
 from __future__ import annotations
 
 import argparse
-import configparser
 import hashlib
 import json
 import os
@@ -63,6 +63,11 @@ runtime = "runc"
 """
 # pip settings passed to a build (all others are left out): where packages come from and how TLS is checked.
 PIP_KEYS = ("index-url", "extra-index-url", "find-links", "cert", "constraint", "default-timeout", "trusted-host")
+# Everything a build mounts lives under one folder, so that nothing lands elsewhere in a layer
+# (podman leaves an empty mount point behind: /run/vsearch-build stays, empty). The Dockerfiles
+# read the generated pip.conf through the build argument PIP_CONFIG_FILE (an ARG: not in the image).
+MOUNT_ROOT = "/run/vsearch-build"
+PIP_CONF = f"{MOUNT_ROOT}/pip/pip.conf"
 
 
 class BuildError(RuntimeError):
@@ -143,15 +148,24 @@ def _local_paths(value: str) -> list[Path]:
 
 
 def pip_mounts(settings: dict[str, str], keys: tuple[str, ...]) -> tuple[str, list[str]]:
-    """(pip.conf text, read-only --volume arguments) for the chosen settings."""
-    conf = configparser.ConfigParser()
-    conf["global"] = {k: v for k, v in settings.items() if k in keys}
-    lines = ["[global]"] + [f"{k} = {v}" for k, v in conf["global"].items()]
-    volumes = []
-    for k in keys:
-        for path in _local_paths(settings.get(k, "")):
-            volumes += ["--volume", f"{path}:{path}:ro"]
-    return "\n".join(lines) + "\n", volumes
+    """(pip.conf text, read-only --volume arguments) for the chosen settings.
+
+    Each local path a setting names is mounted under ``MOUNT_ROOT/host`` and the setting is
+    rewritten to point there.
+    """
+    chosen = {k: v for k, v in settings.items() if k in keys}
+    volumes: list[str] = []
+    mounted: set[Path] = set()
+    for key, value in chosen.items():
+        for path in _local_paths(value):
+            inside = f"{MOUNT_ROOT}/host{path}"
+            if path not in mounted:
+                volumes += ["--volume", f"{path}:{inside}:ro"]
+                mounted.add(path)
+            # a bare path, or the path of a file:// URL (file:///opt/pypi/simple), where it starts a word
+            value = re.sub(rf"(?:(?<=file://)|(?<![\w/])){re.escape(str(path))}(?=/|\s|$)", inside, value)
+        chosen[key] = value
+    return "[global]\n" + "".join(f"{k} = {v}\n" for k, v in chosen.items()), volumes
 
 
 def local_cpu_torch(settings: dict[str, str]) -> bool:
@@ -226,7 +240,8 @@ def build_image(kind: str, base: str, pip_conf: str, volumes: list[str], build_a
             conf = Path(tmp) / "pip.conf"
             conf.write_text(pip_conf)
             args = ["build", "--network", "host", "-f", str(dockerfile), "-t", ref,
-                    "--label", f"vsearch.content-hash={digest}", "--volume", f"{conf}:/etc/pip.conf:ro", *volumes,
+                    "--label", f"vsearch.content-hash={digest}", "--volume", f"{tmp}:{Path(PIP_CONF).parent}:ro", *volumes,
+                    "--build-arg", f"PIP_CONFIG_FILE={PIP_CONF}",
                     "--build-arg", f"BASE={base}", "--build-arg", f"VCS_REF={revision}"]
             for key, value in sorted(build_args.items()):
                 args += ["--build-arg", f"{key}={value}"]

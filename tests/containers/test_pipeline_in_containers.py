@@ -41,10 +41,13 @@ def test_the_image_runs_offline_as_its_user_and_knows_its_code_version(images):
     assert facts["uid"] == IMAGE_UID
     assert facts["torch"].startswith("2.13.0") and facts["cuda"] is False
     assert facts["code"] == images["cpu"]["code_version"] and facts["code"] != "unknown"
-    # The build's pip settings were mounted, never baked in: no layer carries a pip.conf or the index.
+    # The build's pip settings were mounted, never baked in: no pip.conf, no setting in the history,
+    # and the mount points podman leaves under /run/vsearch-build are empty.
     history = _podman("history", "--no-trunc", "--format", "{{.CreatedBy}}", ref)
-    assert "/etc/pip.conf" not in _podman("run", "--rm", "--network", "none", ref, "sh", "-c", "ls /etc/pip.conf 2>/dev/null || true")
-    assert "find-links" not in history and "PIP_CERT" not in history
+    assert "find-links" not in history and "/opt/wheels" not in history
+    leftovers = _podman("run", "--rm", "--network", "none", ref, "sh", "-c",
+                        "ls /etc/pip.conf /etc/xdg/pip/pip.conf 2>/dev/null; find /run/vsearch-build -type f -size +0 2>/dev/null; true")
+    assert leftovers.strip() == ""
 
 
 def test_the_gpu_install_resolves(images):
