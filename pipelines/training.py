@@ -80,7 +80,7 @@ def _stages(data, cfg: PipelineConfig, image_only_config, three_tower_config, fo
     )
     gate = configure(
         gate_model(evaluation=evaluation.outputs["evaluation"], candidate="four_tower", config=gate_config,
-                   registry=registry),
+                   registry=registry, run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER),
         "Gate 4-tower vs baseline and champion",
         cfg,
     )
@@ -100,12 +100,14 @@ def _stages(data, cfg: PipelineConfig, image_only_config, three_tower_config, fo
         configure(
             write_rollout_config(blessing=gate.outputs["blessing"], index=index.outputs["index"],
                                  control_model=image_only.outputs["model"], control_index=control_index.outputs["index"],
-                                 registry=registry, milvus_uri=milvus_uri, alias=alias, overrides=rollout_overrides),
+                                 registry=registry, milvus_uri=milvus_uri, alias=alias, overrides=rollout_overrides,
+                                 run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER),
             "Write release plan (in review)",
             cfg,
         )
     with dsl.Else(name="not-blessed"):
-        configure(record_rejection(blessing=gate.outputs["blessing"]), "Record why not blessed", cfg)
+        configure(record_rejection(blessing=gate.outputs["blessing"], run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER),
+                  "Record why not blessed", cfg)
 
 
 def build(cfg: PipelineConfig):
