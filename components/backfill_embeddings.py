@@ -66,7 +66,8 @@ def backfill_embeddings(
     with connect(uri, cfg) as store:
         report = backfill(model.path, data.path, store, target_alias, cfg, model_uri=model.uri,
                           progress=lambda msg: print(f"backfill: {msg}", flush=True))
-    result = {**dataclasses.asdict(report), "milvus_uri": uri if not milvus_uri else milvus_uri}
+    # A Lite database is recorded where it outlives this pod: inside the index artifact's URI.
+    result = {**dataclasses.asdict(report), "milvus_uri": milvus_uri or f"{index.uri.rstrip('/')}/milvus.db"}
     with open(os.path.join(index.path, "backfill.json"), "w") as fh:
         json.dump(result, fh, indent=2)
     metrics.log_metric("rows", float(report.catalog_rows))

@@ -51,7 +51,9 @@ def index_embeddings(
     with connect(uri, cfg) as store:
         report = index_shards(store, model.path, data.path, files, alias, cfg, model_uri=model.uri,
                               progress=lambda msg: print(f"index: {msg}", flush=True))
-    result = {**dataclasses.asdict(report), "milvus_uri": uri, "shards": len(files)}
+    # A Lite database is recorded where it outlives this pod: inside the index artifact's URI.
+    result = {**dataclasses.asdict(report), "milvus_uri": milvus_uri or f"{index.uri.rstrip('/')}/milvus.db",
+              "shards": len(files)}
     with open(os.path.join(index.path, "backfill.json"), "w") as fh:
         json.dump(result, fh, indent=2)
     metrics.log_metric("rows", float(report.catalog_rows))
@@ -61,6 +63,6 @@ def index_embeddings(
     for phase in ("write_s", "finalize_s", "verify_s"):
         metrics.log_metric(phase, round(float(getattr(report, phase)), 3))
     index.metadata.update({"collection": report.collection, "alias": alias, "model_version": report.model_version,
-                           "milvus_uri": uri, "index_type": report.index_type,
+                           "milvus_uri": result["milvus_uri"], "index_type": report.index_type,
                            "previous_collection": report.previous_collection})
     return report.collection

@@ -137,9 +137,13 @@ def run(s3, tmp_path_factory):
         out[task], _ = cluster.run(gate_model, task, {"evaluation": out["evaluate"]["evaluation"]},
                                    candidate="three_tower", config=str(gates[gate]), registry=registry)
     blessing = out["gate-model"]["blessing"]
-    out["record-rejection"], _ = cluster.run(record_rejection, "record-rejection", {"blessing": out["gate-model-2"]["blessing"]})
-    for task, model, role in (("backfill-embeddings", three_tower, "candidate"), ("backfill-embeddings-2", image_only, "baseline")):
-        out[task], _ = cluster.run(backfill_embeddings, task, {"model": model, "data": data}, milvus_uri=milvus,
+    out["record-rejection"], _ = cluster.run(record_rejection, "record-rejection",
+                                             {"blessing": out["gate-model-2"]["blessing"]})
+    # The arms on the shared Milvus; then one without a Milvus URI: Lite inside the step's output.
+    for task, model, role, where in (("backfill-embeddings", three_tower, "candidate", milvus),
+                                     ("backfill-embeddings-2", image_only, "baseline", milvus),
+                                     ("backfill-embeddings-3", image_only, "", "")):
+        out[task], _ = cluster.run(backfill_embeddings, task, {"model": model, "data": data}, milvus_uri=where,
                                    alias_role=role, overrides=INDEX)
     out["write-rollout-config"], _ = cluster.run(
         write_rollout_config, "write-rollout-config",
@@ -153,8 +157,7 @@ def run(s3, tmp_path_factory):
                                  shard=shard, num_shards=len(shards), overrides=INDEX)
         embedded.append(outputs["embeddings"])
     out["index-embeddings"], _ = cluster.run(index_embeddings, "index-embeddings",
-                                             {"model": three_tower, "data": data, "shards": embedded}, milvus_uri=milvus,
-                                             alias="vsearch_sharded", overrides=INDEX)
+                                             {"model": three_tower, "data": data, "shards": embedded}, overrides=INDEX)
     out["detect-drift"], _ = cluster.run(detect_drift, "detect-drift", {"model": three_tower, "current": data},
                                          overrides=DRIFT)
     cluster.run(trigger_retraining, "trigger-retraining", {}, retraining_due=cluster.returns["detect-drift"])
@@ -229,14 +232,27 @@ def test_model_and_index_records_name_uris(run):
     snapshot = json.loads(_read(fs, model + "/drift_reference/snapshot.json"))
     assert (snapshot["model_dir"], snapshot["data"]) == (model, training_set)
     with connect(run["milvus"], load_index_config()) as store:
-        for task in ("backfill-embeddings", "index-embeddings"):
-            assert store.collection_record(out[task]["index"].metadata["collection"])["model_dir"] == model
+        assert store.collection_record(out["backfill-embeddings"]["index"].metadata["collection"])["model_dir"] == model
+    for task in ("backfill-embeddings-3", "index-embeddings"):  # Milvus Lite inside the step's output
+        index = out[task]["index"]
+        assert index.metadata["milvus_uri"] == json.loads(_read(fs, index.uri + "/backfill.json"))["milvus_uri"] == (
+            index.uri + "/milvus.db")
 
 
 def test_kserve_storage_uri_is_never_minio():
     """KFP's default root is minio://; KServe's storage initializer reads s3:// (same bucket)."""
     from vsearch.artifacts import durable_uri
+    from vsearch.blessing import Blessing, ModelRef
+    from vsearch.rollout.writer import build_manifests, build_rollout, load_rollout_defaults
 
     assert durable_uri("minio://mlpipeline/v2/artifacts/run/train/model") == "s3://mlpipeline/v2/artifacts/run/train/model"
     assert durable_uri("gs://b/m") == "gs://b/m" and durable_uri("pvc://claim/m") == "pvc://claim/m"
     assert durable_uri("relative/model") == str(Path("relative/model").resolve())
+    # A blessing written with minio:// URIs (before durable_uri) still gives KServe s3://.
+    blessing = Blessing(blessed=True, reason="ok", candidate=ModelRef("four_tower", "minio://mlpipeline/v2/r/train-3/model", "4t-a"),
+                        champion=ModelRef("champion", "minio://mlpipeline/v2/q/train-3/model", "4t-b"))
+    cfg = load_rollout_defaults()
+    manifests = build_manifests(build_rollout(blessing, "blessing.json", cfg), cfg)
+    storage = sorted(e["value"] for doc in manifests for c in doc["spec"]["predictor"]["containers"] for e in c["env"]
+                     if e["name"] == "STORAGE_URI")
+    assert storage == ["s3://mlpipeline/v2/q/train-3/model", "s3://mlpipeline/v2/r/train-3/model"]
