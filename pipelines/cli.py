@@ -110,6 +110,17 @@ def image_overrides(record_path: str | None) -> list[str]:
         raise ConfigError(f"{record_path}: not a record of built images (dockerfiles/build.py): {exc}") from exc
 
 
+def run_summary(manifest: dict) -> str:
+    """The lines that end a local run: its folder, the executor log, the HTML reports it wrote."""
+    lines = [f"run folder: {manifest['run_dir']} ({len(manifest['tasks'])} tasks, {manifest['seconds']:.0f} s)",
+             f"executor log: {manifest['log']}"]
+    for task, record in sorted(manifest["tasks"].items()):
+        for output, artifacts in sorted(record["outputs"].items()):
+            if output == "report" or output.endswith("_report"):
+                lines += [f"report: {a['uri']} ({task})" for a in artifacts]
+    return "\n".join(lines)
+
+
 def _add_connection_args(p: argparse.ArgumentParser) -> None:
     from pipelines.client import DEFAULT_TOKEN_ENV
 
@@ -235,7 +246,7 @@ def main(argv: list[str] | None = None) -> int:
         except RuntimeError as err:
             print(f"vsearch pipeline run-local: error: {err}", file=sys.stderr)
             return 1
-        print(f"run folder: {manifest['run_dir']} ({len(manifest['tasks'])} tasks, {manifest['seconds']:.0f} s)")
+        print(run_summary(manifest))
         return 0
 
     from pipelines import client as kfp_client

@@ -19,7 +19,9 @@ shifted window with the trained 4-tower model, and gathers the reviewer-facing f
     <out>/registry/         the champion registry and the release's event log
     <out>/drift/            drift report (drift.json, index.html) of the shifted window
     <out>/pipelines/*.yaml  compiled pipelines (submit them with `vsearch pipeline submit`)
-    <out>/kfp/              kfp.local run folders: every task's artifacts + run.json
+    <out>/kfp/              kfp.local run folders: every task's artifacts, run.json and
+                            executor.log (everything the tasks printed; the console gets one
+                            line per task)
     <out>/pipeline_demo.json  what ran, where, how long
 """
 
@@ -105,7 +107,7 @@ def run_pipeline_demo(out: str | os.PathLike, preset: str = "default", seed: int
     _copy(blessing_dir / "report.html", out / "gate.html")
     summary: dict = {"run_dir": training["run_dir"], "blessed": blessing["blessed"], "reason": blessing["reason"],
                      "candidate": blessing["candidate"]["version"], "training_seconds": training["seconds"],
-                     "pipelines": [str(p) for p in compiled]}
+                     "logs": [training["log"]], "pipelines": [str(p) for p in compiled]}
     for stale in ("rollout.yaml", "inferenceservice.yaml", "rejection.md"):
         (out / stale).unlink(missing_ok=True)  # from an earlier run with the other decision
     if blessing["blessed"]:
@@ -138,10 +140,24 @@ def run_pipeline_demo(out: str | os.PathLike, preset: str = "default", seed: int
         _copy(_output(monitor, "detect-drift", "drift_report"), out / "drift")
         summary["monitoring"] = {"run_dir": monitor["run_dir"], "retraining_due": monitor["outputs"].get("Output"),
                                  "seconds": monitor["seconds"]}
+        summary["logs"].append(monitor["log"])
         _log(f"drift on the shifted window: retraining due = {summary['monitoring']['retraining_due']}")
     summary["total_seconds"] = round(time.perf_counter() - started, 1)
     (out / "pipeline_demo.json").write_text(json.dumps(summary, indent=2))
     return summary
+
+
+def run_summary(out: Path, summary: dict) -> str:
+    """Where the results are: the report, the gate's verdict, the summary and the executor logs."""
+    verdict = "BLESSED" if summary["blessed"] else "NOT BLESSED"
+    lines = [f"{verdict}: {summary['reason']}",
+             f"report:        {out / 'report.html'}",
+             f"gate:          {out / 'gate.html'}"]
+    if "monitoring" in summary:
+        lines.append(f"drift:         {out / 'drift' / 'index.html'} (retraining due: {summary['monitoring']['retraining_due']})")
+    lines += [f"summary:       {out / 'pipeline_demo.json'} ({summary['total_seconds']:.0f} s)",
+              f"executor logs: {', '.join(summary['logs'])}"]
+    return "\n".join(lines)
 
 
 def next_steps(out: Path, summary: dict) -> str:
@@ -181,9 +197,10 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     from vsearch.evaluation.evaluate import format_table
 
-    print(format_table(json.loads((Path(args.out) / "metrics.json").read_text())))
-    print(json.dumps(summary, indent=2))
-    print(next_steps(Path(args.out).absolute(), summary))
+    out = Path(args.out).absolute()
+    print(format_table(json.loads((out / "metrics.json").read_text())))
+    print(run_summary(out, summary))
+    print(next_steps(out, summary))
     return 0
 
 

@@ -14,7 +14,10 @@ locally. Everything stays in the run folder ``<out>/<pipeline>-<timestamp>/``:
 - one folder per task with its output artifacts and ``executor_output.json``;
 - ``pipeline.yaml``: the compiled package that ran;
 - ``run.json``: which tasks ran, their display names, outputs (URIs and metadata) and the
-  wall-clock time.
+  wall-clock time;
+- ``executor.log``: everything kfp.local and the tasks printed (about 100 kB for the tiny
+  demo). The console gets one line per task instead (name, status, seconds, key output), and
+  a failure carries the failing task's last lines.
 
 kfp.local can skip a branch silently and still report success, so every task that must run
 (all tasks outside ``dsl.If``/``ParallelFor`` groups) is checked to have produced its
@@ -23,15 +26,19 @@ executor output; a missing one fails the run.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import json
 import os
+import re
 import shutil
 import subprocess
+import sys
 import tempfile
+import threading
 import time
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +49,8 @@ from vsearch.config import ConfigError
 RUN_FILE = "run.json"
 PACKAGE_FILE = "pipeline.yaml"
 EXECUTOR_OUTPUT = "executor_output.json"
+LOG_FILE = "executor.log"
+FAILURE_TAIL = 30  # log lines of a failed task carried by the error
 
 # Small but complete: the tiny benchmark and tiny configs, a few steps (about a minute on 2 cores).
 TINY_PARAMS: dict[str, dict[str, Any]] = {
@@ -153,6 +162,124 @@ def podman_api(workdir: str | os.PathLike, timeout: float = 60.0) -> Iterator[st
             proc.kill()
 
 
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+_STARTED = re.compile(r"Executing task '([^']+)'")
+_FINISHED = re.compile(r"Task '([^']+)' finished with status (\w+)")
+_OUTPUT_FILE = re.compile(r'"outputFile": "([^"]+/' + re.escape(EXECUTOR_OUTPUT) + r')"')
+
+
+def key_output(executor_output: dict, width: int = 90) -> str:
+    """One short text for a task's outputs: its parameter values, a few logged metrics, or the
+    names of its artifacts (``Output=True``, ``steps=3, loss=2.31``, ``data, report``)."""
+    parts = [f"{k}={json.dumps(v)[:40]}" for k, v in sorted(executor_output.get("parameterValues", {}).items())]
+    for name, value in sorted(executor_output.get("artifacts", {}).items()):
+        artifacts = value.get("artifacts", [])
+        metadata = artifacts[0].get("metadata", {}) if artifacts else {}
+        numbers = [(k, v) for k, v in metadata.items() if isinstance(v, (int, float)) and not isinstance(v, bool)]
+        parts.append(", ".join(f"{k}={v:.4g}" for k, v in numbers[:3]) if numbers and "metrics" in name else name)
+    text = ", ".join(parts)
+    return text if len(text) <= width else text[: width - 3] + "..."
+
+
+class _TaskLines:
+    """Follows kfp.local's output line by line: keeps each task's last lines and prints one line
+    per finished task (kfp.local runs one task at a time)."""
+
+    def __init__(self, console: Callable[[str], None], display_names: dict[str, str]):
+        self.console = console
+        self.display_names = display_names
+        self.current: str | None = None
+        self.started: dict[str, float] = {}
+        self.output_files: dict[str, str] = {}
+        self.tails: dict[str, collections.deque] = {}
+        self.failed: list[str] = []
+
+    def feed(self, raw: str) -> None:
+        line = _ANSI.sub("", raw.rstrip("\n"))
+        if match := _STARTED.search(line):
+            self.current = match.group(1)
+            self.started[self.current] = time.monotonic()
+            self.tails[self.current] = collections.deque(maxlen=FAILURE_TAIL)
+            return
+        if match := _FINISHED.search(line):
+            task, status = match.groups()
+            seconds = time.monotonic() - self.started.get(task, time.monotonic())
+            detail = ""
+            if status == "SUCCESS":
+                with contextlib.suppress(OSError, ValueError, KeyError):
+                    detail = key_output(json.loads(Path(self.output_files[task]).read_text()))
+            else:
+                self.failed.append(task)
+            display = self.display_names.get(task, "")
+            label = f"{task} ({display})" if display and display != task else task
+            self.console(f"  {label:<48} {status:<8} {seconds:7.1f} s  {detail}".rstrip())
+            self.current = None
+            return
+        if self.current is not None:
+            if match := _OUTPUT_FILE.search(line):
+                self.output_files.setdefault(self.current, match.group(1))
+            if line.strip():
+                self.tails[self.current].append(line[4:] if line.startswith("    ") else line)
+
+
+def _console() -> tuple[Callable[[str], None], Callable[[], None]]:
+    """(write a line, close) to this process's standard output as it is before any redirection:
+    the terminal's fd 1 (duplicated, since fd 1 is about to be redirected), or a replaced
+    ``sys.stdout`` (pytest's capture) as it is."""
+    try:
+        real = sys.stdout.fileno() == 1
+    except (AttributeError, OSError, ValueError):
+        real = False
+    stream = open(os.dup(1), "w", buffering=1, encoding="utf-8", errors="replace") if real else sys.stdout
+
+    def write(line: str) -> None:
+        stream.write(line + "\n")
+        stream.flush()
+
+    return write, (stream.close if real else (lambda: None))
+
+
+@contextlib.contextmanager
+def _captured(log_path: Path, on_line: Callable[[str], None]) -> Iterator[None]:
+    """Send everything written to fd 1 and 2 (and ``sys.stdout``/``sys.stderr``) into
+    ``log_path``, passing each line to ``on_line``, until the block ends.
+
+    kfp.local prints its own logs and streams each task's output (a subprocess's pipe, or a
+    container's logs) with ``print``: redirecting the file descriptors catches every writer.
+    """
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = os.dup(1), os.dup(2)
+    read_fd, write_fd = os.pipe()
+
+    def pump() -> None:
+        with open(read_fd, "rb") as pipe, log_path.open("wb") as log:
+            for raw in pipe:
+                log.write(raw)
+                log.flush()
+                try:
+                    on_line(raw.decode("utf-8", errors="replace"))
+                except Exception as exc:  # noqa: BLE001 - a console hiccup must not stall the pipe
+                    log.write(f"[vsearch: progress line failed: {exc!r}]\n".encode())
+
+    thread = threading.Thread(target=pump, name="kfp-local-log", daemon=True)
+    thread.start()
+    os.dup2(write_fd, 1)
+    os.dup2(write_fd, 2)
+    os.close(write_fd)
+    stream = open(1, "w", buffering=1, encoding="utf-8", errors="replace", closefd=False)
+    try:
+        with contextlib.redirect_stdout(stream), contextlib.redirect_stderr(stream):
+            yield
+    finally:
+        stream.flush()
+        os.dup2(saved[0], 1)  # the pipe's last writer goes: the pump reads to the end
+        os.dup2(saved[1], 2)
+        os.close(saved[0])
+        os.close(saved[1])
+        thread.join(timeout=30)
+
+
 def _runner(runner: str, docker_host: str | None):
     from kfp import local
 
@@ -204,6 +331,9 @@ def run_package(
 ) -> dict:
     """Run a compiled package with kfp.local; check that the tasks that must run did.
 
+    The console gets one line per task (name, status, seconds, key output); everything kfp.local
+    and the tasks print goes to ``<run folder>/executor.log``.
+
     Args:
         package: compiled pipeline YAML.
         out: pipeline root; the run gets ``<out>/<pipeline>-<timestamp>/``.
@@ -217,11 +347,9 @@ def run_package(
         The run.json manifest.
 
     Raises:
-        RuntimeError: a task failed, or a task that had to run left no executor output.
+        RuntimeError: a task failed (the message carries its last log lines and the log's
+            path), or a task that had to run left no executor output.
     """
-    from kfp import local
-    from kfp.components import load_component_from_file
-
     out = Path(out).absolute()
     out.mkdir(parents=True, exist_ok=True)
     spec = load_documents(package)[0]
@@ -233,8 +361,56 @@ def run_package(
         if task is None:
             raise ConfigError(f"{package}: --expect '{item}': no such task or display name (tasks: {sorted(every)})")
         required[task] = every[task]
-    pipeline = load_component_from_file(str(package))
     before = {p.name for p in out.iterdir()}
+    started = time.perf_counter()
+    log = out / f".{LOG_FILE}-{os.getpid()}-{time.time_ns()}"
+    try:
+        result, failure, tails = _run_pipeline(package, out, params, runner, docker_host, log, every)
+        seconds = time.perf_counter() - started
+        new = sorted(p for p in out.iterdir() if p.name not in before and p.is_dir() and not p.name.startswith("."))
+        if len(new) != 1:
+            raise RuntimeError(f"{out}: expected one new run folder from kfp.local, found {[p.name for p in new]}"
+                               + (f"\n{failure}{tails}" if failure else ""))
+        run_dir = new[0]
+        log = Path(shutil.move(log, run_dir / LOG_FILE))
+    finally:
+        if log.name.startswith(".") and log.exists():  # no run folder to keep it in: keep it beside them
+            log.replace(out / f"{spec['pipelineInfo']['name']}-{time.strftime('%Y%m%d-%H%M%S')}-{LOG_FILE}")
+    if failure:
+        raise RuntimeError(f"{run_dir}: {failure} The full log: {log}{tails}")
+    shutil.copyfile(package, run_dir / PACKAGE_FILE)
+    manifest = {
+        "pipeline": name or spec["pipelineInfo"]["name"],
+        "pipeline_name": spec["pipelineInfo"]["name"],
+        "run_dir": str(run_dir),
+        "package": str(run_dir / PACKAGE_FILE),
+        "log": str(log),
+        "params": params or {},
+        "runner": runner,
+        "seconds": round(seconds, 1),
+        # The pipeline's own outputs (e.g. the monitoring pipeline's "retraining due").
+        "outputs": _plain(getattr(result, "outputs", None) or {}),
+        "required_tasks": required,
+        "tasks": _task_records(run_dir, every),
+    }
+    (run_dir / RUN_FILE).write_text(json.dumps(manifest, indent=2))
+    missing = sorted(set(required) - {key.rsplit("/", 1)[-1] for key in manifest["tasks"]})
+    if missing:
+        raise RuntimeError(
+            f"{run_dir}: kfp.local reported success but task(s) {missing} did not run "
+            f"({', '.join(required[m] for m in missing)})"
+        )
+    return manifest
+
+
+def _run_pipeline(package, out: Path, params: dict | None, runner: str, docker_host: str | None,
+                  log: Path, display_names: dict[str, str]) -> tuple[Any, str, str]:
+    """Run the package under kfp.local with its output in ``log``: (the pipeline's result,
+    kfp.local's failure message, the failed tasks' last log lines; "" and "" on success)."""
+    from kfp import local
+    from kfp.components import load_component_from_file
+
+    pipeline = load_component_from_file(str(package))
     # kfp.local deletes its workspace_root afterwards: give it a folder of its own.
     workspace = tempfile.mkdtemp(prefix="vsearch-kfp-workspace-")
     chosen = _runner(runner, docker_host)
@@ -244,38 +420,47 @@ def run_package(
         for folder in (out, Path(workspace)):
             folder.chmod(0o1777)
     local.init(runner=chosen, pipeline_root=str(out), workspace_root=workspace)
-    started = time.perf_counter()
     previous_host = os.environ.get("DOCKER_HOST")
     if docker_host:
         os.environ["DOCKER_HOST"] = docker_host  # DockerRunner calls docker.from_env()
+    console, close_console = _console()
+    lines = _TaskLines(console, display_names)
+    result, failure = None, ""
     try:
-        with warnings.catch_warnings():
+        with _captured(log, lines.feed), warnings.catch_warnings():
             # One warning per task that GPUs, secrets and display names are not applied
             # locally: expected, and said once in the module docstring.
             warnings.filterwarnings("ignore", message=".*have no effect in the current local runner.*")
-            result = pipeline(**(params or {}))
+            try:
+                result = pipeline(**(params or {}))
+            except RuntimeError as err:
+                failure = _ANSI.sub("", str(err))
     finally:
+        close_console()
         if docker_host:
             if previous_host is None:
                 os.environ.pop("DOCKER_HOST", None)
             else:
                 os.environ["DOCKER_HOST"] = previous_host
         shutil.rmtree(workspace, ignore_errors=True)
-    seconds = time.perf_counter() - started
-    new = sorted(p for p in out.iterdir() if p.name not in before and p.is_dir() and not p.name.startswith("."))
-    if len(new) != 1:
-        raise RuntimeError(f"{out}: expected one new run folder from kfp.local, found {[p.name for p in new]}")
-    run_dir = new[0]
-    shutil.copyfile(package, run_dir / PACKAGE_FILE)
+    tails = ""
+    for task in lines.failed:
+        tail = "\n".join(f"    {line}" for line in lines.tails.get(task, ()))
+        tails += f"\n  task '{task}' failed; its last {FAILURE_TAIL} log lines:\n{tail}"
+    return result, failure, tails
 
+
+def _task_records(run_dir: Path, every: dict[str, str]) -> dict[str, Any]:
+    """{task key: display name, outputs (URIs and metadata), parameters} from the executor outputs.
+
+    Tasks inside dsl.ParallelFor run in <loop>-iteration-<i>/<task>/: recorded as "<loop>-iteration-<i>/<task>".
+    """
     tasks: dict[str, Any] = {}
-    # Tasks inside dsl.ParallelFor run in <loop>-iteration-<i>/<task>/: recorded as "<loop>-iteration-<i>/<task>".
     task_dirs = sorted(p for p in run_dir.iterdir() if (p / EXECUTOR_OUTPUT).is_file())
     task_dirs += sorted(p for p in run_dir.glob("*-iteration-*/*") if (p / EXECUTOR_OUTPUT).is_file())
     for task_dir in task_dirs:
         outputs = json.loads((task_dir / EXECUTOR_OUTPUT).read_text())
-        task_key = task_dir.relative_to(run_dir).as_posix()
-        tasks[task_key] = {
+        tasks[task_dir.relative_to(run_dir).as_posix()] = {
             "display_name": every.get(task_dir.name, task_dir.name),
             "outputs": {
                 key: [{"uri": a["uri"], "metadata": a.get("metadata", {})} for a in value.get("artifacts", [])]
@@ -283,24 +468,4 @@ def run_package(
             },
             "parameters": outputs.get("parameterValues", {}),
         }
-    manifest = {
-        "pipeline": name or spec["pipelineInfo"]["name"],
-        "pipeline_name": spec["pipelineInfo"]["name"],
-        "run_dir": str(run_dir),
-        "package": str(run_dir / PACKAGE_FILE),
-        "params": params or {},
-        "runner": runner,
-        "seconds": round(seconds, 1),
-        # The pipeline's own outputs (e.g. the monitoring pipeline's "retraining due").
-        "outputs": _plain(getattr(result, "outputs", None) or {}),
-        "required_tasks": required,
-        "tasks": tasks,
-    }
-    (run_dir / RUN_FILE).write_text(json.dumps(manifest, indent=2))
-    missing = sorted(set(required) - {key.rsplit("/", 1)[-1] for key in tasks})
-    if missing:
-        raise RuntimeError(
-            f"{run_dir}: kfp.local reported success but task(s) {missing} did not run "
-            f"({', '.join(required[m] for m in missing)})"
-        )
-    return manifest
+    return tasks

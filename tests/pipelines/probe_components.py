@@ -33,3 +33,13 @@ def record(message: str, note: Output[Artifact]) -> None:
     """
     with open(note.path, "w") as fh:
         fh.write(message)
+
+
+@dsl.component(base_image=IMAGE, install_kfp_package=False)
+def fail_loudly(reason: str) -> None:
+    """Args:
+    reason: The error message.
+    """
+    for i in range(50):
+        print(f"progress marker {i:03d}")
+    raise ValueError(reason)

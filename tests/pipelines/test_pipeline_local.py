@@ -130,3 +130,49 @@ def test_a_silently_skipped_branch_fails_the_run(tmp_path):
     package = _branching_package(tmp_path, named_tuple=True)
     with pytest.raises(RuntimeError, match="reported success but task"):
         run_package(package, tmp_path / "runs", {"bless": True}, expect=["Record blessing"])
+
+
+def test_a_run_prints_one_line_per_task_and_keeps_the_executor_output_in_its_log(tmp_path, capfd):
+    from pipelines.cli import run_summary
+
+    package = _branching_package(tmp_path, named_tuple=False)
+    manifest = run_package(package, tmp_path / "runs", {"bless": False}, expect=["Record why not"])
+    print(run_summary(manifest))
+    captured = capfd.readouterr()
+    lines = captured.out.splitlines()
+    # One line per task that ran, then the summary; nothing of the executors' own output.
+    assert [line.split()[0] for line in lines[:2]] == ["decide", "record-2"]
+    assert "SUCCESS" in lines[0] and "Output=false" in lines[0] and "(Record why not)" in lines[1]
+    assert lines[2:] == [f"run folder: {manifest['run_dir']} (2 tasks, {manifest['seconds']:.0f} s)",
+                         f"executor log: {manifest['log']}"]
+    assert "KFP Executor" not in captured.out + captured.err and len(captured.out) < 600
+    log = Path(manifest["log"])
+    assert log == Path(manifest["run_dir"]) / "executor.log"
+    text = log.read_text()
+    assert "Got executor_input" in text and "Executing task" in text and "not blessed" in text
+    assert not [p for p in (tmp_path / "runs").iterdir() if p.name.startswith(".")]
+
+
+def test_a_failed_task_shows_its_last_log_lines_and_the_log_keeps_them_all(tmp_path, capfd):
+    from kfp import compiler, dsl
+    from probe_components import decide, fail_loudly
+
+    @dsl.pipeline(name="probe-failure")
+    def probe():
+        fail_loudly(reason="the catalog has a duplicate product id").after(decide(bless=True))
+
+    package = tmp_path / "probe.yaml"
+    compiler.Compiler().compile(probe, str(package))
+    with pytest.raises(RuntimeError) as failed:
+        run_package(package, tmp_path / "runs")
+    message = str(failed.value)
+    # The error (what `run-local` and `demo` print) names the task, carries the end of its log
+    # (the traceback and the last lines before it) and says where the whole log is.
+    assert "Inner task failed: 'fail-loudly'" in message
+    assert "ValueError: the catalog has a duplicate product id" in message
+    assert "progress marker 049" in message and "progress marker 020" not in message
+    (run_dir,) = [p for p in (tmp_path / "runs").iterdir() if p.is_dir()]
+    assert f"The full log: {run_dir / 'executor.log'}" in message
+    assert "progress marker 000" in (run_dir / "executor.log").read_text()
+    out = capfd.readouterr().out
+    assert [line.split()[:2] for line in out.splitlines()] == [["decide", "SUCCESS"], ["fail-loudly", "FAILURE"]]
