@@ -123,9 +123,8 @@ class TrainJobConfig:
 # Steps that read the outside world (the champion, the live index, recent logs) or change it
 # (Milvus collections and aliases, the online feature store, a webhook): their result must
 # never come from the cache.
-LOOKUP_STEPS = ["fingerprint_data", "get_champion", "build_training_set", "detect_drift", "verify_index",
-                "gate_model", "backfill_embeddings", "index_embeddings", "write_rollout_config", "trigger_retraining",
-                "materialize_features", "notify_run"]
+LOOKUP_STEPS = ["fingerprint_data", "build_training_set", "detect_drift", "gate_model", "backfill_embeddings",
+                "index_embeddings", "write_rollout_config", "trigger_retraining", "materialize_features", "notify_run"]
 
 # Steps that read data or models from object storage.
 DATA_STEPS = ["synth_data", "fingerprint_data", "validate_data", "build_training_set", "train_model", "evaluate_model",

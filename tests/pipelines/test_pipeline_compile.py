@@ -171,9 +171,40 @@ def test_compile_time_config_changes_the_wiring(tmp_path):
     assert REQUIRE_CUDA_ENV not in yaml.safe_dump(spec)
 
 
-def test_lookups_never_use_the_cache():
+def _step_caching(spec: dict) -> dict[str, tuple[str, bool]]:
+    """{task: (the component function it runs, as compiled; whether it may use the cache)} for
+    every container task (importers are KFP's own and follow the imported artifact)."""
+    executors = spec["deploymentSpec"]["executors"]
+    out = {}
+    for name, task in _tasks(spec).items():
+        component = spec["components"][task["componentRef"]["name"]]
+        container = executors.get(component.get("executorLabel"), {}).get("container")
+        if container:
+            args = container["args"]
+            out[name] = (args[args.index("--function_to_execute") + 1], task.get("cachingOptions", {}).get("enableCache", False))
+    return out
+
+
+def test_lookups_never_use_the_cache(compiled, tmp_path):
     cfg = load_pipeline_config()
-    assert {"get_champion", "detect_drift", "build_training_set"} <= set(cfg.no_cache_steps)
+    # What reads or changes the outside world (the data behind a fixed URI, the champion, Milvus,
+    # the online store, a webhook) is a look-up.
+    assert {"fingerprint_data", "build_training_set", "detect_drift", "gate_model", "backfill_embeddings",
+            "index_embeddings", "write_rollout_config", "trigger_retraining", "materialize_features",
+            "notify_run"} <= set(cfg.no_cache_steps)
+    steps = {}
+    for name, package in compiled.items():
+        for task, (step, cached) in _step_caching(load_documents(package)[0]).items():
+            steps[step] = task
+            assert cached == (step not in cfg.no_cache_steps), (name, task, step, cached)
+    # Every look-up the config names is a step that some pipeline runs (a name that matches
+    # nothing protects nothing), and some steps do use the cache.
+    assert set(cfg.no_cache_steps) <= set(steps), sorted(set(cfg.no_cache_steps) - set(steps))
+    assert {"synth_data", "train_model", "evaluate_model"} <= set(steps) - set(cfg.no_cache_steps)
+    # caching off: no step uses the cache.
+    assert main(["compile", "--out", str(tmp_path), "--set", "caching=false"]) == 0
+    for package in tmp_path.glob("*.yaml"):
+        assert not any(cached for _, cached in _step_caching(load_documents(package)[0]).values()), package.name
 
 
 def test_bad_pipeline_configs_are_refused_with_the_file_named(tmp_path, capsys):
