@@ -21,7 +21,7 @@ def fingerprint_data(data_uri: str) -> str:
     Returns:
         Output: sha256 (16 hex) over catalog, interactions and reformulations manifests.
     """
-    from vsearch.evaluation.gate import data_fingerprint
+    from vsearch.lineage import data_fingerprint
     from vsearch.schema import DataError
 
     fingerprint = data_fingerprint(data_uri)

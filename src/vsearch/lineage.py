@@ -1,4 +1,4 @@
-"""Lineage: which code, and which KFP run, wrote a durable record.
+"""Lineage: which code, which KFP run and which data a durable record comes from.
 
 Every record that outlives its step (the blessing, the gate page, the rollout plan, the
 rejection, the registry's champion, a model's ``train_summary.json``) says which code wrote
@@ -8,6 +8,7 @@ passed only to uncached steps: a run id in a cached step's inputs would end its 
 
 from __future__ import annotations
 
+import hashlib
 import os
 import subprocess
 from collections.abc import Mapping
@@ -65,3 +66,26 @@ def _package_version() -> str:
 def lineage(run_id: str | None = None) -> dict[str, str | None]:
     """``{"code_version": ..., "run_id": ...}`` for a record written now (run_id None outside a run)."""
     return {"code_version": code_version(), "run_id": run_id or None}
+
+
+def data_fingerprint(data_dir: str | os.PathLike | None) -> str | None:
+    """sha256 (first 16 hex) over the manifests of a data folder (local or fsspec URI); None if it is not there.
+
+    The manifests name every image by URI, so a changed dataset changes them; an image
+    replaced in place under the same URI is outside the data contract.
+    """
+    import fsspec
+
+    from vsearch import schema
+
+    if not data_dir:
+        return None
+    fs, root = fsspec.core.url_to_fs(str(data_dir))
+    if not fs.isdir(root):
+        return None
+    digest = hashlib.sha256()
+    for name in (schema.CATALOG_FILE, schema.INTERACTIONS_FILE, schema.REFORMULATIONS_FILE):
+        path = f"{root.rstrip('/')}/{name}"
+        if fs.isfile(path):
+            digest.update(name.encode() + b"\0" + fs.cat_file(path))
+    return digest.hexdigest()[:16]

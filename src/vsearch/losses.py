@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from vsearch.config import LossPair
-from vsearch.training.distributed import gather_with_grad
+from vsearch.collectives import gather_with_grad
 
 
 def info_nce(a: torch.Tensor, b: torch.Tensor, logit_scale: torch.Tensor) -> torch.Tensor:

@@ -14,7 +14,8 @@ import pandas as pd
 import pytest
 import torch
 
-from vsearch.cli import MAX_ERROR_CHARS, error_line, main
+from vsearch.cli import main
+from vsearch.errors import MAX_ERROR_CHARS, error_line
 from vsearch.schema import DataError
 
 pytestmark = pytest.mark.integration

@@ -5,7 +5,7 @@ pinned Kubernetes version; the Milvus CR against the vendored Milvus Operator CR
 (tests/k8s/schemas/), the InferenceService against vsearch.rollout.kserve's schema of the
 published KServe CRD plus the PodSpec fields its predictor inlines. Then the policies the
 project holds itself to: resources, probes, restricted security contexts, images from
-components/image.py, Secrets by documented reference only, default-deny networking with an
+vsearch/images.py, Secrets by documented reference only, default-deny networking with an
 allow policy per workload, RBAC without wildcards, GPU tolerations in prod.
 """
 
@@ -293,8 +293,8 @@ def test_workloads_have_resources_probes_and_restricted_security(overlay):
     assert search["livenessProbe"]["httpGet"]["path"] == "/healthz"
 
 
-def test_project_image_comes_from_components_image():
-    from components.image import IMAGE
+def test_project_image_comes_from_vsearch_images():
+    from vsearch.images import IMAGE
 
     name, tag = IMAGE.rsplit(":", 1)
     assert name == PROJECT_IMAGE_NAME

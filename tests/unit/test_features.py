@@ -105,3 +105,18 @@ def test_importing_vsearch_features_does_not_import_feast():
            "print([m for m in ('feast', 'great_expectations') if m in sys.modules])"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
     assert out == "[]"
+
+
+def test_definitions_are_the_projects_feature_repo_not_a_path_next_to_the_package(tmp_path, monkeypatch):
+    monkeypatch.delenv(feature_repo.DEFINITIONS_ENV, raising=False)
+    project = tmp_path / "project"
+    (project / "feature_repo").mkdir(parents=True)
+    (project / "feature_repo" / feature_repo.CONFIG_FILE).write_text("project: x\n")
+    (project / "runs" / "a").mkdir(parents=True)
+    assert feature_repo.definitions_dir(project / "runs" / "a") == project / "feature_repo"
+    monkeypatch.chdir(project)
+    assert feature_repo.definitions_dir() == project / "feature_repo"
+    with pytest.raises(ConfigError, match=feature_repo.DEFINITIONS_ENV):
+        feature_repo.definitions_dir(tmp_path)
+    monkeypatch.setenv(feature_repo.DEFINITIONS_ENV, str(project / "feature_repo"))
+    assert feature_repo.definitions_dir(tmp_path) == project / "feature_repo"

@@ -225,7 +225,7 @@ def evaluate(
     Returns:
         The metrics.json dict: ``{"models": {name: {metric: mean, "ci95": {...}}}, ...}``.
     """
-    from vsearch.evaluation.gate import data_fingerprint
+    from vsearch.lineage import data_fingerprint
 
     cfg = cfg or EvalConfig()
     for name, path in models.items():

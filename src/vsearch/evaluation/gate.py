@@ -32,7 +32,6 @@ metric's direction: ``candidate - reference`` for higher-is-better metrics,
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import math
 import os
@@ -47,7 +46,7 @@ from vsearch.artifacts import durable_uri
 from vsearch.blessing import BLESSING_FILE, Blessing, ModelRef, remove_blessing, write_blessing
 from vsearch.config import ConfigError
 from vsearch.evaluation.metrics import METRIC_DIRECTIONS
-from vsearch.lineage import lineage
+from vsearch.lineage import data_fingerprint, lineage
 
 GATE_REPORT_FILE = "report.html"
 AGAINST = ("baseline", "champion", "value")
@@ -577,29 +576,6 @@ def _version(model_dir: str | None) -> str | None:
     if model_dir and is_model_dir(model_dir):
         return model_version(model_dir)
     return None
-
-
-def data_fingerprint(data_dir: str | os.PathLike | None) -> str | None:
-    """sha256 (first 16 hex) over the manifests of a data folder (local or fsspec URI); None if it is not there.
-
-    The manifests name every image by URI, so a changed dataset changes them; an image
-    replaced in place under the same URI is outside the data contract.
-    """
-    import fsspec
-
-    from vsearch import schema
-
-    if not data_dir:
-        return None
-    fs, root = fsspec.core.url_to_fs(str(data_dir))
-    if not fs.isdir(root):
-        return None
-    digest = hashlib.sha256()
-    for name in (schema.CATALOG_FILE, schema.INTERACTIONS_FILE, schema.REFORMULATIONS_FILE):
-        path = f"{root.rstrip('/')}/{name}"
-        if fs.isfile(path):
-            digest.update(name.encode() + b"\0" + fs.cat_file(path))
-    return digest.hexdigest()[:16]
 
 
 def _resolve_champion(

@@ -56,14 +56,22 @@ def _quiet_feast() -> None:
     os.environ.setdefault("DO_NOT_TRACK", "1")
 
 
-def definitions_dir() -> Path:
-    """The project's ``feature_repo/`` (``$VSEARCH_FEATURE_REPO`` overrides it)."""
+def definitions_dir(start: str | os.PathLike | None = None) -> Path:
+    """The Feast definitions folder: ``$VSEARCH_FEATURE_REPO`` (the images set it), else the
+    ``feature_repo/`` of the project one works in: ``start`` (default: the current directory) or
+    the nearest folder above it that has one, as git finds ``.git``.
+
+    The package does not look for it next to its own files: installed, they sit in
+    site-packages, far from any project.
+    """
     if os.environ.get(DEFINITIONS_ENV):
         path = Path(os.environ[DEFINITIONS_ENV])
     else:
-        path = Path(__file__).resolve().parents[3] / "feature_repo"
+        here = Path(start or Path.cwd()).resolve()
+        found = [d / "feature_repo" for d in (here, *here.parents) if (d / "feature_repo" / CONFIG_FILE).is_file()]
+        path = found[0] if found else here / "feature_repo"
     if not (path / CONFIG_FILE).is_file():
-        raise ConfigError(f"{path}: no {CONFIG_FILE} (set {DEFINITIONS_ENV} to the feature_repo folder)")
+        raise ConfigError(f"{path}: no {CONFIG_FILE} (run from the project, or set {DEFINITIONS_ENV} to its feature_repo folder)")
     return path
 
 

@@ -204,7 +204,7 @@ def build_snapshot(
     threshold = low_confidence_threshold
     if threshold is None:
         threshold = float(np.quantile(top1, low_confidence_quantile))
-    from vsearch.evaluation.gate import data_fingerprint
+    from vsearch.lineage import data_fingerprint
 
     meta = {
         "schema_version": 1,

@@ -150,8 +150,8 @@ def build_rollout(blessing, blessing_uri: str, cfg: dict, *, experiment_id: str 
 
 
 def _project_image() -> str:
-    """The one project image tag (components/image.py), used unless the config names another."""
-    from components.image import IMAGE
+    """The one project image tag (vsearch.images), used unless the config names another."""
+    from vsearch.images import IMAGE
 
     return IMAGE
 

@@ -1,7 +1,8 @@
-"""Distributed helpers: torchrun environment detection and the one all-gather for negatives.
+"""Distributed helpers: torchrun environment detection, process group, per-rank seeds.
 
 Single-process runs never touch ``torch.distributed``: every helper short-circuits when the
-world size is 1.
+world size is 1. The one all-gather for negatives lives below training, in
+``vsearch.collectives``, since the loss needs it.
 """
 
 from __future__ import annotations
@@ -10,6 +11,8 @@ import os
 from dataclasses import dataclass
 
 import torch
+
+from vsearch.collectives import world_size
 
 
 @dataclass(frozen=True)
@@ -52,35 +55,6 @@ def init(env: DistEnv, device: torch.device) -> None:
 def shutdown(env: DistEnv) -> None:
     if env.enabled and torch.distributed.is_initialized():
         torch.distributed.destroy_process_group()
-
-
-def world_size() -> int:
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
-        return torch.distributed.get_world_size()
-    return 1
-
-
-def gather_with_grad(tensor: torch.Tensor) -> torch.Tensor:
-    """All-gather ``tensor`` (B, ...) from every rank into (world * B, ...), in rank order.
-
-    Gradients flow back through the gather (``torch.distributed.nn.all_gather``), so every
-    rank computes the loss L over the global batch. Its backward sums the gradients of all
-    ranks' (identical) losses, giving ``world * dL/d tensor`` on each rank's own rows; DDP's
-    averaging divides by ``world`` again, so parameter gradients equal those of one process
-    on the global batch (not ``world`` times them). One process: returns ``tensor``.
-    """
-    if world_size() == 1:
-        return tensor
-    import warnings
-
-    from torch.distributed.nn import all_gather
-
-    # torch 2.13 marks this public op deprecated in favour of a private functional-collectives
-    # API; its autograd (gradients summed over ranks in backward) is the one DDP parity is
-    # tested with (tests/integration/test_ddp.py), so keep it and do not print that per rank.
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=".*all_gather is deprecated", category=FutureWarning)
-        return torch.cat(all_gather(tensor.contiguous()), dim=0)
 
 
 def barrier() -> None:

@@ -566,6 +566,7 @@ def _launch_torchrun(argv: list[str], nproc: int, cfg: RunConfig) -> int:
 
 
 if __name__ == "__main__":  # torchrun -m vsearch.training.loop ...: same errors and exit codes as `vsearch train`
-    from vsearch.cli import main as cli_main
+    from vsearch.errors import run_stage
+    from vsearch.training import loop  # the package's copy of this module, the one `vsearch train` runs
 
-    sys.exit(cli_main(["train", *sys.argv[1:]]))
+    sys.exit(run_stage("train", loop.main, sys.argv[1:]))

@@ -742,11 +742,9 @@ def _copy_in(src: Path, dst: Path) -> Path:
 
 
 def _default_image() -> str:
-    try:
-        from components import image
-    except ImportError:
-        return ""
-    return getattr(image, "GPU_IMAGE", None) or image.IMAGE
+    from vsearch.images import GPU_IMAGE
+
+    return GPU_IMAGE
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -766,7 +764,7 @@ def main(argv: list[str] | None = None) -> int:
     render.add_argument("--spec", help="YAML file with TrainJobSpec fields (flags below override it)")
     render.add_argument("--name", help="job name (default: derived from config, data and out)")
     render.add_argument("--namespace")
-    render.add_argument("--image", help="default: the project image (components.image)")
+    render.add_argument("--image", help="default: the project GPU image (vsearch.images.GPU_IMAGE)")
     render.add_argument("--flavour", choices=FLAVOURS)
     render.add_argument("--nodes", type=int, help="number of nodes")
     render.add_argument("--nproc-per-node", type=int)
