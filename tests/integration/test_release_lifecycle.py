@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import json
 import shutil
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -193,7 +194,7 @@ def test_release_lifecycle_review_ab_promote_second_candidate_rollback(world, ti
     with _store(world) as store:
         assert store.alias_target(LIVE) == cand_coll
     assert Registry(world["registry"]).current()["model_version"] == v["four_tower"]
-    assert "four_tower" in Registry(world["registry"]).current()["model_uri"] or Registry(world["registry"]).current()["model_uri"]
+    assert Registry(world["registry"]).current()["model_uri"] == str(Path(tiny_models["four_tower"]).resolve())
 
     # A second candidate (the 3-tower model) against the new champion; promoted by an override, then rolled back.
     plan2 = _release(world, "three_tower", tiny_data, tiny_models)
