@@ -25,6 +25,7 @@ import yaml
 from components.image import GPU_IMAGE, IMAGE
 from vsearch.config import ConfigError, apply_overrides
 from vsearch.training.trainjob import Toleration  # one definition for pipeline steps and TrainJob pods
+from vsearch.training.device import REQUIRE_CUDA_ENV
 
 
 @dataclass
@@ -202,6 +203,8 @@ def trainjob_settings(cfg: PipelineConfig, step: str = "train_model") -> str:
         "volumes": [{"name": "vsearch-shared", "pvc": tj.pvc}],
         "mounts": [{"volume": "vsearch-shared", "path": tj.mount_path}],
         "shm_size": tj.shm_size,
+        # Nodes holding GPUs stop at once without CUDA, like the pipeline's GPU steps (pipelines.wiring).
+        "env": {REQUIRE_CUDA_ENV: "1"} if accelerators else {},
         "secret_env": [
             {"name": var, "secret": s.name, "key": key, "optional": s.optional}
             for s in cfg.secrets_for(step) for key, var in sorted(s.env.items())

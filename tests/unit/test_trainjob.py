@@ -35,6 +35,7 @@ import yaml
 
 from vsearch.config import ConfigError
 from vsearch.training import trainjob as tj
+from vsearch.training.device import REQUIRE_CUDA_ENV
 from vsearch.training.trainjob import (
     SecretEnv,
     Toleration,
@@ -839,7 +840,9 @@ def test_pipeline_config_wires_the_trainjob_into_the_compiled_train_step(tmp_pat
     assert pod["tolerations"] == [{"operator": "Exists", "key": "nvidia.com/gpu", "effect": "NoSchedule"}]
     assert pod["nodeSelector"] == {"nvidia.com/gpu.present": "true"}
     assert pod["volumes"][0] == {"name": "vsearch-shared", "persistentVolumeClaim": {"claimName": "vsearch-shared"}}
-    assert {e["name"] for e in m["spec"]["trainer"]["env"]} == {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"}
+    # GPU nodes: the GPU image, and a node without CUDA stops at once (vsearch.training.device).
+    assert m["spec"]["trainer"]["image"] == cfg.gpu_image
+    assert {e["name"] for e in m["spec"]["trainer"]["env"]} == {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", REQUIRE_CUDA_ENV}
     assert crd_errors(m) == []
     validate_pods(m)
 
