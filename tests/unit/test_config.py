@@ -1,12 +1,18 @@
 import json
+from importlib import resources
 from pathlib import Path
 
 import pytest
+import yaml
 
 from vsearch.config import ConfigError, load_config, preset_names, to_dict
 
-# The run whose figures docs/model-quality.md gives as the final recipe's.
-FINAL_RUN = Path(__file__).parents[2] / "docs" / "quality-runs" / "pt128_soft03_default.json"
+ROOT = Path(__file__).parents[2]
+# The run whose figures docs/model-quality.md gives as the shipped recipe's; it named presets
+# that now live in experiments/configs/.
+FINAL_RUN = ROOT / "experiments" / "quality-runs" / "pt128_soft03_default.json"
+# Every product training preset resolved before issue 22 took the experiments out of the package.
+BEFORE = Path(__file__).with_name("product_presets_before.json")
 
 
 def test_presets_load_and_every_model_gets_the_same_image_tower():
@@ -27,10 +33,23 @@ def test_default_presets_are_the_measured_final_recipe(model):
     """The presets `make demo` trains are exactly the configs (preset + overrides) of the run
     whose figures docs/model-quality.md reports: a changed preset needs a new measured run."""
     run = json.loads(FINAL_RUN.read_text())
-    measured = to_dict(load_config(run["configs"][model], [*run["overrides"]["all"], *run["overrides"][model]]))
+    preset = ROOT / "experiments" / "configs" / f"{run['configs'][model]}.yaml"
+    measured = to_dict(load_config(preset, [*run["overrides"]["all"], *run["overrides"][model]]))
     preset = to_dict(load_config(model))
     measured.pop("name"), preset.pop("name")
     assert preset == measured
+
+
+def test_product_presets_resolve_as_before():
+    """Every product preset resolves to exactly the config it had before the experiment presets
+    (its former bases) left the package."""
+    before = json.loads(BEFORE.read_text())
+    before.pop("_about")
+    presets = resources.files("vsearch.configs")
+    training_presets = {n for n in preset_names() if "loss" in yaml.safe_load((presets / f"{n}.yaml").read_text())}
+    assert training_presets == set(before)  # a new preset gets pinned here too
+    for name, want in before.items():
+        assert to_dict(load_config(name)) == want, name
 
 
 def test_dotted_overrides_are_parsed_as_yaml():

@@ -451,7 +451,8 @@ def _ignored(path: str, rules: list[tuple[bool, str]]) -> bool:
 def test_dockerignore_drops_environments_history_and_runs_but_keeps_what_the_build_copies():
     rules = _dockerignore()
     for path in (".venv/bin/python", ".git/HEAD", "runs/demo/metrics.json", "data/catalog.parquet",
-                 "src/vsearch/__pycache__/cli.cpython-311.pyc", "tests/conftest.py", "milvus.db"):
+                 "src/vsearch/__pycache__/cli.cpython-311.pyc", "tests/conftest.py", "milvus.db",
+                 "experiments/levers.py"):
         assert _ignored(path, rules), f".dockerignore lets {path} into the build context"
     for kind in DOCKERFILES:
         for ins in _instructions(kind):

@@ -160,7 +160,7 @@ def test_optimizer_gives_the_backbone_its_own_lr(weight_cache):
     from vsearch.models.multitower import build_model
     from vsearch.training.loop import build_optimizer
 
-    cfg = load_config("pretrained_image_only", ["train.image_backbone_lr_scale=0.1"])
+    cfg = load_config("image_only")  # image backbone lr x0.1
     model = build_model(cfg.model)
     optimizer = build_optimizer(model, cfg.train)
     lr_of = {id(p): g["lr"] for g in optimizer.param_groups for p in g["params"]}
@@ -171,7 +171,7 @@ def test_optimizer_gives_the_backbone_its_own_lr(weight_cache):
         assert lr_of[id(param)] == pytest.approx(expected), name
     # The default scale keeps the two historical groups (decay, no decay), so resumed
     # checkpoints of existing presets still match.
-    plain = build_optimizer(model, load_config("scratch_image_only").train)
+    plain = build_optimizer(model, load_config("tiny_image_only").train)
     assert [g["weight_decay"] for g in plain.param_groups] == [0.05, 0.0]
 
 
@@ -199,7 +199,7 @@ def test_optimizer_scales_the_text_backbone_separately(weight_cache):
 
 @pytest.mark.slow
 def test_frozen_bn_and_train_reload_in_a_fresh_process(weight_cache, tiny_data, tmp_path):
-    """Train the pretrained 3-tower preset a few steps; BN statistics stay ImageNet's; the
+    """Train the default 3-tower preset a few steps; BN statistics stay ImageNet's; the
     saved folder is safetensors only and reloads (strictly) in a new interpreter."""
     from safetensors.torch import load_file
 
@@ -210,7 +210,7 @@ def test_frozen_bn_and_train_reload_in_a_fresh_process(weight_cache, tiny_data, 
     _, path = weight_cache
     imagenet = load_file(str(path))
     cfg = load_config(
-        "pretrained_three_tower",
+        "three_tower",
         ["model.image_size=32", "data.batch_size=8", "train.max_steps=3", "train.warmup_steps=1", "data.augment=none", "data.augment_product=none"],
     )
     out = tmp_path / "model"
@@ -275,9 +275,9 @@ def test_frozen_batchnorm_does_not_count_as_per_rank_statistics(weight_cache):
     from vsearch.models.multitower import build_model
     from vsearch.training.distributed import uses_batch_statistics
 
-    frozen = build_model(load_config("pretrained_image_only").model).eval()
-    fine_tuned = build_model(load_config("pretrained_image_only", ["model.image.kwargs={freeze_bn: false}"]).model)
-    scratch = build_model(load_config("scratch_image_only").model)
+    frozen = build_model(load_config("image_only").model).eval()
+    fine_tuned = build_model(load_config("image_only", ["model.image.kwargs={freeze_bn: false}"]).model)
+    scratch = build_model(load_config("tiny_image_only").model)
     assert not uses_batch_statistics(frozen)
     assert not frozen.training  # the mode it had is restored
     assert uses_batch_statistics(fine_tuned) and uses_batch_statistics(scratch)

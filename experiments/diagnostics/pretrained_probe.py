@@ -12,7 +12,7 @@ network a larger last feature map). Per size and weights it reports
 
 Validation split only (decisions are taken there). One JSON line per (weights, size).
 
-    python benchmarks/diagnostics/pretrained_probe.py --data runs/quality-data/default-seed0 --sizes 64 96 128
+    python experiments/diagnostics/pretrained_probe.py --data runs/quality-data/default-seed0 --sizes 64 96 128
 """
 
 from __future__ import annotations

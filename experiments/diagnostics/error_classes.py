@@ -5,7 +5,7 @@ relates to the clicked one: a colour sibling (same ``design_id``), same category
 other pattern), or another category (same / other pattern, colour and brand). Counts are
 summed over the seeds given. Prints one JSON line per model.
 
-    python benchmarks/diagnostics/error_classes.py --split test --seeds 0 1 2 3 4 \
+    python experiments/diagnostics/error_classes.py --split test --seeds 0 1 2 3 4 \
         --data 'runs/quality-data/default-seed{seed}' \
         --model 'image_only=runs/quality-pt128-soft03-default/seed{seed}/image_only' \
         --model 'three_tower=runs/quality-pt128-soft03-default/seed{seed}/three_tower'

@@ -1,7 +1,7 @@
 """Markdown table from `benchmarks/quality.py` JSON outputs (one row per run and model).
 
-    python benchmarks/ablation_table.py docs/quality-runs/*.json
-    python benchmarks/ablation_table.py --doc   # regenerate the tables in docs/model-quality.md
+    python experiments/ablation_table.py experiments/quality-runs/*.json
+    python experiments/ablation_table.py --doc   # regenerate the tables in experiments/model-quality-log.md
 """
 
 from __future__ import annotations
@@ -70,25 +70,25 @@ def render_doc(doc_path: str, tables: dict[str, list[str]]) -> None:
 
 
 DOC_TABLES = {
-    "final_default": ["docs/quality-runs/final_default.json"],
-    "final_holdout": ["docs/quality-runs/final_holdout.json"],
-    "previous": ["docs/quality-runs/previous_default.json", "docs/quality-runs/previous_holdout.json"],
+    "final_default": ["experiments/quality-runs/final_default.json"],
+    "final_holdout": ["experiments/quality-runs/final_holdout.json"],
+    "previous": ["experiments/quality-runs/previous_default.json", "experiments/quality-runs/previous_holdout.json"],
     "dev": [
-        "docs/quality-runs/dev_4t_base.json",
-        "docs/quality-runs/dev_4t_epochs8.json",
-        "docs/quality-runs/dev_4t_textw.json",
-        "docs/quality-runs/dev_4t_textw_epochs8.json",
-        "docs/quality-runs/dev_4t_mined.json",
+        "experiments/quality-runs/dev_4t_base.json",
+        "experiments/quality-runs/dev_4t_epochs8.json",
+        "experiments/quality-runs/dev_4t_textw.json",
+        "experiments/quality-runs/dev_4t_textw_epochs8.json",
+        "experiments/quality-runs/dev_4t_mined.json",
     ],
-    "pretrained_default": ["docs/quality-runs/pretrained_default.json"],
-    "pretrained_holdout": ["docs/quality-runs/pretrained_holdout.json"],
+    "pretrained_default": ["experiments/quality-runs/pretrained_default.json"],
+    "pretrained_holdout": ["experiments/quality-runs/pretrained_holdout.json"],
     "pt128_screens": [
-        f"docs/quality-runs/screen_pretrained_ft128_{name}.json"
+        f"experiments/quality-runs/screen_pretrained_ft128_{name}.json"
         for name in ("e5", "minilm", "minilm_w1", "soft015", "soft03", "soft06", "neg05", "soft03_t02")
     ]
-    + ["docs/quality-runs/screen_large128_final_recipe.json"],
+    + ["experiments/quality-runs/screen_large128_final_recipe.json"],
     "pt128_round2": [
-        f"docs/quality-runs/screen_{name}.json"
+        f"experiments/quality-runs/screen_{name}.json"
         for name in (
             "val3_final_recipe",
             "val3_textw1",
@@ -101,7 +101,7 @@ DOC_TABLES = {
         )
     ],
     "pt128_round3": [
-        f"docs/quality-runs/screen_{name}.json"
+        f"experiments/quality-runs/screen_{name}.json"
         for name in (
             "val3_final_recipe",
             "val3_text_finetuned",
@@ -113,21 +113,21 @@ DOC_TABLES = {
         )
     ],
     "pt128_round4": [
-        f"docs/quality-runs/screen_{name}.json"
+        f"experiments/quality-runs/screen_{name}.json"
         for name in ("val3_final_recipe", "val3_textw1", "val3_textw025", "val3_title_temperature01")
     ],
     "pt128_round5": [
-        f"docs/quality-runs/screen_{name}.json"
+        f"experiments/quality-runs/screen_{name}.json"
         for name in ("val3_final_recipe", "val3_soft_negatives03", "val3_soft_exclude_siblings")
     ],
-    "pt128_soft03_default": ["docs/quality-runs/pt128_soft03_default.json"],
-    "pt128_soft03_holdout": ["docs/quality-runs/pt128_soft03_holdout.json"],
-    "pt128_soft03_default_5seeds": ["docs/quality-runs/pt128_soft03_default_5seeds.json"],
-    "pt128_soft03_holdout_5seeds": ["docs/quality-runs/pt128_soft03_holdout_5seeds.json"],
+    "pt128_soft03_default": ["experiments/quality-runs/pt128_soft03_default.json"],
+    "pt128_soft03_holdout": ["experiments/quality-runs/pt128_soft03_holdout.json"],
+    "pt128_soft03_default_5seeds": ["experiments/quality-runs/pt128_soft03_default_5seeds.json"],
+    "pt128_soft03_holdout_5seeds": ["experiments/quality-runs/pt128_soft03_holdout_5seeds.json"],
 }
 
 if __name__ == "__main__":
     if sys.argv[1:] == ["--doc"]:
-        render_doc("docs/model-quality.md", DOC_TABLES)
+        render_doc("experiments/model-quality-log.md", DOC_TABLES)
         sys.exit(0)
     sys.exit(main(sys.argv[1:]))

@@ -7,7 +7,7 @@ every epoch (JSON lines). No text model can put more category into the image tow
 labels themselves do: if this bound is low, cross-category false positives cannot fall much
 through image-text alignment at this data scale.
 
-    python benchmarks/diagnostics/supervised_category.py --data runs/quality-data/default-seed0 --epochs 12
+    python experiments/diagnostics/supervised_category.py --data runs/quality-data/default-seed0 --epochs 12
 
 Another tower: ``--config pretrained_image_only --set model.image_size=128`` (the ImageNet
 MobileNetV2, its backbone at the preset's lower learning rate, as `vsearch train` does).

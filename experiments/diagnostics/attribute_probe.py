@@ -4,7 +4,7 @@ Fits a logistic regression from the query-photo embeddings of the training split
 catalog attribute (category, colour, pattern, brand) of the clicked product and reports its
 accuracy on the test split. Prints one JSON line per model.
 
-    python benchmarks/diagnostics/attribute_probe.py --data runs/quality-data/default-seed0 \
+    python experiments/diagnostics/attribute_probe.py --data runs/quality-data/default-seed0 \
         --model image_only=runs/quality-final/seed0/image_only --model three_tower=runs/quality-final/seed0/three_tower
 """
 

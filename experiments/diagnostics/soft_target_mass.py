@@ -10,7 +10,7 @@ other designs of the same category, and other categories (and, of those, the sam
 or the same brand). ``--exclude design_id`` removes a row's own group from its targets, as
 the loss option ``soft_exclude`` does. Prints one JSON line per temperature.
 
-    python benchmarks/diagnostics/soft_target_mass.py --data runs/quality-data/default-seed0 \
+    python experiments/diagnostics/soft_target_mass.py --data runs/quality-data/default-seed0 \
         --model runs/quality-pt128-soft03-default/seed0/three_tower --temperatures 0.05 0.2
 """
 
