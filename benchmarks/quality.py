@@ -91,11 +91,14 @@ def config_differences(want: dict, have: dict, prefix: str = "") -> list[str]:
 
 def check_reusable(model_dir: Path, cfg) -> None:
     """A model reused from --work must have been trained with the requested config."""
-    from vsearch.config import config_from_dict, to_dict
+    from vsearch.config import ConfigError, config_from_dict, to_dict
     from vsearch.training.loop import RUN_CONFIG_FILE
 
     saved = model_dir / RUN_CONFIG_FILE
-    have = to_dict(config_from_dict(yaml.safe_load(saved.read_text())))
+    try:
+        have = to_dict(config_from_dict(yaml.safe_load(saved.read_text())))
+    except ConfigError as err:  # e.g. written before issue 22 retired the experiment-only loss keys
+        raise SystemExit(f"--reuse: {saved} no longer loads ({err}); retrain it (leave the model out of --reuse)") from err
     diff = config_differences(to_dict(cfg), have)
     if diff:
         raise SystemExit(

@@ -18,17 +18,20 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import torch
 
 from vsearch import schema
-from vsearch.config import load_config
 from vsearch.data.dataset import UniqueProductBatchSampler
 from vsearch.evaluation.evaluate import embed_texts
-from vsearch.losses import soft_targets
 from vsearch.models.multitower import load_model
+
+sys.path.insert(0, str(Path(__file__).parents[1]))
+from levers import load_run_config, soft_targets  # noqa: E402  (the soft_exclude variant left the package)
 
 
 def main() -> None:
@@ -39,7 +42,7 @@ def main() -> None:
     p.add_argument("--exclude", default="", help="catalog column whose shared value gets no soft mass (soft_exclude)")
     args = p.parse_args()
     torch.set_num_threads(2)
-    cfg = load_config(f"{args.model}/run_config.yaml")
+    cfg = load_run_config(f"{args.model}/run_config.yaml")
     catalog = pd.read_parquet(f"{args.data}/{schema.CATALOG_FILE}").set_index("product_id")
     inter = pd.read_parquet(f"{args.data}/{schema.INTERACTIONS_FILE}")
     train = inter[inter.split == "train"]

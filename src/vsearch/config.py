@@ -61,9 +61,6 @@ class ModelConfig:
     tokenizer_vocab_size: int = 512  # for the tokenizer trained on catalog titles
 
 
-SOFT_FORMS = ("mix", "negatives")
-
-
 @dataclass
 class LossPair:
     """One InfoNCE term between two feature keys (towers or ``fused_query``)."""
@@ -72,24 +69,12 @@ class LossPair:
     b: str
     weight: float = 1.0
     name: str = ""
-    start_step: int = 0  # the term is off before this step ...
-    ramp_steps: int = 0  # ... then its weight ramps linearly to `weight` over this many steps
-    logit_scale: float | None = None  # fixed inverse temperature for this term (None: the learnt one)
-    # Relational text constraint: mix one-hot targets with soft targets from the in-batch
-    # similarity of another feature (e.g. product_text), so image-image similarity follows
-    # the text's notion of which products are alike. 0 = plain InfoNCE.
+    # Relational text constraint: targets = (1 - soft_mix) * one-hot + soft_mix * soft targets
+    # from the in-batch similarity of another feature (e.g. product_text), so image-image
+    # similarity follows the text's notion of which products are alike. 0 = plain InfoNCE.
     soft_targets: str = ""
     soft_mix: float = 0.0
     soft_temperature: float = 0.05
-    # "mix": targets = (1 - mix) * one-hot + mix * soft (the positive's target shrinks).
-    # "negatives": (1 - mix) * InfoNCE + mix * cross-entropy of the soft targets against the
-    # model's distribution over the negatives only: the positive keeps its full target and
-    # the text orders only what ranks behind it.
-    soft_form: str = "mix"
-    # A catalog column (e.g. ``design_id``, the variant group): in-batch products sharing the
-    # row's value get no soft target mass. Colour variants of one design have near-identical
-    # titles but are different products, the ones a query must be told apart from.
-    soft_exclude: str = ""
 
     def __post_init__(self) -> None:
         if not self.name:
@@ -99,10 +84,6 @@ class LossPair:
 @dataclass
 class LossConfig:
     pairs: list[LossPair] = field(default_factory=lambda: [LossPair(schema.QUERY_IMAGE, schema.PRODUCT_IMAGE)])
-    # A frozen pretrained text encoder for soft targets (``soft_targets: reference_text``): the
-    # training loop encodes every distinct title once; it is not part of the saved model. Lets
-    # the model's own text tower be fine-tuned while the targets keep the pretrained geometry.
-    reference_text: BackboneConfig = field(default_factory=BackboneConfig)
 
 
 @dataclass
@@ -235,7 +216,6 @@ _FIELD_TYPES: dict[tuple[type, str], Any] = {
     (ModelConfig, "image"): BackboneConfig,
     (ModelConfig, "text"): BackboneConfig,
     (LossConfig, "pairs"): list_of_pairs,
-    (LossConfig, "reference_text"): BackboneConfig,
 }
 
 
@@ -329,17 +309,10 @@ def validate(cfg: RunConfig) -> None:
                 raise ConfigError(f"loss pair '{pair.name}': '{end}' is not produced by towers {towers}")
         if pair.name in names:
             raise ConfigError(f"loss pair name '{pair.name}' used twice")
-        if pair.soft_targets == schema.REFERENCE_TEXT:
-            if not cfg.loss.reference_text.pretrained:
-                raise ConfigError(f"loss pair '{pair.name}': soft_targets 'reference_text' needs loss.reference_text.pretrained")
-        elif pair.soft_targets and pair.soft_targets not in keys:
+        if pair.soft_targets and pair.soft_targets not in keys:
             raise ConfigError(f"loss pair '{pair.name}': soft_targets '{pair.soft_targets}' is not produced by towers {towers}")
         if not 0.0 <= pair.soft_mix <= 1.0:
             raise ConfigError(f"loss pair '{pair.name}': soft_mix must be in [0, 1]")
-        if pair.soft_exclude and not (pair.soft_targets and pair.soft_mix > 0):
-            raise ConfigError(f"loss pair '{pair.name}': soft_exclude '{pair.soft_exclude}' needs soft_targets and soft_mix > 0")
-        if pair.soft_form not in SOFT_FORMS:
-            raise ConfigError(f"loss pair '{pair.name}': soft_form must be one of {SOFT_FORMS}, got '{pair.soft_form}'")
         if pair.weight < 0:
             raise ConfigError(f"loss pair '{pair.name}': weight must be >= 0")
         names.add(pair.name)
@@ -414,17 +387,11 @@ def _check_ranges(cfg: RunConfig) -> None:
     if not isinstance(cfg.train.device, str) or not re.fullmatch(_DEVICE, cfg.train.device):
         raise ConfigError(f"train.device={clip(cfg.train.device)}: must be auto, cpu, mps, cuda or cuda:N")
     for pair in cfg.loss.pairs:
-        for key, low in (("start_step", 0), ("ramp_steps", 0)):
-            value = getattr(pair, key)
-            if isinstance(value, bool) or not isinstance(value, int) or value < low:
-                raise ConfigError(f"loss pair '{clip(pair.name)}': {key}={clip(value)}: must be an integer >= {low}")
         for key, value in (("weight", pair.weight), ("soft_mix", pair.soft_mix), ("soft_temperature", pair.soft_temperature)):
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
                 raise ConfigError(f"loss pair '{clip(pair.name)}': {key}={clip(value)}: must be a finite number")
         if pair.soft_temperature <= 0:
             raise ConfigError(f"loss pair '{clip(pair.name)}': soft_temperature={clip(pair.soft_temperature)}: must be > 0")
-        if pair.logit_scale is not None and (not isinstance(pair.logit_scale, (int, float)) or not math.isfinite(pair.logit_scale) or pair.logit_scale <= 0):
-            raise ConfigError(f"loss pair '{clip(pair.name)}': logit_scale={clip(pair.logit_scale)}: must be a finite number > 0")
     if any(not isinstance(k, int) or isinstance(k, bool) or k < 1 for k in cfg.eval.ks):
         raise ConfigError(f"eval.ks={clip(cfg.eval.ks)}: every k must be an integer >= 1")
 

@@ -37,78 +37,50 @@ def soft_info_nce(
     target_features: torch.Tensor,
     mix: float,
     temperature: float,
-    form: str = "mix",
-    exclude_groups: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Symmetric InfoNCE with soft in-batch targets from another feature's similarity.
 
     Soft targets for row i: softmax over j != i of ``target_features[i] . target_features[j]
-    / temperature`` (no gradient through them).
-
-    - ``form="mix"``: targets = (1 - mix) * one-hot + mix * soft, against the softmax over all
-      columns (the positive's own target shrinks to about 1 - mix).
-    - ``form="negatives"``: (1 - mix) * InfoNCE + mix * cross-entropy of the soft targets
-      against the softmax over the negatives only (column i left out). The two parts are
-      independent: the first only ranks the positive above the rest, the second only orders
-      the rest, so the text shapes what comes after the true product without lowering it.
+    / temperature`` (no gradient through them); the targets are (1 - mix) * one-hot + mix * soft,
+    against the softmax over all columns (the positive's own target shrinks to about 1 - mix).
 
     Args:
-        a, b: (N, D) L2-normalised features, row i of each is the positive pair.
+        a, b: (N, D) L2-normalised features, row i of each is the positive pair; N >= 2.
         logit_scale: scalar inverse temperature of the logits.
         target_features: (N, E) L2-normalised features defining which rows are alike.
         mix: share of the soft part in [0, 1]; 0 gives ``info_nce``.
         temperature: sharpness of the soft targets.
-        form: ``"mix"`` or ``"negatives"`` (above).
-        exclude_groups: (N,) integer group per row (e.g. the product's design); rows of the
-            same group get no soft mass from each other. A row left with no other row keeps a
-            one-hot target (its soft row is all zero).
 
     Returns:
-        Scalar: mean cross-entropy of both directions against those targets.
+        Scalar: mean cross-entropy of both directions against those targets, natural log units.
     """
-    soft = soft_targets(target_features.to(a.dtype), temperature, exclude_groups)
-    return soft_cross_entropy(logit_scale * a @ b.t(), soft, mix, form)
+    soft = soft_targets(target_features.to(a.dtype), temperature)
+    return soft_cross_entropy(logit_scale * a @ b.t(), soft, mix)
 
 
 @torch.no_grad()
-def soft_targets(target_features: torch.Tensor, temperature: float, exclude_groups: torch.Tensor | None = None) -> torch.Tensor:
-    """(N, N) soft targets of ``soft_info_nce``: row i is the softmax over j != i (and, with
-    ``exclude_groups``, over j of another group) of ``target_features[i] . target_features[j] /
-    temperature``; a row with no such j is all zeros. No gradient."""
-    masked = torch.eye(target_features.shape[0], device=target_features.device, dtype=torch.bool)
-    if exclude_groups is not None:
-        masked = masked | (exclude_groups[:, None] == exclude_groups[None, :])
+def soft_targets(target_features: torch.Tensor, temperature: float) -> torch.Tensor:
+    """(N, N) soft targets of ``soft_info_nce``: row i is the softmax over j != i of
+    ``target_features[i] . target_features[j] / temperature``; zero diagonal. No gradient."""
+    own = torch.eye(target_features.shape[0], device=target_features.device, dtype=torch.bool)
     tf = target_features.detach()
-    # A fully masked row's softmax is NaN; it becomes zeros (no soft mass, one-hot target).
-    return (tf @ tf.t() / temperature).masked_fill(masked, float("-inf")).softmax(dim=1).nan_to_num(0.0)
+    return (tf @ tf.t() / temperature).masked_fill(own, float("-inf")).softmax(dim=1)
 
 
-def soft_cross_entropy(logits: torch.Tensor, soft: torch.Tensor, mix: float, form: str = "mix") -> torch.Tensor:
+def soft_cross_entropy(logits: torch.Tensor, soft: torch.Tensor, mix: float) -> torch.Tensor:
     """The loss of ``soft_info_nce`` from its logits.
 
     Args:
         logits: (N, N) logits of row a_i against column b_j; the diagonal holds the positives.
-        soft: (N, N) soft targets, rows sum to 1 (or are all zero: that row keeps a one-hot
-            target), zero diagonal; used for both directions.
+        soft: (N, N) soft targets, rows sum to 1, zero diagonal; used for both directions.
         mix: share of the soft part in [0, 1].
-        form: ``"mix"`` or ``"negatives"`` (see ``soft_info_nce``).
 
     Returns:
         Scalar, mean over rows and both directions, natural log units.
     """
-    eye = torch.eye(logits.shape[0], device=logits.device, dtype=torch.bool)
-    if form == "negatives":
-        labels = torch.arange(logits.shape[0], device=logits.device)
-        hard = 0.5 * (F.cross_entropy(logits, labels) + F.cross_entropy(logits.t(), labels))
-        # The positive's column is left out of the softmax; its target is 0, and 0 * -inf would
-        # be NaN, so the masked entries are set to 0 after the log-softmax.
-        relational = 0.0
-        for per_row in (logits, logits.t()):
-            log_p = per_row.masked_fill(eye, float("-inf")).log_softmax(dim=1).masked_fill(eye, 0.0)
-            relational = relational - 0.5 * (soft * log_p).sum(dim=1).mean()
-        return (1.0 - mix) * hard + mix * relational
-    has_soft = (soft.sum(dim=1, keepdim=True) > 0).to(logits.dtype)  # 0 for a row with no soft targets
-    targets = (1.0 - mix * has_soft) * eye.to(logits.dtype) + mix * soft
+    eye = torch.eye(logits.shape[0], device=logits.device, dtype=logits.dtype)
+    # 1 - mix computed in the logits' precision: float32(1 - float32(mix)), as every model was trained.
+    targets = (1.0 - logits.new_tensor(mix)) * eye + mix * soft
     loss_a = -(targets * logits.log_softmax(dim=1)).sum(dim=1).mean()
     loss_b = -(targets * logits.t().log_softmax(dim=1)).sum(dim=1).mean()  # row i's targets serve b_i too
     return 0.5 * (loss_a + loss_b)
@@ -126,19 +98,6 @@ class MultiTowerLoss(nn.Module):
     def __init__(self, pairs: list[LossPair]):
         super().__init__()
         self.pairs = list(pairs)
-        self.step = 0
-
-    def set_step(self, step: int) -> None:
-        """Training step (0-based) for scheduled terms (``start_step`` / ``ramp_steps``)."""
-        self.step = step
-
-    def schedule(self, pair: LossPair) -> float:
-        """Multiplier in [0, 1] of ``pair.weight`` at the current step."""
-        if self.step < pair.start_step:
-            return 0.0
-        if pair.ramp_steps <= 0:
-            return 1.0
-        return min(1.0, (self.step - pair.start_step + 1) / pair.ramp_steps)
 
     @property
     def term_names(self) -> list[str]:
@@ -161,19 +120,16 @@ class MultiTowerLoss(nn.Module):
                     mask = get(f"{end}_valid").bool()
                     valid = mask if valid is None else valid & mask
             target = get(f"{pair.soft_targets}_features") if pair.soft_targets and pair.soft_mix > 0 else None
-            groups = get(f"{pair.soft_exclude}_groups") if target is not None and pair.soft_exclude else None
             if valid is not None:
                 a, b = a[valid], b[valid]
                 target = target[valid] if target is not None else None
-                groups = groups[valid] if groups is not None else None
             if a.shape[0] < 2:
                 # No negatives: a zero that keeps the graph (and DDP's gradient buckets) intact.
                 losses[f"{pair.name}_loss"] = (model_out[f"{pair.a}_features"].sum() * 0.0)
                 continue
-            scale = logit_scale if pair.logit_scale is None else logit_scale.new_tensor(pair.logit_scale)
             if target is not None:
-                term = soft_info_nce(a, b, scale, target, pair.soft_mix, pair.soft_temperature, pair.soft_form, groups)
+                term = soft_info_nce(a, b, logit_scale, target, pair.soft_mix, pair.soft_temperature)
             else:
-                term = info_nce(a, b, scale)
-            losses[f"{pair.name}_loss"] = pair.weight * self.schedule(pair) * term
+                term = info_nce(a, b, logit_scale)
+            losses[f"{pair.name}_loss"] = pair.weight * term
         return losses

@@ -38,9 +38,6 @@ TEXT_TOWERS = (PRODUCT_TEXT, QUERY_TEXT)
 TOWERS = IMAGE_TOWERS + TEXT_TOWERS
 # The fused multimodal query (query image + query text) is a derived feature, not a tower.
 FUSED_QUERY = "fused_query"
-# Titles through a frozen reference encoder (loss.reference_text): computed once per title by
-# the training loop, never part of the model; usable only as a loss pair's soft_targets.
-REFERENCE_TEXT = "reference_text"
 
 
 @dataclass(frozen=True)

@@ -13,6 +13,10 @@ ROOT = Path(__file__).parents[2]
 FINAL_RUN = ROOT / "experiments" / "quality-runs" / "pt128_soft03_default.json"
 # Every product training preset resolved before issue 22 took the experiments out of the package.
 BEFORE = Path(__file__).with_name("product_presets_before.json")
+# The retired loss levers (experiments/levers.py) and the value that meant "off": a preset may
+# lose one of these keys only where it held that value.
+RETIRED_PAIR_KEYS = {"soft_form": "mix", "soft_exclude": "", "start_step": 0, "ramp_steps": 0, "logit_scale": None}
+RETIRED_REFERENCE_TEXT = {"type": "", "kwargs": {}, "pretrained": None, "pooling": "auto", "freeze": False, "projection": ""}
 
 
 def test_presets_load_and_every_model_gets_the_same_image_tower():
@@ -42,14 +46,30 @@ def test_default_presets_are_the_measured_final_recipe(model):
 
 def test_product_presets_resolve_as_before():
     """Every product preset resolves to exactly the config it had before the experiment presets
-    (its former bases) left the package."""
+    (its former bases) and the retired loss levers left the package; a retired key may only be
+    missing where it was off, so no trained behaviour changed."""
     before = json.loads(BEFORE.read_text())
     before.pop("_about")
     presets = resources.files("vsearch.configs")
     training_presets = {n for n in preset_names() if "loss" in yaml.safe_load((presets / f"{n}.yaml").read_text())}
     assert training_presets == set(before)  # a new preset gets pinned here too
     for name, want in before.items():
+        reference_text = want["loss"].pop("reference_text")
+        assert reference_text == RETIRED_REFERENCE_TEXT, name
+        for pair in want["loss"]["pairs"]:
+            for key, off in RETIRED_PAIR_KEYS.items():
+                assert pair.pop(key) == off, (name, pair["name"], key)
         assert to_dict(load_config(name)) == want, name
+
+
+def test_retired_levers_are_unknown_keys():
+    for override in ("soft_form: negatives", "soft_exclude: design_id", "start_step: 10", "ramp_steps: 5", "logit_scale: 10"):
+        with pytest.raises(ConfigError, match=r"unknown key\(s\) \['" + override.split(":")[0]):
+            load_config("three_tower", [f"loss.pairs=[{{a: query_image, b: product_image, {override}}}]"])
+    with pytest.raises(ConfigError, match=r"unknown key\(s\) \['reference_text'\]"):
+        load_config("three_tower", ["loss.reference_text={pretrained: x}"])
+    with pytest.raises(ConfigError, match="unknown config preset 'scratch_three_tower'"):
+        load_config("scratch_three_tower")
 
 
 def test_dotted_overrides_are_parsed_as_yaml():
@@ -94,7 +114,7 @@ def test_unknown_preset_lists_known_ones():
         ("train.checkpoint_every=-2", r"train.checkpoint_every=-2: must be >= 0"),
         ("train.max_steps=2.5", r"train.max_steps=2.5: must be a finite integer >= 0"),
         ("train.device=gpu0", r"train.device=gpu0: must be auto, cpu, mps, cuda or cuda:N"),
-        ("loss.pairs=[{a: query_image, b: product_image, ramp_steps: -1}]", r"ramp_steps=-1: must be an integer >= 0"),
+        ("loss.pairs=[{a: query_image, b: product_image, soft_temperature: 0}]", r"soft_temperature=0.0: must be > 0"),
     ],
 )
 def test_config_values_outside_their_range_are_refused_at_load(override, message):

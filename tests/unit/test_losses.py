@@ -81,30 +81,6 @@ def test_term_with_fewer_than_two_valid_rows_is_zero_but_differentiable():
     assert a.grad is not None
 
 
-def test_scheduled_terms_start_late_and_ramp_linearly():
-    pair = LossPair("query_image", "product_image", 2.0, "ii", start_step=10, ramp_steps=4)
-    loss = MultiTowerLoss([pair])
-    factors = []
-    for step in (0, 9, 10, 11, 13, 50):
-        loss.set_step(step)
-        factors.append(loss.schedule(pair))
-    assert factors == [0.0, 0.0, 0.25, 0.5, 1.0, 1.0]
-    g = torch.Generator().manual_seed(3)
-    a, b = (F.normalize(torch.randn(4, 3, generator=g), dim=-1) for _ in range(2))
-    loss.set_step(11)
-    out = loss(logit_scale=torch.tensor(5.0), query_image_features=a, product_image_features=b)
-    assert out["ii_loss"].item() == pytest.approx(2.0 * 0.5 * info_nce(a, b, torch.tensor(5.0)).item())
-
-
-def test_a_pair_with_a_fixed_temperature_ignores_the_learnt_one():
-    g = torch.Generator().manual_seed(4)
-    a, b = (F.normalize(torch.randn(6, 3, generator=g), dim=-1) for _ in range(2))
-    loss = MultiTowerLoss([LossPair("query_image", "product_text", 1.0, "it", logit_scale=5.0), LossPair("query_image", "product_image", 1.0, "ii")])
-    out = loss(logit_scale=torch.tensor(20.0), query_image_features=a, product_text_features=b, product_image_features=b)
-    assert out["it_loss"].item() == pytest.approx(info_nce(a, b, torch.tensor(5.0)).item())
-    assert out["ii_loss"].item() == pytest.approx(info_nce(a, b, torch.tensor(20.0)).item())
-
-
 def naive_soft_info_nce(a, b, scale, t, mix, temp):
     n = a.shape[0]
     total = 0.0
@@ -143,56 +119,3 @@ def test_soft_targets_pull_text_similar_rows_together():
     scale = torch.tensor(5.0)
     # `near` puts rows 0 and 1 close (as the text does); `far` puts 0 near 2 instead.
     assert soft_info_nce(a, near, scale, t, 0.5, 0.05) < soft_info_nce(a, far, scale, t, 0.5, 0.05)
-
-
-def naive_negatives_soft_info_nce(a, b, scale, t, mix, temp):
-    """(1 - mix) * InfoNCE + mix * soft cross-entropy over the negatives only, by loops."""
-    n = a.shape[0]
-    relational = 0.0
-    for direction in (0, 1):
-        for i in range(n):
-            z = sum(math.exp(float(t[i] @ t[j]) / temp) for j in range(n) if j != i)
-            logits = {j: scale * float((a[i] @ b[j]) if direction == 0 else (b[i] @ a[j])) for j in range(n) if j != i}
-            lse = math.log(sum(math.exp(x) for x in logits.values()))
-            for j, logit in logits.items():
-                relational -= math.exp(float(t[i] @ t[j]) / temp) / z * (logit - lse)
-    return (1 - mix) * naive_info_nce(a, b, scale) + mix * relational / (2 * n)
-
-
-def test_negatives_form_matches_naive_reference():
-    from vsearch.losses import soft_info_nce
-
-    g = torch.Generator().manual_seed(11)
-    a, b, t = (F.normalize(torch.randn(6, 4, generator=g, dtype=torch.float64), dim=-1) for _ in range(3))
-    scale = torch.tensor(8.0, dtype=torch.float64)
-    got = soft_info_nce(a, b, scale, t, 0.3, 0.1, form="negatives")
-    assert got.item() == pytest.approx(naive_negatives_soft_info_nce(a, b, 8.0, t, 0.3, 0.1), rel=1e-9)
-    assert torch.isfinite(got)
-
-
-def test_negatives_form_leaves_the_positive_target_whole():
-    """Raising the positives' logits always lowers the negatives form and leaves its soft part
-    unchanged; the mix form stops rewarding it once p(positive) passes about 1 - mix."""
-    from vsearch.losses import soft_cross_entropy
-
-    g = torch.Generator().manual_seed(3)
-    n = 6
-    logits = torch.randn(n, n, generator=g, dtype=torch.float64) * 3
-    t = F.normalize(torch.randn(n, 4, generator=g, dtype=torch.float64), dim=-1)
-    soft = (t @ t.t() / 0.1).masked_fill(torch.eye(n, dtype=torch.bool), float("-inf")).softmax(dim=1)
-    boosts = [0.0, 2.0, 4.0, 8.0, 16.0]
-    boosted = [logits + d * torch.eye(n, dtype=torch.float64) for d in boosts]
-    neg = [soft_cross_entropy(x, soft, 0.5, "negatives").item() for x in boosted]
-    rel = [soft_cross_entropy(x, soft, 1.0, "negatives").item() for x in boosted]
-    mix = [soft_cross_entropy(x, soft, 0.5, "mix").item() for x in boosted]
-    assert all(x > y for x, y in zip(neg, neg[1:])), neg
-    assert rel == pytest.approx([rel[0]] * len(rel), rel=1e-12)
-    assert mix[-1] > min(mix), mix  # past p(positive) = 1 - mix the mix form pushes back
-
-
-def test_soft_form_is_validated():
-    from vsearch.config import ConfigError, load_config
-
-    with pytest.raises(ConfigError, match="soft_form"):
-        pair = "{name: ii, a: query_image, b: product_image, soft_targets: product_text, soft_mix: 0.3, soft_form: both}"
-        load_config("three_tower", [f"loss.pairs=[{pair}]"])

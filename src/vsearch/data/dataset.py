@@ -135,7 +135,6 @@ class PairRecord:
     product_index: int
     row: int
     engagement: bool = True  # False for mined reformulation rows (vsearch.data.reformulations)
-    title_index: int = 0  # dense id of the title string (EngagementDataset.titles)
 
 
 class EngagementDataset(Dataset):
@@ -145,8 +144,7 @@ class EngagementDataset(Dataset):
     the catalog's.
 
     Items are dicts: ``query_image`` and ``product_image`` (3, S, S) uint8, ``product_text``
-    and ``query_text`` str, ``product_index`` int (dense id of the product, for the sampler),
-    ``title_index`` int (index of the row's title in ``titles``, the distinct titles sorted).
+    and ``query_text`` str, ``product_index`` int (dense id of the product, for the sampler).
     """
 
     def __init__(self, data_dir: str | os.PathLike, catalog: pd.DataFrame, interactions: pd.DataFrame, image_size: int, cache: bool = True):
@@ -168,11 +166,6 @@ class EngagementDataset(Dataset):
             )
             for r in interactions.itertuples()
         ]
-        # Distinct titles, for features computed once per title (a frozen reference encoder).
-        self.titles = sorted({r.title for r in self.records})
-        title_ids = {t: i for i, t in enumerate(self.titles)}
-        for r in self.records:
-            r.title_index = title_ids[r.title]
         self.product_index = np.array([r.product_index for r in self.records], dtype=np.int64)
         self._products = products
         self._product_ids = [interactions.at[r.row, "product_id"] for r in self.records]
@@ -202,7 +195,6 @@ class EngagementDataset(Dataset):
             schema.PRODUCT_TEXT: r.title,
             schema.QUERY_TEXT: r.query_text,
             "product_index": r.product_index,
-            "title_index": r.title_index,
             "engagement": r.engagement,
         }
 
@@ -291,8 +283,7 @@ class Collator:
 
     Output keys: ``query_image``/``product_image`` (B, 3, S, S) float; ``product_text`` and
     ``query_text`` dicts of ``input_ids``/``attention_mask`` (B, T); ``query_text_valid``
-    (B,) bool (False for empty query texts); ``product_index`` (B,) long; ``title_index`` (B,)
-    long when the items carry one.
+    (B,) bool (False for empty query texts); ``product_index`` (B,) long.
     """
 
     def __init__(
@@ -327,8 +318,6 @@ class Collator:
 
     def __call__(self, items: list[dict]) -> dict:
         batch: dict = {"product_index": torch.tensor([it["product_index"] for it in items], dtype=torch.long)}
-        if "title_index" in items[0]:
-            batch["title_index"] = torch.tensor([it["title_index"] for it in items], dtype=torch.long)
         for tower in self.towers:
             if tower in schema.IMAGE_TOWERS:
                 batch[tower] = self.normalize(torch.stack([it[tower] for it in items]), self.augment.get(tower))

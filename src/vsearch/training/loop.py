@@ -17,7 +17,6 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import torch
 import yaml
@@ -34,7 +33,6 @@ from vsearch.models.tokenizer import load_tokenizer, train_title_tokenizer
 from vsearch.schema import DataError
 from vsearch.training import checkpoint, distributed
 from vsearch.training.device import require_cuda
-from vsearch.training.reference import encode_reference_titles
 
 METRICS_LOG = "metrics.jsonl"
 SUMMARY_FILE = "train_summary.json"
@@ -304,18 +302,6 @@ def train(
         (staging / RUN_CONFIG_FILE).write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
     model.to(device)
     loss_fn = MultiTowerLoss(cfg.loss.pairs)
-    reference_titles = None
-    if any(p.soft_targets == schema.REFERENCE_TEXT for p in cfg.loss.pairs):
-        # Frozen, so one pass over the distinct titles serves every step (and every rank alike).
-        reference_titles = encode_reference_titles(cfg.loss.reference_text, dataset.titles, cfg.model.max_text_length, device)
-
-    # Per product, the group id of each soft_exclude column (rows of one group give each other
-    # no soft target mass); looked up per batch by product_index.
-    exclude_groups = {}
-    for column in sorted({p.soft_exclude for p in cfg.loss.pairs if p.soft_exclude}):
-        per_product = np.zeros(int(dataset.product_index.max()) + 1, dtype=np.int64)
-        per_product[dataset.product_index] = dataset.groups(column)
-        exclude_groups[column] = torch.from_numpy(per_product).to(device)
     groups = dataset.groups(cfg.data.group_by) if cfg.data.group_by else None
     sampler = UniqueProductBatchSampler(
         dataset.product_index, cfg.data.batch_size, cfg.train.seed, env.rank, env.world_size, groups, cfg.data.groups_per_batch
@@ -381,11 +367,6 @@ def train(
             batch = _to_device(batch, device)
             with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=use_bf16):
                 out_features = train_model(batch)
-            if reference_titles is not None:
-                out_features[f"{schema.REFERENCE_TEXT}_features"] = reference_titles[batch["title_index"]]
-            for column, per_product in exclude_groups.items():
-                out_features[f"{column}_groups"] = per_product[batch["product_index"]]
-            loss_fn.set_step(step)
             terms = loss_fn(**{k: (v.float() if torch.is_floating_point(v) else v) for k, v in out_features.items()})
             loss = sum(terms.values())
             optimizer.zero_grad(set_to_none=True)
