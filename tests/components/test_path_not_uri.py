@@ -4,13 +4,15 @@ On a cluster KFP's launcher gives a component artifacts whose ``uri`` is the dur
 (``s3://bucket/...``; ``minio://`` on a default install) and whose ``path`` is where one pod
 sees it (``/s3/bucket/...``, ``/minio/...``): inputs downloaded, outputs uploaded after the
 step, the pod then gone. Here each step is such a pod: a fresh local folder, inputs fetched
-from an S3 API on loopback (moto, as tests/integration/test_object_store.py), outputs
+from an S3 API on loopback (moto: the ``s3`` fixture of tests/conftest.py), outputs
 uploaded, the folder deleted. Every durable record (blessing, registry, release log,
 rollout.yaml, KServe manifests, reports, model files, index records, artifact metadata,
 return values) must name the s3:// URIs, never a folder of one pod.
 
-One tiny pipeline run per module: tiny data, two models trained two steps, one Milvus Lite
-file standing in for the Milvus server (outside every pod).
+One tiny pipeline run per module: tiny data, two models trained two steps, a Milvus Lite
+database standing in for the Milvus server (outside every pod), and two steps that keep a Lite
+database inside their output (no Milvus URI, as local runs do). Every component in
+components/ must be run here (a test says which one is not).
 """
 
 from __future__ import annotations
