@@ -280,6 +280,45 @@ def _captured(log_path: Path, on_line: Callable[[str], None]) -> Iterator[None]:
         thread.join(timeout=30)
 
 
+def _run_container(client, image: str, command: list[str], volumes: dict, **run_args) -> int:
+    """Run one task's container and return its real exit code.
+
+    Replaces ``kfp.local.docker_task_handler.run_docker_container`` while a container run is
+    on: kfp's own starts the container with ``auto_remove=True`` and, when the container is
+    already gone at ``wait()`` (podman removes it at once), assumes exit code 0, so a failed
+    task was reported SUCCESS (seen here: a step that died on an ImportError passed, and the
+    exit handler said SUCCEEDED). Here the container is kept until its code is read, then
+    removed. Nothing is pulled: the images are built locally (``make images``).
+    """
+    import docker
+
+    try:
+        client.images.get(image)
+    except docker.errors.ImageNotFound:
+        raise RuntimeError(f"image {image!r} is not in the local store: build it (make images) or pull it first") from None
+    container = client.containers.run(image=image, command=command, detach=True, stdout=True, stderr=True,
+                                      volumes=volumes, auto_remove=False, **run_args)
+    try:
+        for line in container.logs(stream=True, follow=True):
+            print(line.decode(errors="replace"), end="")
+        return int(container.wait()["StatusCode"])
+    finally:
+        with contextlib.suppress(docker.errors.APIError):
+            container.remove(force=True)
+
+
+@contextlib.contextmanager
+def _exact_container_exit_codes() -> Iterator[None]:
+    from kfp.local import docker_task_handler
+
+    original = docker_task_handler.run_docker_container
+    docker_task_handler.run_docker_container = _run_container
+    try:
+        yield
+    finally:
+        docker_task_handler.run_docker_container = original
+
+
 def _runner(runner: str, docker_host: str | None):
     from kfp import local
 
@@ -427,7 +466,8 @@ def _run_pipeline(package, out: Path, params: dict | None, runner: str, docker_h
     lines = _TaskLines(console, display_names)
     result, failure = None, ""
     try:
-        with _captured(log, lines.feed), warnings.catch_warnings():
+        exact = _exact_container_exit_codes() if runner == "container" else contextlib.nullcontext()
+        with _captured(log, lines.feed), warnings.catch_warnings(), exact:
             # One warning per task that GPUs, secrets and display names are not applied
             # locally: expected, and said once in the module docstring.
             warnings.filterwarnings("ignore", message=".*have no effect in the current local runner.*")

@@ -7,7 +7,7 @@ same path, as kfp.local does). What a cluster adds beyond this (object-store art
 the KFP backend) is listed in docs/cluster.md.
 """
 
-from __future__ import annotations
+# No `from __future__ import annotations`: KFP reads the real annotations of the probe component.
 
 import json
 import subprocess
@@ -62,8 +62,12 @@ def test_the_tiny_training_pipeline_runs_every_task_in_the_image(images, docker_
     ref = images["cpu"]["ref"]
     cfg = load_pipeline_config(None, ["retry.num_retries=0", f"image={ref}"])
     out = tmp_path / "runs"
+    # Milvus Lite and the registry live in the pipeline root: the only folder the tasks see.
+    state = out / "state"
+    state.mkdir(parents=True)
+    state.chmod(0o1777)
     params = {k: v for k, v in TINY_PARAMS["training"].items()}
-    params.update(seed=1, gate_config="gate_smoke", milvus_uri=str(out / "milvus.db"), registry=str(out / "registry"))
+    params.update(seed=1, gate_config="gate_smoke", milvus_uri=str(state / "milvus.db"), registry=str(state / "registry"))
     manifest = run_local("training", cfg, out, params, expect=["write-rollout-config"], runner="container",
                          docker_host=docker_host)
     assert manifest["runner"] == "container"
@@ -81,3 +85,34 @@ def test_the_tiny_training_pipeline_runs_every_task_in_the_image(images, docker_
     assert blessing["blessed"] is True
     rollout = next(run_dir.glob("write-rollout-config/rollout/rollout.yaml"))
     assert "vsearch_serving_candidate" in rollout.read_text()
+    # The release opened in review, in the registry the tasks wrote as the image's user.
+    assert any((state / "registry" / "releases").iterdir())
+    # Lineage: the code version the gate recorded is the image's own.
+    assert blessing["lineage"]["code_version"] == images["cpu"]["code_version"]
+
+
+def _fails_in_the_image() -> str:
+    import vsearch_module_that_does_not_exist  # noqa: F401  (an ImportError, as a missing dependency gives)
+
+    return "never"
+
+
+def test_a_task_that_fails_in_its_container_fails_the_run(images, docker_host, tmp_path):
+    """kfp.local's DockerRunner reported SUCCESS for a container that exited 1 when podman had
+    already removed it (auto_remove); the run must say the task failed, not that it left no output."""
+    from kfp import compiler, dsl
+
+    from pipelines.local import run_package
+
+    failing = dsl.component(_fails_in_the_image, base_image=images["cpu"]["ref"], install_kfp_package=False)
+
+    @dsl.pipeline(name="probe-container-failure")
+    def probe():
+        failing()
+
+    package = tmp_path / "probe.yaml"
+    compiler.Compiler().compile(probe, str(package))
+    with pytest.raises(RuntimeError) as err:
+        run_package(package, tmp_path / "runs", runner="container", docker_host=docker_host)
+    message = str(err.value)
+    assert "FAILURE" in message and "did not run" not in message, message

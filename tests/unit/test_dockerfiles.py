@@ -304,7 +304,8 @@ def _requirements_closure(roots: list[str]) -> dict[str, str]:
     return {k.split("[")[0]: v for k, v in seen.items()}
 
 
-def test_every_package_the_all_extra_pulls_is_pinned_in_constraints():
+def _image_requirements() -> list[str]:
+    """What the images install: the project's dependencies and its 'all' extra, expanded."""
     project = _pyproject()["project"]
     extras = project["optional-dependencies"]
 
@@ -318,7 +319,36 @@ def test_every_package_the_all_extra_pulls_is_pinned_in_constraints():
                 reqs.append(spec)
         return reqs
 
-    direct = project["dependencies"] + expand("all")
+    return project["dependencies"] + expand("all")
+
+
+def test_every_module_the_package_imports_is_installed_in_the_images():
+    """Every third-party module imported anywhere in the package or the components comes with
+    '.[all]' (found running the pipeline in the image: the rollout step imported
+    kubernetes_validate, a test-only dependency, and failed there)."""
+    import ast
+
+    closure = set(_requirements_closure(_image_requirements())) | {"vsearch"}
+    owners = metadata.packages_distributions()
+    missing = {}
+    for folder in ("src/vsearch", "components", "pipelines"):
+        for path in sorted((ROOT / folder).rglob("*.py")):
+            for node in ast.walk(ast.parse(path.read_text())):
+                names = [a.name for a in node.names] if isinstance(node, ast.Import) else (
+                    [node.module] if isinstance(node, ast.ImportFrom) and node.level == 0 and node.module else [])
+                for name in names:
+                    top = name.split(".")[0]
+                    if top in sys.stdlib_module_names or top in ("vsearch", "components", "pipelines"):
+                        continue
+                    dists = {canonicalize_name(d) for d in owners.get(top, [])}
+                    if not dists & closure:
+                        missing.setdefault(top, f"{path.relative_to(ROOT)}:{node.lineno}")
+    assert not missing, f"imported but not installed by '.[all]' (module: first import): {missing}"
+
+
+def test_every_package_the_all_extra_pulls_is_pinned_in_constraints():
+    project = _pyproject()["project"]
+    direct = _image_requirements()
     lock = _lock()
     missing = sorted({canonicalize_name(Requirement(r).name) for r in direct} - lock.keys())
     assert not missing, f"requirements of '.[all]' without a pin line in constraints.txt: {missing}"
