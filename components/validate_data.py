@@ -41,13 +41,8 @@ def validate_data(
 
     result = validate_dataset(data.path, dataclasses.replace(ValidationConfig(), min_image_size=min_image_size),
                               data_uri=data.uri)  # the report names the URI, not this pod's path
-    staging = artifacts.fresh_staging(validation.path)
-    try:
+    with artifacts.staged(validation.path) as staging:
         write_report(result, staging)
-        artifacts.publish(staging, validation.path)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     shutil.copyfile(f"{validation.path}/{HTML_FILE}", report.path)
     stats = result.statistics
     metrics.log_metric("checks", float(stats["checks"]))

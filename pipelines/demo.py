@@ -49,14 +49,11 @@ def _copy(src: Path, dst: Path) -> None:
     from vsearch import artifacts
 
     if src.is_dir():
-        staging = artifacts.fresh_staging(dst)
-        shutil.rmtree(staging)
-        shutil.copytree(src, staging)
-        artifacts.publish(staging, dst)
+        with artifacts.staged(dst) as staging:
+            shutil.copytree(src, staging, dirs_exist_ok=True)
     else:
-        tmp = dst.with_name(f".{dst.name}.tmp-{os.getpid()}")
-        shutil.copyfile(src, tmp)
-        os.replace(tmp, dst)
+        with artifacts.staged_file(dst) as tmp:
+            shutil.copyfile(src, tmp)
 
 
 def _output(manifest: dict, task: str, output: str) -> Path:

@@ -9,10 +9,12 @@ this tool did not write.
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import os
 import shutil
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 from vsearch import faults
@@ -131,6 +133,35 @@ def fresh_staging(out: str | os.PathLike, tag: str = "partial") -> Path:
     staging.mkdir(parents=True)
     return staging
 
+
+@contextlib.contextmanager
+def staged(out: str | os.PathLike, tag: str = "partial") -> Iterator[Path]:
+    """Write a folder output: ``with staged(out) as staging:`` fills a fresh staging folder
+    next to ``out``, which is published (``publish``) when the block ends and removed when it
+    raises, so ``out`` is the previous output or the complete new one, never half of one."""
+    staging = fresh_staging(out, tag)
+    try:
+        yield staging
+        publish(staging, out)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+
+
+@contextlib.contextmanager
+def staged_file(path: str | os.PathLike) -> Iterator[Path]:
+    """Write a file output: ``with staged_file(path) as tmp:`` writes a temporary sibling
+    (``.<name>.tmp-<pid>``), renamed over ``path`` when the block ends and removed when it
+    raises. The parent folder is created."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def durable_uri(location: str | os.PathLike) -> str:

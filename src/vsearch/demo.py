@@ -30,6 +30,7 @@ import sys
 import time
 from pathlib import Path
 
+from vsearch import artifacts
 from vsearch.config import load_config
 from vsearch.data import synth
 from vsearch.evaluation.evaluate import METRICS_FILE, REPORT_FILE, evaluate, format_table
@@ -43,9 +44,8 @@ def _log(message: str) -> None:
 
 
 def _copy_atomic(src: Path, dst: Path) -> None:
-    tmp = dst.with_name(f".{dst.name}.tmp")
-    shutil.copyfile(src, tmp)
-    os.replace(tmp, dst)
+    with artifacts.staged_file(dst) as tmp:
+        shutil.copyfile(src, tmp)
 
 
 def _dataset(out: Path, preset: str, seed: int) -> Path:
@@ -162,8 +162,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("overrides", nargs="*", help="dotted config overrides applied to every model (e.g. train.max_steps=20)")
     args = parser.parse_args(argv)
-    from vsearch import artifacts
-
     artifacts.check_out(args.out, ours=("timings.json", METRICS_FILE))
     Path(args.out).mkdir(parents=True, exist_ok=True)
     artifacts.mark(args.out)  # the run folder is built in place: say now that it is ours

@@ -66,3 +66,28 @@ def test_a_kill_between_publishs_renames_keeps_the_old_output_and_leftovers_are_
     assert (out / "v").read_text() == "1", "the old output is back"
     assert not second.exists() and not list(tmp_path.glob(".out.old-*")), "no leftovers"
 
+
+
+def test_staged_publishes_a_whole_folder_or_leaves_the_previous_one(tmp_path):
+    out = tmp_path / "out"
+    with artifacts.staged(out) as staging:
+        (staging / "a.txt").write_text("one")
+    assert _tree(out) == {artifacts.MARKER: (out / artifacts.MARKER).read_bytes(), "a.txt": b"one"}
+    with pytest.raises(RuntimeError, match="half"):
+        with artifacts.staged(out) as staging:
+            (staging / "a.txt").write_text("two")
+            raise RuntimeError("half written")
+    assert (out / "a.txt").read_text() == "one"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]  # no staging folder left
+
+
+def test_staged_file_replaces_a_file_whole_or_not_at_all(tmp_path):
+    path = tmp_path / "sub" / "x.json"
+    with artifacts.staged_file(path) as tmp:
+        tmp.write_text("one")
+    with pytest.raises(RuntimeError):
+        with artifacts.staged_file(path) as tmp:
+            tmp.write_text("tw")
+            raise RuntimeError("half written")
+    assert path.read_text() == "one"
+    assert [p.name for p in path.parent.iterdir()] == ["x.json"]

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -261,8 +260,7 @@ def evaluate(
             rows.append(pd.DataFrame({"model": name, "metric": metric, "query": qids, "value": values}))
 
     out = Path(out_dir)
-    staging = artifacts.fresh_staging(out)
-    try:
+    with artifacts.staged(out) as staging:
         (staging / METRICS_FILE).write_text(json.dumps(summary, indent=2))
         (staging / CURVES_FILE).write_text(json.dumps(curves))
         pd.concat(rows, ignore_index=True).to_parquet(staging / PER_QUERY_FILE, index=False)
@@ -281,10 +279,6 @@ def evaluate(
                 "Examples are a seeded random sample, not picked for the outcome.",
             ],
         )
-        artifacts.publish(staging, out)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     return summary
 
 

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from vsearch import schema
+from vsearch import artifacts, schema
 from vsearch.config import ConfigError
 from vsearch.schema import DataError
 
@@ -203,9 +203,8 @@ def prepare_repo(data_dir: str | os.PathLike, repo_dir: str | os.PathLike, *, ap
     for path in [src / CONFIG_FILE, *sorted(src.glob("*.py"))]:
         shutil.copyfile(path, repo_dir / path.name)
     frame = product_feature_frame(data_dir)
-    tmp = repo_dir / f"{SOURCE_FILE}.tmp"
-    frame.to_parquet(tmp, index=False)
-    os.replace(tmp, repo_dir / SOURCE_FILE)
+    with artifacts.staged_file(repo_dir / SOURCE_FILE) as tmp:
+        frame.to_parquet(tmp, index=False)
     store = FeatureStore(repo_path=str(repo_dir.resolve()), config=load_config(repo_dir))
     if apply:
         store.apply(load_definitions(repo_dir))

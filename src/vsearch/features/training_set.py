@@ -120,8 +120,7 @@ def build_training_set(data_dir: str | os.PathLike, out: str | os.PathLike, repo
             shutil.rmtree(temp, ignore_errors=True)
     result = interactions.assign(title=titles)
 
-    staging = artifacts.fresh_staging(out)
-    try:
+    with artifacts.staged(out) as staging:
         frames = {schema.CATALOG_FILE: catalog, schema.INTERACTIONS_FILE: result}
         for name in (schema.REFORMULATIONS_FILE, schema.PRODUCT_HISTORY_FILE):
             if (data_dir / name).is_file():
@@ -144,8 +143,4 @@ def build_training_set(data_dir: str | os.PathLike, out: str | os.PathLike, repo
             "history": (data_dir / schema.PRODUCT_HISTORY_FILE).is_file(),
         }
         (staging / PROVENANCE_FILE).write_text(json.dumps(summary, indent=2) + "\n")
-        artifacts.publish(staging, out)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     return {**summary, "out": str(out), "seconds": round(time.perf_counter() - t0, 3)}

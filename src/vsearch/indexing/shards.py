@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from vsearch import schema
+from vsearch import artifacts, schema
 from vsearch.indexing.backfill import (
     BackfillReport,
     VerificationError,
@@ -79,11 +79,8 @@ def embed_shard(model_dir: str | os.PathLike, data_dir: str | os.PathLike, shard
     matrix = np.concatenate(parts) if parts else np.zeros((0, dim), np.float32)
     frame = pd.DataFrame({"product_id": [ids[r] for r in rows], "category": [categories[r] for r in rows],
                           "embedding": list(matrix)})
-    out_file = Path(out_file)
-    out_file.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out_file.with_name(f".{out_file.name}.tmp-{os.getpid()}")
-    frame.to_parquet(tmp, index=False)
-    os.replace(tmp, out_file)
+    with artifacts.staged_file(out_file) as tmp:
+        frame.to_parquet(tmp, index=False)
     return {"shard": shard, "num_shards": num_shards, "rows": len(rows), "first_row": rows[0] if rows else None,
             "seconds": round(time.perf_counter() - t0, 3), "model_version": model_version(model_dir), "dim": dim}
 

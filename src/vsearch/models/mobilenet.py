@@ -236,6 +236,8 @@ def convert_torchvision_checkpoint(pth: str | os.PathLike, out: str | os.PathLik
     """
     from safetensors.torch import save_file
 
+    from vsearch import artifacts
+
     pth, out = Path(pth), Path(out)
     if sha256 is not None and (actual := sha256_file(pth)) != sha256:
         raise ValueError(f"{pth}: sha256 {actual} does not match the expected {sha256}")
@@ -247,10 +249,8 @@ def convert_torchvision_checkpoint(pth: str | os.PathLike, out: str | os.PathLik
         reference.load_state_dict(state, strict=True)
     except RuntimeError as err:
         raise ValueError(f"{pth}: not a torchvision MobileNetV2 state dict: {err}") from err
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.partial-{os.getpid()}")
-    save_file({k: v.contiguous() for k, v in reference.state_dict().items()}, str(tmp), metadata={"source": pth.name})
-    os.replace(tmp, out)
+    with artifacts.staged_file(out) as tmp:
+        save_file({k: v.contiguous() for k, v in reference.state_dict().items()}, str(tmp), metadata={"source": pth.name})
     return out
 
 

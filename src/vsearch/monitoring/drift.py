@@ -25,7 +25,6 @@ import argparse
 import contextlib
 import json
 import os
-import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -275,8 +274,7 @@ def detect_drift(reference: str | os.PathLike, current: str | os.PathLike, out_d
     ref = load_snapshot(reference)
     current = Path(current)
     out = artifacts.check_out(out_dir, [reference, current, model], ours=(DRIFT_FILE,))
-    staging = artifacts.fresh_staging(out)
-    try:
+    with artifacts.staged(out) as staging:
         if _is_data_dir(current):
             # The model that embedded the reference: given, the reference's own model folder, or the one it records.
             own = Path(reference) if (Path(reference) / "vsearch_model.json").is_file() else None
@@ -304,10 +302,6 @@ def detect_drift(reference: str | os.PathLike, current: str | os.PathLike, out_d
         (staging / DRIFT_FILE).write_text(json.dumps(result, indent=2, default=_json_default))
         if html:
             (staging / SUMMARY_HTML).write_text(summary_html(result))
-        artifacts.publish(staging, out)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     return result
 
 

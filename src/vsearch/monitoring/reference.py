@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -225,15 +224,10 @@ def build_snapshot(
         "low_confidence_share": float((top1 < threshold).mean()),
     }
     out = Path(out_dir)
-    staging = artifacts.fresh_staging(out)
-    try:
+    with artifacts.staged(out) as staging:
         _with_embeddings(queries, q_emb).to_parquet(staging / QUERIES_FILE, index=False)
         _with_embeddings(products, p_emb).to_parquet(staging / PRODUCTS_FILE, index=False)
         (staging / SNAPSHOT_FILE).write_text(json.dumps(meta, indent=2))
-        artifacts.publish(staging, out)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     return meta
 
 

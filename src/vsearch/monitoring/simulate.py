@@ -50,9 +50,8 @@ def shifted_copy(
     catalog["title"] = catalog["title"] + " " + " ".join(words[i % len(words)] for i in range(title_extra_words))
 
     out = Path(dst)
-    staging = artifacts.fresh_staging(out)
     gain = np.asarray(colour_gain, np.float32) * float(brightness)
-    try:
+    with artifacts.staged(out) as staging:
         def copy(uri: str, shift: bool) -> None:
             source = Path(schema.resolve_uri(src, uri))
             target = staging / uri
@@ -71,8 +70,4 @@ def shifted_copy(
         catalog.to_parquet(staging / schema.CATALOG_FILE, index=False)
         interactions.to_parquet(staging / schema.INTERACTIONS_FILE, index=False)
         reformulations.to_parquet(staging / schema.REFORMULATIONS_FILE, index=False)
-        artifacts.publish(staging, out)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     return out

@@ -291,19 +291,12 @@ held {result['held_hours']:.2f} h</p></header>
 
 def write_analysis(result: dict, out_dir: str | os.PathLike) -> dict[str, Path]:
     """Publish analysis.json + analysis.html together (staging folder + rename)."""
-    import shutil
-
     from vsearch import artifacts
 
     out = Path(out_dir)
-    staging = artifacts.fresh_staging(out)
-    try:
+    with artifacts.staged(out) as staging:
         (staging / ANALYSIS_FILE).write_text(json.dumps(result, indent=2))
         (staging / ANALYSIS_HTML).write_text(_html(result))
-        artifacts.publish(staging, out)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     return {"json": out / ANALYSIS_FILE, "html": out / ANALYSIS_HTML}
 
 

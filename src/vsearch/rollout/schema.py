@@ -17,6 +17,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from vsearch import artifacts
+
 SCHEMA_VERSION = 1
 BUCKETS = 10_000
 
@@ -163,8 +165,6 @@ def dump_rollout(cfg: RolloutConfig, path: str | os.PathLike) -> Path:
 
     cfg = RolloutConfig.model_validate(cfg.model_dump())  # re-validate whatever the caller built
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False))
-    os.replace(tmp, path)
+    with artifacts.staged_file(path) as tmp:
+        tmp.write_text(yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False))
     return path

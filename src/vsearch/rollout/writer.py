@@ -286,17 +286,12 @@ def write_rollout(blessing_path: str | os.PathLike, out_dir: str | os.PathLike, 
         except jsonschema.ValidationError as err:
             raise ConfigError(f"rollout config 'kserve' section: {str(err.message)[:200]}") from err
     out = Path(out_dir)
-    staging = artifacts.fresh_staging(out)
-    try:
+    with artifacts.staged(out) as staging:
         shutil.copyfile(uri, staging / BLESSING_COPY)
         dump_rollout(rollout, staging / ROLLOUT_FILE)
         if load_rollout(staging / ROLLOUT_FILE) != rollout:  # the file must round-trip through the schema
             raise RuntimeError(f"{staging / ROLLOUT_FILE}: does not read back as written")
         (staging / KSERVE_FILE).write_text(yaml.safe_dump_all(manifests, sort_keys=False))
-        artifacts.publish(staging, out)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     return {"rollout": out / ROLLOUT_FILE, "kserve": out / KSERVE_FILE, "blessing": out / BLESSING_COPY}
 
 

@@ -133,14 +133,9 @@ def _prepare_staging(out: Path, fingerprint: str, restart: bool) -> Path:
     if staging.exists():
         return staging
     staging.mkdir(parents=True)
-    _write_atomic(staging / FINGERPRINT_FILE, json.dumps({"fingerprint": fingerprint}))
+    with artifacts.staged_file(staging / FINGERPRINT_FILE) as tmp:
+        tmp.write_text(json.dumps({"fingerprint": fingerprint}))
     return staging
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
 
 
 def check_batch_fits(cfg: RunConfig, train_rows: pd.DataFrame, data_dir: str) -> None:
@@ -438,7 +433,8 @@ def train(
         save_reference(staging, data_dir, model=model, published_as=summary["out"], data_uri=summary["data"])
         # Written last and atomically: from here on the staged run is finished, and a rerun
         # of the same command (same fingerprint) only publishes it.
-        _write_atomic(staging / SUMMARY_FILE, json.dumps({**summary, "fingerprint": fingerprint}, indent=2))
+        with artifacts.staged_file(staging / SUMMARY_FILE) as tmp:
+            tmp.write_text(json.dumps({**summary, "fingerprint": fingerprint}, indent=2))
         faults.fault_point("train.finished")
         _publish_run(staging, out)
     distributed.barrier()

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
 import sys
 
 from vsearch import artifacts
@@ -41,15 +40,10 @@ def main(argv: list[str] | None = None) -> int:
     cfg = ValidationConfig(args.min_image_size, args.max_title_chars, args.min_categories, args.max_category_share,
                            args.workers, args.max_examples)
     artifacts.check_out(args.out, [args.data], ours=("validation.json",))
-    staging = artifacts.fresh_staging(args.out)
-    try:
+    with artifacts.staged(args.out) as staging:
         # GX Data Docs are built from the run's GX context, straight into the staging folder.
         result = validate_dataset(args.data, cfg, data_docs_dir=staging / DATA_DOCS_DIR if args.data_docs else None)
         write_report(result, staging)
-        artifacts.publish(staging, args.out)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     stats = result.statistics
     print(json.dumps({"success": result.success, "checks": stats["checks"], "failed": stats["failed"],
                       "rows": stats["rows"], "images": stats["images"], "seconds": stats["seconds"], "out": str(args.out)}))
