@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 from vsearch.blessing import read_blessing
 from vsearch.config import ConfigError
 from vsearch.evaluation import gate as G
+from vsearch.evaluation import gate_rule as R
 from vsearch.evaluation.metrics import METRIC_DIRECTIONS, METRIC_KEYS
 
 METRICS = list(METRIC_KEYS)
@@ -31,21 +32,21 @@ def comparisons(draw):
     diff = cand - ref
     lo = diff - draw(st.floats(0.0, 0.3))
     hi = diff + draw(st.floats(0.0, 0.3))
-    return G.Comparison(cand, ref, diff, lo, hi)
+    return R.Comparison(cand, ref, diff, lo, hi)
 
 
 @st.composite
 def checks(draw):
     metric = draw(st.sampled_from(METRICS))
-    against = draw(st.sampled_from(G.AGAINST))
+    against = draw(st.sampled_from(R.AGAINST))
     if against == "value":
         lo, hi = draw(st.one_of(st.none(), unit)), draw(st.one_of(st.none(), unit))
         if lo is None and hi is None:
             lo = draw(unit)
-        return G.Check(metric, "value", min=lo, max=hi, ci=draw(st.booleans()))
+        return R.Check(metric, "value", min=lo, max=hi, ci=draw(st.booleans()))
     if draw(st.booleans()):
-        return G.Check(metric, against, min_improvement=draw(st.floats(-0.1, 0.2)), relative=draw(st.booleans()), ci=draw(st.booleans()))
-    return G.Check(metric, against, max_regression=draw(margin), relative=draw(st.booleans()), ci=draw(st.booleans()))
+        return R.Check(metric, against, min_improvement=draw(st.floats(-0.1, 0.2)), relative=draw(st.booleans()), ci=draw(st.booleans()))
+    return R.Check(metric, against, max_regression=draw(margin), relative=draw(st.booleans()), ci=draw(st.booleans()))
 
 
 @st.composite
@@ -55,11 +56,11 @@ def evidence(draw):
     values = {}
     for m in draw(st.lists(st.sampled_from(METRICS), unique=True)):
         v = draw(unit)
-        values[m] = G.Value(v, max(0.0, v - draw(st.floats(0, 0.2))), min(1.0, v + draw(st.floats(0, 0.2))))
+        values[m] = R.Value(v, max(0.0, v - draw(st.floats(0, 0.2))), min(1.0, v + draw(st.floats(0, 0.2))))
     return values, baseline, champion
 
 
-def improvement(metric: str, comp: G.Comparison) -> float:
+def improvement(metric: str, comp: R.Comparison) -> float:
     return comp.diff if METRIC_DIRECTIONS[metric] == "higher" else -comp.diff
 
 
@@ -70,7 +71,7 @@ def improvement(metric: str, comp: G.Comparison) -> float:
 @given(st.lists(checks(), max_size=6), evidence())
 def test_blessed_iff_every_check_that_ran_passes_and_one_ran(cfg_checks, ev):
     values, baseline, champion = ev
-    decision = G.decide(cfg_checks, values, baseline, champion)
+    decision = R.decide(cfg_checks, values, baseline, champion)
     ran = [c for c in decision.checks if c.status != "skipped"]
     assert len(decision.checks) == len(cfg_checks)
     assert decision.blessed == (bool(ran) and all(c.passed for c in ran))
@@ -87,7 +88,7 @@ def test_blessed_iff_every_check_that_ran_passes_and_one_ran(cfg_checks, ev):
 def test_without_a_champion_blessing_needs_a_significant_gain_over_the_baseline(cfg_checks, ev):
     """Issue 19: with no champion, a mean gain is not enough: the CI lower bound must be above 0."""
     values, baseline, _ = ev
-    decision = G.decide(cfg_checks, values, baseline, None, G.DEFAULT_WITHOUT_CHAMPION)
+    decision = R.decide(cfg_checks, values, baseline, None, R.DEFAULT_WITHOUT_CHAMPION)
     comp = baseline.get("recall@1")
     if decision.blessed:
         assert comp is not None and min(comp.diff_lo, comp.diff_hi) > 0
@@ -95,22 +96,22 @@ def test_without_a_champion_blessing_needs_a_significant_gain_over_the_baseline(
     # One sentence: a single full stop, at the end.
     assert decision.reason.endswith(".") and decision.reason.count(". ") == 0
     # With a champion the first-deployment checks do not run.
-    with_champ = G.decide(cfg_checks, values, baseline, {}, G.DEFAULT_WITHOUT_CHAMPION)
+    with_champ = R.decide(cfg_checks, values, baseline, {}, R.DEFAULT_WITHOUT_CHAMPION)
     assert len(with_champ.checks) == len(cfg_checks)
 
 
 def test_mean_gain_that_is_not_significant_does_not_bless_a_first_deployment():
     """The tiny demo blessed at recall@1 +0.008 with a CI across 0; now it is refused, saying why."""
-    comp = G.Comparison(0.108, 0.100, 0.008, -0.02, 0.035)
-    mean_only = [G.Check("recall@1", "baseline", min_improvement=0.0)]
-    old = G.decide(mean_only, {}, {"recall@1": comp}, None, ())
-    new = G.decide(mean_only, {}, {"recall@1": comp}, None, G.DEFAULT_WITHOUT_CHAMPION)
+    comp = R.Comparison(0.108, 0.100, 0.008, -0.02, 0.035)
+    mean_only = [R.Check("recall@1", "baseline", min_improvement=0.0)]
+    old = R.decide(mean_only, {}, {"recall@1": comp}, None, ())
+    new = R.decide(mean_only, {}, {"recall@1": comp}, None, R.DEFAULT_WITHOUT_CHAMPION)
     assert old.blessed and not new.blessed
     assert "CI lower bound" in new.reason and "-0.020" in new.reason
-    assert G.load_gate_config("gate").without_champion == G.DEFAULT_WITHOUT_CHAMPION
-    assert G.gate_config_from_dict({"without_champion": []}).without_champion == ()
+    assert G.load_gate_config("gate").without_champion == R.DEFAULT_WITHOUT_CHAMPION
+    assert R.gate_config_from_dict({"without_champion": []}).without_champion == ()
     with pytest.raises(ConfigError, match="without_champion"):
-        G.gate_config_from_dict({"without_champion": [{"metric": "mrr", "against": "champion", "max_regression": 0.1}]})
+        R.gate_config_from_dict({"without_champion": [{"metric": "mrr", "against": "champion", "max_regression": 0.1}]})
 
 
 @settings(max_examples=300, deadline=None)
@@ -119,13 +120,13 @@ def test_never_blesses_a_candidate_worse_than_the_champion_on_a_guarded_metric(c
     values, baseline, champion = ev
     champion = dict(champion or {})
     champion[metric] = comp
-    guard = G.Check(metric, "champion", max_regression=0.0, ci=ci, relative=relative)
-    decision = G.decide([*cfg_checks, guard], values, baseline, champion)
+    guard = R.Check(metric, "champion", max_regression=0.0, ci=ci, relative=relative)
+    decision = R.decide([*cfg_checks, guard], values, baseline, champion)
     if improvement(metric, comp) < 0:  # the candidate's mean is worse than the champion's
         assert not decision.blessed
     # With a margin, never blessed beyond it (absolute margins).
     r = 0.05
-    decision = G.decide([*cfg_checks, G.Check(metric, "champion", max_regression=r, ci=ci)], values, baseline, champion)
+    decision = R.decide([*cfg_checks, R.Check(metric, "champion", max_regression=r, ci=ci)], values, baseline, champion)
     if decision.blessed:
         assert improvement(metric, comp) >= -r - 1e-12
 
@@ -134,15 +135,15 @@ def test_never_blesses_a_candidate_worse_than_the_champion_on_a_guarded_metric(c
 @given(evidence())
 def test_no_thresholds_never_blesses(ev):
     values, baseline, champion = ev
-    decision = G.decide([], values, baseline, champion)
+    decision = R.decide([], values, baseline, champion)
     assert not decision.blessed and "no thresholds configured" in decision.reason
 
 
 @settings(max_examples=200, deadline=None)
 @given(st.sampled_from(METRICS), comparisons(), margin)
 def test_ci_check_is_never_looser_than_the_mean_check(metric, comp, m):
-    with_ci = G.decide([G.Check(metric, "champion", min_improvement=m, ci=True)], {}, {}, {metric: comp})
-    on_mean = G.decide([G.Check(metric, "champion", min_improvement=m)], {}, {}, {metric: comp})
+    with_ci = R.decide([R.Check(metric, "champion", min_improvement=m, ci=True)], {}, {}, {metric: comp})
+    on_mean = R.decide([R.Check(metric, "champion", min_improvement=m)], {}, {}, {metric: comp})
     assert with_ci.blessed <= on_mean.blessed
 
 
@@ -150,44 +151,44 @@ def test_ci_check_is_never_looser_than_the_mean_check(metric, comp, m):
 
 
 def test_champion_check_uses_ci_lower_bound_and_direction():
-    better = G.Comparison(0.30, 0.25, 0.05, 0.01, 0.09)
-    unsure = G.Comparison(0.30, 0.25, 0.05, -0.01, 0.11)
-    check = G.Check("recall@1", "champion", min_improvement=0.0, ci=True)
-    assert G.decide([check], {}, {}, {"recall@1": better}).blessed
-    d = G.decide([check], {}, {}, {"recall@1": unsure})
+    better = R.Comparison(0.30, 0.25, 0.05, 0.01, 0.09)
+    unsure = R.Comparison(0.30, 0.25, 0.05, -0.01, 0.11)
+    check = R.Check("recall@1", "champion", min_improvement=0.0, ci=True)
+    assert R.decide([check], {}, {}, {"recall@1": better}).blessed
+    d = R.decide([check], {}, {}, {"recall@1": unsure})
     assert not d.blessed and d.checks[0].statistic == pytest.approx(-0.01)
     # cross_category_fp@10: lower is better, so a negative difference is an improvement.
-    fp = G.Comparison(0.40, 0.45, -0.05, -0.08, -0.02)
-    d = G.decide([G.Check("cross_category_fp@10", "champion", min_improvement=0.0, ci=True)], {}, {}, {"cross_category_fp@10": fp})
+    fp = R.Comparison(0.40, 0.45, -0.05, -0.08, -0.02)
+    d = R.decide([R.Check("cross_category_fp@10", "champion", min_improvement=0.0, ci=True)], {}, {}, {"cross_category_fp@10": fp})
     assert d.blessed and d.checks[0].statistic == pytest.approx(0.02)
 
 
 def test_relative_margin_and_zero_reference_fails_closed():
-    comp = G.Comparison(0.22, 0.20, 0.02, 0.01, 0.03)
-    assert G.decide([G.Check("mrr", "baseline", min_improvement=0.05, relative=True)], {}, {"mrr": comp}, None).blessed  # +10%
-    assert not G.decide([G.Check("mrr", "baseline", min_improvement=0.15, relative=True)], {}, {"mrr": comp}, None).blessed
-    zero = G.Comparison(0.1, 0.0, 0.1, 0.05, 0.15)
-    d = G.decide([G.Check("mrr", "baseline", min_improvement=0.0, relative=True)], {}, {"mrr": zero}, None)
+    comp = R.Comparison(0.22, 0.20, 0.02, 0.01, 0.03)
+    assert R.decide([R.Check("mrr", "baseline", min_improvement=0.05, relative=True)], {}, {"mrr": comp}, None).blessed  # +10%
+    assert not R.decide([R.Check("mrr", "baseline", min_improvement=0.15, relative=True)], {}, {"mrr": comp}, None).blessed
+    zero = R.Comparison(0.1, 0.0, 0.1, 0.05, 0.15)
+    d = R.decide([R.Check("mrr", "baseline", min_improvement=0.0, relative=True)], {}, {"mrr": zero}, None)
     assert not d.blessed and "undefined" in d.checks[0].detail
 
 
 def test_missing_or_nan_metric_fails_closed():
-    check = G.Check("recall@1", "baseline", max_regression=0.1)
-    assert not G.decide([check], {}, {}, None).blessed
-    nan = G.Comparison(math.nan, 0.2, math.nan)
-    d = G.decide([check], {}, {"recall@1": nan}, None)
+    check = R.Check("recall@1", "baseline", max_regression=0.1)
+    assert not R.decide([check], {}, {}, None).blessed
+    nan = R.Comparison(math.nan, 0.2, math.nan)
+    d = R.decide([check], {}, {"recall@1": nan}, None)
     assert not d.blessed and "fail closed" in d.checks[0].detail
     # CI asked for but not available: fail closed, not silently judged on the mean.
-    d = G.decide([G.Check("recall@1", "baseline", max_regression=0.1, ci=True)], {}, {"recall@1": G.Comparison(0.3, 0.2, 0.1)}, None)
+    d = R.decide([R.Check("recall@1", "baseline", max_regression=0.1, ci=True)], {}, {"recall@1": R.Comparison(0.3, 0.2, 0.1)}, None)
     assert not d.blessed
 
 
 def test_no_champion_judges_value_and_baseline_only_and_says_so():
-    cfg = [G.Check("recall@1", "champion", min_improvement=0.0), G.Check("recall@10", "value", min=0.5)]
-    d = G.decide(cfg, {"recall@10": G.Value(0.6, 0.55, 0.65)}, {}, None)
+    cfg = [R.Check("recall@1", "champion", min_improvement=0.0), R.Check("recall@10", "value", min=0.5)]
+    d = R.decide(cfg, {"recall@10": R.Value(0.6, 0.55, 0.65)}, {}, None)
     assert d.blessed and [c.status for c in d.checks] == ["skipped", "pass"]
     assert "no champion yet, champion checks skipped" in d.reason
-    d = G.decide(cfg[:1], {}, {}, None)  # only champion checks and no champion: fail closed
+    d = R.decide(cfg[:1], {}, {}, None)  # only champion checks and no champion: fail closed
     assert not d.blessed and "fails closed" in d.reason
 
 
@@ -206,7 +207,7 @@ def test_no_champion_judges_value_and_baseline_only_and_says_so():
 )
 def test_bad_gate_configs_are_rejected(raw, message):
     with pytest.raises(ConfigError, match=message):
-        G.gate_config_from_dict(raw)
+        R.gate_config_from_dict(raw)
 
 
 def test_default_preset_loads_and_guards_every_metric_against_the_champion():
@@ -255,15 +256,15 @@ def evals(tmp_path):
 
 
 def cfg_of(*checks):
-    return G.GateConfig(checks=tuple(checks), n_boot=500)
+    return R.GateConfig(checks=tuple(checks), n_boot=500)
 
 
 def test_run_gate_writes_blessing_with_numbers_ids_and_report(tmp_path, evals):
     cfg = cfg_of(
-        G.Check("recall@1", "baseline", min_improvement=0.0, ci=True),
-        G.Check("recall@1", "champion", min_improvement=0.05, ci=True),
-        G.Check("recall@10", "champion", max_regression=0.0, ci=True),
-        G.Check("recall@10", "value", min=0.5),
+        R.Check("recall@1", "baseline", min_improvement=0.0, ci=True),
+        R.Check("recall@1", "champion", min_improvement=0.05, ci=True),
+        R.Check("recall@10", "champion", max_regression=0.0, ci=True),
+        R.Check("recall@10", "value", min=0.5),
     )
     blessing = G.run_gate(evals, tmp_path / "gate", cfg, candidate_name="cand", champion=str(evals), champion_name="champ")
     on_disk = json.loads((tmp_path / "gate" / "blessing.json").read_text())
@@ -282,7 +283,7 @@ def test_run_gate_writes_blessing_with_numbers_ids_and_report(tmp_path, evals):
 
 
 def test_run_gate_rejects_worse_candidate_and_report_marks_failures_red(tmp_path, evals):
-    cfg = cfg_of(G.Check("recall@1", "champion", max_regression=0.0, ci=True), G.Check("recall@10", "value", min=0.1))
+    cfg = cfg_of(R.Check("recall@1", "champion", max_regression=0.0, ci=True), R.Check("recall@10", "value", min=0.1))
     # Swap the roles: the worse model as candidate.
     blessing = G.run_gate(evals, tmp_path / "gate", cfg, candidate_name="champ", champion=str(evals), champion_name="cand")
     assert blessing.blessed is False
@@ -319,7 +320,7 @@ def test_cli_exit_codes_and_no_champion(tmp_path, evals, capsys):
 def test_champion_on_other_queries_is_refused(tmp_path, evals):
     rng = np.random.default_rng(1)
     other = write_eval(tmp_path / "other", {"champ": {"recall@1": hits(rng, 0.3, 300)}})
-    cfg = cfg_of(G.Check("recall@1", "champion", max_regression=0.0))
+    cfg = cfg_of(R.Check("recall@1", "champion", max_regression=0.0))
     from vsearch.schema import DataError
 
     with pytest.raises(DataError, match="not evaluated on the candidate's queries"):

@@ -7,11 +7,12 @@ import pytest
 
 from vsearch.artifacts import model_version
 from vsearch.evaluation import gate as G
+from vsearch.evaluation import gate_rule as R
 from vsearch.registry import Registry
 
-CFG = G.GateConfig(checks=(G.Check("recall@1", "baseline", max_regression=1.0),
-                           G.Check("mrr", "champion", max_regression=1.0, ci=True),
-                           G.Check("recall@10", "value", min=0.0)), n_boot=200,
+CFG = R.GateConfig(checks=(R.Check("recall@1", "baseline", max_regression=1.0),
+                           R.Check("mrr", "champion", max_regression=1.0, ci=True),
+                           R.Check("recall@10", "value", min=0.0)), n_boot=200,
                   without_champion=())  # tiny models: the plumbing, not a significant gain
 
 

@@ -14,6 +14,7 @@ from test_registry import bless, make_model_dir  # tests/unit is on sys.path
 from vsearch import __version__
 from vsearch.blessing import read_blessing, write_blessing
 from vsearch.evaluation import gate as G
+from vsearch.evaluation import gate_rule as R
 from vsearch.lineage import CODE_VERSION_ENV, code_version
 from vsearch.registry import Registry
 from vsearch.rollout.schema import load_rollout
@@ -85,7 +86,7 @@ def test_gate_lineage_round_trips_and_reaches_page_plan_and_champion(tmp_path, m
     registry.promote(bless(tmp_path, "champ", champ))
     ev = json.loads(bless(tmp_path, "cand", cand, champion_dir=champ).read_text())["data"]["evaluation"]
     out = tmp_path / "gate"
-    G.run_gate(ev, out, G.GateConfig(checks=(G.Check("recall@1", "baseline", min_improvement=0.0),), n_boot=100),
+    G.run_gate(ev, out, R.GateConfig(checks=(R.Check("recall@1", "baseline", min_improvement=0.0),), n_boot=100),
                candidate_name="cand", champion=ev, champion_name="champion", run_id=RUN)
 
     blessing = read_blessing(out)

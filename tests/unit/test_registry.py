@@ -13,6 +13,7 @@ import pytest
 from vsearch.artifacts import model_version
 from vsearch.config import ConfigError
 from vsearch.evaluation import gate as G
+from vsearch.evaluation import gate_rule as R
 from vsearch.registry import Registry, RegistryConflict
 from vsearch.schema import DataError
 
@@ -30,8 +31,8 @@ def make_model_dir(path, seed: int, towers: int = 3):
     return path
 
 
-CHECKS = G.GateConfig(checks=(G.Check("recall@1", "baseline", min_improvement=0.0),
-                              G.Check("recall@1", "champion", max_regression=0.05)), n_boot=200)
+CHECKS = R.GateConfig(checks=(R.Check("recall@1", "baseline", min_improvement=0.0),
+                              R.Check("recall@1", "champion", max_regression=0.05)), n_boot=200)
 
 
 def bless(tmp_path, name: str, candidate_dir, champion_dir=None, good: bool = True):
