@@ -18,6 +18,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from vsearch import faults
+from vsearch.model_folder import CONFIG_FILE, WEIGHTS_FILE
 
 
 def staging_path(out: str | os.PathLike, tag: str = "partial") -> Path:
@@ -191,10 +192,10 @@ def model_version(model_dir: str | os.PathLike) -> str:
 
     # A local folder or an fsspec URI (s3://bucket/models/x): the same bytes give the same id.
     root = str(model_dir).rstrip("/")
-    with fsspec.open(f"{root}/vsearch_model.json", "rb") as fh:
+    with fsspec.open(f"{root}/{CONFIG_FILE}", "rb") as fh:
         meta = json.loads(fh.read().decode())
     digest = hashlib.sha256()
-    with fsspec.open(f"{root}/model.safetensors", "rb") as fh:
+    with fsspec.open(f"{root}/{WEIGHTS_FILE}", "rb") as fh:
         for chunk in iter(lambda: fh.read(1 << 20), b""):
             digest.update(chunk)
     return f"{len(meta['model']['towers'])}t-{digest.hexdigest()[:12]}"
@@ -208,7 +209,7 @@ def model_embed_dim(model_dir: str | os.PathLike) -> int | None:
     import fsspec
 
     try:
-        with fsspec.open(f"{str(model_dir).rstrip('/')}/vsearch_model.json", "rb") as fh:
+        with fsspec.open(f"{str(model_dir).rstrip('/')}/{CONFIG_FILE}", "rb") as fh:
             return int(json.loads(fh.read().decode())["model"]["embed_dim"])
     except (OSError, ValueError, KeyError, TypeError):
         return None
@@ -220,4 +221,4 @@ def is_model_dir(uri: str | os.PathLike) -> bool:
 
     root = str(uri).rstrip("/")
     fs, path = fsspec.core.url_to_fs(root)
-    return fs.isfile(f"{path}/vsearch_model.json") and fs.isfile(f"{path}/model.safetensors")
+    return fs.isfile(f"{path}/{CONFIG_FILE}") and fs.isfile(f"{path}/{WEIGHTS_FILE}")

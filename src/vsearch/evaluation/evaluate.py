@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from vsearch import artifacts, schema
+from vsearch import artifacts, model_folder, schema
 from vsearch.config import EvalConfig
 from vsearch.data.dataset import Collator, ImageStore
 from vsearch.evaluation import metrics as M
@@ -228,8 +228,8 @@ def evaluate(
 
     cfg = cfg or EvalConfig()
     for name, path in models.items():
-        if not (Path(path) / "vsearch_model.json").is_file():
-            raise DataError(path, f"model '{name}' is not a vsearch model folder (missing vsearch_model.json)")
+        if not (Path(path) / model_folder.CONFIG_FILE).is_file():
+            raise DataError(path, f"model '{name}' is not a vsearch model folder (missing {model_folder.CONFIG_FILE})")
     evalset = load_eval_set(data_dir)
     results: dict[str, ModelResult] = {}
     for name, path in models.items():

@@ -44,7 +44,7 @@ from typing import Callable
 
 import numpy as np
 
-from vsearch import schema
+from vsearch import model_folder, schema
 from vsearch.faults import fault_point
 from vsearch.indexing.config import IndexConfig
 from vsearch.indexing.store import (
@@ -443,8 +443,8 @@ def backfill(
     from vsearch.models.multitower import load_model
 
     model_dir, data_dir = str(model_dir), str(data_dir)
-    if not (Path(model_dir) / "vsearch_model.json").is_file():
-        raise DataError(model_dir, "not a vsearch model folder (missing vsearch_model.json)")
+    if not (Path(model_dir) / model_folder.CONFIG_FILE).is_file():
+        raise DataError(model_dir, f"not a vsearch model folder (missing {model_folder.CONFIG_FILE})")
     catalog = schema.read_manifest(data_dir, schema.CATALOG_FILE)
     model, _ = load_model(model_dir, device=cfg.backfill.device)
     model.eval()

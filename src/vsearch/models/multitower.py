@@ -18,14 +18,10 @@ from torch import nn
 
 from vsearch import schema
 from vsearch.config import ModelConfig
+from vsearch.model_folder import CONFIG_FILE, IMAGE_BACKBONE_DIR, TEXT_BACKBONE_DIR, TOKENIZER_DIR, WEIGHTS_FILE
 from vsearch.models.towers import Encoder, build_backbone, register_backbones
 
 FORMAT_VERSION = 1
-WEIGHTS_FILE = "model.safetensors"
-CONFIG_FILE = "vsearch_model.json"
-IMAGE_BACKBONE_DIR = "image_backbone"
-TEXT_BACKBONE_DIR = "text_backbone"
-TOKENIZER_DIR = "tokenizer"
 
 
 def fuse(image_features: torch.Tensor, text_features: torch.Tensor, text_weight: float) -> torch.Tensor:

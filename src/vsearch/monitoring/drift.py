@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from vsearch import artifacts
+from vsearch import artifacts, model_folder
 from vsearch.config import ConfigError, clip, load_yaml
 from vsearch.monitoring.reference import EMB_PREFIX, HEALTH_COLUMN, build_snapshot, load_snapshot
 
@@ -277,9 +277,9 @@ def detect_drift(reference: str | os.PathLike, current: str | os.PathLike, out_d
     with artifacts.staged(out) as staging:
         if _is_data_dir(current):
             # The model that embedded the reference: given, the reference's own model folder, or the one it records.
-            own = Path(reference) if (Path(reference) / "vsearch_model.json").is_file() else None
+            own = Path(reference) if (Path(reference) / model_folder.CONFIG_FILE).is_file() else None
             model_dir = model or own or ref[0].get("model_dir")
-            if model_dir is not None and not (Path(model_dir) / "vsearch_model.json").is_file():
+            if model_dir is not None and not (Path(model_dir) / model_folder.CONFIG_FILE).is_file():
                 from vsearch.schema import DataError
 
                 raise DataError(model_dir, "the model that embeds the current window is not a vsearch model folder; pass --model")

@@ -29,8 +29,8 @@ import numpy as np
 import pandas as pd
 
 from vsearch import artifacts, schema
+from vsearch.model_folder import REFERENCE_DIR, WEIGHTS_FILE
 
-REFERENCE_DIR = "drift_reference"
 QUERIES_FILE = "queries.parquet"
 PRODUCTS_FILE = "products.parquet"
 SNAPSHOT_FILE = "snapshot.json"
@@ -209,7 +209,7 @@ def build_snapshot(
         "schema_version": 1,
         "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "model_dir": durable_uri(record_model_dir or model_dir) if (record_model_dir or model_dir) else None,
-        "model_version": model_version(model_dir) if model_dir and (Path(model_dir) / "model.safetensors").is_file() else None,
+        "model_version": model_version(model_dir) if model_dir and (Path(model_dir) / WEIGHTS_FILE).is_file() else None,
         "data": durable_uri(data_uri or data_dir),
         "data_fingerprint": data_fingerprint(data_dir),
         "window": {"since": since, "until": until, "queries_in_window": int(len(window)), "catalog_size": int(len(catalog))},

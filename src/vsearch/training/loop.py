@@ -28,15 +28,13 @@ from vsearch.data.reformulations import mine_reformulations
 from vsearch.data.transforms import build_augment
 from vsearch.lineage import code_version
 from vsearch.losses import MultiTowerLoss
-from vsearch.models.multitower import CONFIG_FILE, TOKENIZER_DIR, MultiTowerModel, build_model, load_model
+from vsearch.model_folder import CONFIG_FILE, METRICS_LOG, RUN_CONFIG_FILE, SUMMARY_FILE, TOKENIZER_DIR
+from vsearch.models.multitower import MultiTowerModel, build_model, load_model
 from vsearch.models.tokenizer import load_tokenizer, train_title_tokenizer
 from vsearch.schema import DataError
 from vsearch.training import checkpoint, distributed
 from vsearch.training.device import require_cuda
 
-METRICS_LOG = "metrics.jsonl"
-SUMMARY_FILE = "train_summary.json"
-RUN_CONFIG_FILE = "run_config.yaml"
 FINGERPRINT_FILE = "fingerprint.json"
 
 
