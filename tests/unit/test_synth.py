@@ -14,6 +14,7 @@ from PIL import Image
 
 from vsearch import schema
 from vsearch.data import synth
+from vsearch.data.synth import jobs, planning, rendering
 
 TINY = synth.PRESETS["tiny"]
 
@@ -188,16 +189,16 @@ def test_query_photo_differs_from_the_catalog_render_of_its_product(tiny_dir, ti
 
 
 def test_distractors_come_from_other_categories_and_share_the_trap_attributes():
-    plan = synth._plan(TINY, 0)
+    plan = planning._plan(TINY, 0)
     world = plan["world"]
     spec = world["specs"][0]
     rng = np.random.default_rng(0)
     always_pattern = dataclasses.replace(TINY, distractor_same_pattern_prob=1.0)
     for _ in range(50):
-        d = synth._pick_distractor(world, spec, rng, TINY)
+        d = rendering._pick_distractor(world, spec, rng, TINY)
         assert world["specs"][d]["category"] != spec["category"]
         if spec["pattern"] != "solid":
-            d = synth._pick_distractor(world, spec, rng, always_pattern)
+            d = rendering._pick_distractor(world, spec, rng, always_pattern)
             assert world["specs"][d]["pattern"] == spec["pattern"]
 
 
@@ -229,7 +230,7 @@ def test_empty_query_text_fraction_is_honoured(tmp_path):
 
 def _failing_writer(after: int):
     calls = {"n": 0}
-    real = synth._write_png
+    real = jobs._write_png
 
     def write(image, path):
         calls["n"] += 1
@@ -241,7 +242,7 @@ def _failing_writer(after: int):
 
 
 def test_a_failure_mid_generation_leaves_nothing_behind(tmp_path, monkeypatch):
-    monkeypatch.setattr(synth, "_write_png", _failing_writer(after=10))
+    monkeypatch.setattr(jobs, "_write_png", _failing_writer(after=10))
     with pytest.raises(RuntimeError, match="disk full"):
         synth.generate(tmp_path / "out", "tiny", workers=1)
     assert list(tmp_path.iterdir()) == []
@@ -256,7 +257,7 @@ def test_refuses_to_overwrite_and_keeps_the_old_data(tmp_path, monkeypatch):
         synth.generate(out, "tiny", seed=1)
     assert _files(out) == before
 
-    monkeypatch.setattr(synth, "_write_png", _failing_writer(after=10))
+    monkeypatch.setattr(jobs, "_write_png", _failing_writer(after=10))
     with pytest.raises(RuntimeError):
         synth.generate(out, "tiny", seed=1, workers=1, overwrite=True)
     assert _files(out) == before
