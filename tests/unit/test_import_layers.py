@@ -18,7 +18,7 @@ PACKAGE = Path(__file__).resolve().parents[2] / "src" / "vsearch"
 # The layering the code has, lowest first. A unit (a subpackage or a top-level module of
 # vsearch) imports only units of lower layers.
 LAYERS: list[set[str]] = [
-    {"schema", "faults", "images", "collectives", "configs", "model_folder"},
+    {"schema", "faults", "images", "collectives", "configs", "model_folder", "html_page"},
     {"config", "artifacts", "lineage", "blessing"},
     {"data", "registry", "errors", "run_status"},
     {"models", "validation", "features"},

@@ -33,6 +33,7 @@ import numpy as np
 import pandas as pd
 
 from vsearch import artifacts, model_folder
+from vsearch.html_page import escape, head
 from vsearch.config import ConfigError, clip, load_yaml
 from vsearch.monitoring.reference import EMB_PREFIX, HEALTH_COLUMN, build_snapshot, load_snapshot
 
@@ -314,32 +315,28 @@ def summary_html(result: dict, reports: dict[str, str] | None = None) -> str:
             (the report folder): links to the files beside the page. Otherwise plain text (the
             KFP UI cannot follow a relative link from one artifact to another).
     """
-    import html as h
 
     rows = "".join(
-        f'<tr class="{"drift" if c["drifted"] else "ok"}"><td>{h.escape(c["name"])}</td><td>{h.escape(c["kind"])}</td>'
-        f'<td>{c["score"]:.4g}</td><td>{h.escape(str(c["rule"]))} {h.escape(str(c["threshold"]))}</td>'
+        f'<tr class="{"drift" if c["drifted"] else "ok"}"><td>{escape(c["name"])}</td><td>{escape(c["kind"])}</td>'
+        f'<td>{c["score"]:.4g}</td><td>{escape(str(c["rule"]))} {escape(str(c["threshold"]))}</td>'
         f'<td>{"DRIFT" if c["drifted"] else "ok"}</td></tr>'
         for c in result["checks"]
     )
     verdict = "DRIFT: " + ", ".join(result["drifted_checks"]) if result["drift"] else "No drift"
     ref, cur = result["reference"], result["current"]
     if reports is None:
-        links = " &middot; ".join(f'<a href="{h.escape(f)}">{side}</a>' for side, f in REPORT_HTML.items())
+        links = " &middot; ".join(f'<a href="{escape(f)}">{side}</a>' for side, f in REPORT_HTML.items())
     else:
-        links = " &middot; ".join(f"{side}: {h.escape(reports[side])}" for side in REPORT_HTML)
+        links = " &middot; ".join(f"{side}: {escape(reports[side])}" for side in REPORT_HTML)
     return (
-        '<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>vsearch drift</title><style>'
-        "body{font-family:sans-serif;margin:24px;color:#1f2328}table{border-collapse:collapse}td,th{padding:5px 10px;"
-        "border-bottom:1px solid #ddd;text-align:left}tr.drift{background:#ffebe9}tr.ok{background:#dafbe1}"
-        ".v{font-size:20px;font-weight:700}</style></head><body>"
-        f'<h1>Drift: current vs reference window</h1><p class="v">{h.escape(verdict)}</p>'
-        f"<p>reference: {h.escape(str(ref.get('data')))} (model {h.escape(str(ref.get('model_version')))}, "
-        f"{ref.get('queries')} queries, {ref.get('products')} products)<br>current: {h.escape(str(cur.get('data')))} "
+        head("vsearch drift")
+        + f'<h1>Drift: current vs reference window</h1><p class="verdict">{escape(verdict)}</p>'
+        f"<p>reference: {escape(str(ref.get('data')))} (model {escape(str(ref.get('model_version')))}, "
+        f"{ref.get('queries')} queries, {ref.get('products')} products)<br>current: {escape(str(cur.get('data')))} "
         f"({cur.get('queries')} queries, {cur.get('products')} products)</p>"
         f"<p>Evidently reports: {links}</p>"
-        f"<table><thead><tr><th>check</th><th>kind</th><th>score</th><th>rule</th><th>result</th></tr></thead><tbody>{rows}</tbody></table>"
-        "</body></html>\n"
+        f'<table class="plain"><thead><tr><th>check</th><th>kind</th><th>score</th><th>rule</th><th>result</th></tr></thead><tbody>{rows}</tbody></table>'
+        "</main></body></html>\n"
     )
 
 

@@ -255,7 +255,8 @@ def analyze(rollout, impressions: list[dict], clicks: list[dict], *, now: float 
 
 
 def _html(result: dict) -> str:
-    from vsearch.evaluation.report import _CSS, _e
+    from vsearch.html_page import escape as _e
+    from vsearch.html_page import head
 
     def fmt(v, pct=False):
         if v is None:
@@ -275,8 +276,7 @@ def _html(result: dict) -> str:
     guard = "".join(f'<tr class="check {"pass" if g["status"] == "pass" else "fail" if g["status"] == "breach" else "skip"}">'
                     f"<td>{_e(g['status'])}</td><td>{_e(g['detail'])}</td></tr>" for g in result["guardrails"])
     step = f"step {result['step']} of {result['steps']}" if result["step"] else "no ramp step in force"
-    return f"""<!doctype html><html lang="en"><head><meta charset="utf-8"><title>A/B analysis {_e(result['experiment_id'])}</title>
-<style>{_CSS}</style></head><body><main>
+    return head(f"A/B analysis {result['experiment_id']}") + f"""
 <header><h1>A/B analysis: {_e(result['recommendation'].upper())}</h1>
 <p class="subtitle">{_e(result['reason'])}</p>
 <p class="meta">experiment {_e(result['experiment_id'])}; treatment share {result['treatment_percent']:g}% ({step}),

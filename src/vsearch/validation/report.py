@@ -8,28 +8,16 @@ and offending examples (file, row, value, detail). When the result carries GX Da
 
 from __future__ import annotations
 
-import html
 import json
 import os
 from pathlib import Path
 
+from vsearch.html_page import escape, head
 from vsearch.validation.validate import ValidationResult
 
 JSON_FILE = "validation.json"
 HTML_FILE = "validation.html"
 DATA_DOCS_DIR = "gx_data_docs"
-
-_CSS = """
-body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:2rem;color:#1d1d1f;max-width:80rem}
-h1{font-size:1.5rem}h2{font-size:1.15rem;margin-top:2rem}
-.badge{display:inline-block;padding:.1rem .5rem;border-radius:.3rem;font-weight:600;font-size:.85rem}
-.pass{background:#d9f2dd;color:#0b5d1e}.fail{background:#fbd9d9;color:#8a1111}
-table{border-collapse:collapse;width:100%;font-size:.9rem}
-th,td{border-bottom:1px solid #ddd;padding:.35rem .5rem;text-align:left;vertical-align:top}
-th{background:#f4f4f6}td.num{text-align:right;font-variant-numeric:tabular-nums}
-code{font-size:.85rem}ul.ex{margin:0;padding-left:1rem}.muted{color:#666}
-"""
-
 
 def _examples(check: dict) -> str:
     if not check["examples"]:
@@ -40,9 +28,9 @@ def _examples(check: dict) -> str:
         if ex.get("row") is not None:
             parts.append(f"row {ex['row']}")
         if ex.get("value") is not None:
-            parts.append(f"<code>{html.escape(repr(ex['value']))}</code>")
+            parts.append(f"<code>{escape(repr(ex['value']))}</code>")
         if ex.get("detail"):
-            parts.append(f"<span class=muted>{html.escape(str(ex['detail']))}</span>")
+            parts.append(f"<span class=muted>{escape(str(ex['detail']))}</span>")
         items.append("<li>" + " ".join(parts) + "</li>")
     more = (check.get("unexpected_count") or 0) - len(check["examples"])
     if more > 0:
@@ -53,7 +41,7 @@ def _examples(check: dict) -> str:
 def _data_docs_note(result: ValidationResult, out_dir: Path | None) -> str:
     """A paragraph linking the GX Data Docs index (relative to the page), or saying why none."""
     if result.data_docs_error:
-        return f"<p class=muted id=gx-data-docs>GX Data Docs could not be built: {html.escape(result.data_docs_error)}</p>"
+        return f"<p class=muted id=gx-data-docs>GX Data Docs could not be built: {escape(result.data_docs_error)}</p>"
     if result.data_docs is None:
         return ""
     index = Path(result.data_docs)
@@ -63,7 +51,7 @@ def _data_docs_note(result: ValidationResult, out_dir: Path | None) -> str:
             href = Path(os.path.relpath(index, Path(out_dir).resolve())).as_posix()
         except ValueError:  # another drive: keep the absolute file URI
             pass
-    return (f"<p class=muted id=gx-data-docs>Great Expectations' own report: <a href='{html.escape(href, quote=True)}'>GX Data Docs</a>"
+    return (f"<p class=muted id=gx-data-docs>Great Expectations' own report: <a href='{escape(href)}'>GX Data Docs</a>"
             " (suites and validation results as GX renders them). It loads its CSS/JS from CDNs, so offline it shows"
             " unstyled; this page needs no network.</p>")
 
@@ -76,21 +64,20 @@ def render_html(result: ValidationResult, out_dir: str | os.PathLike | None = No
     data = result.to_dict()
     stats = data["statistics"]
     verdict = "pass" if data["success"] else "fail"
-    head = (
-        f"<!doctype html><html lang=en><head><meta charset=utf-8><title>vsearch data validation: {verdict.upper()}</title>"
-        f"<style>{_CSS}</style></head><body>"
-        f"<h1>Data validation <span class='badge {verdict}' id=verdict>{verdict.upper()}</span></h1>"
-        f"<p>Data folder <code>{html.escape(data['data_dir'])}</code>. {stats['checks']} checks, "
+    top = (
+        head(f"vsearch data validation: {verdict.upper()}")
+        + f"<h1>Data validation <span class='badge {verdict}' id=verdict>{verdict.upper()}</span></h1>"
+        f"<p>Data folder <code>{escape(data['data_dir'])}</code>. {stats['checks']} checks, "
         f"<strong>{stats['failed']} failed</strong>. Rows: "
-        + ", ".join(f"{html.escape(k)} {v}" for k, v in stats["rows"].items())
+        + ", ".join(f"{escape(k)} {v}" for k, v in stats["rows"].items())
         + f". Images probed: {stats['images']} "
-        + html.escape(json.dumps(stats["images_by_status"]))
+        + escape(json.dumps(stats["images_by_status"]))
         + f". {stats['seconds']} s.</p>"
         + _data_docs_note(result, None if out_dir is None else Path(out_dir))
     )
     body = []
     if data["failed"]:
-        body.append("<h2>Failed</h2><ul id=failed>" + "".join(f"<li><code>{html.escape(line)}</code></li>" for line in data["failed"]) + "</ul>")
+        body.append("<h2>Failed</h2><ul id=failed>" + "".join(f"<li><code>{escape(line)}</code></li>" for line in data["failed"]) + "</ul>")
     manifests = list(dict.fromkeys(c["manifest"] for c in data["checks"]))
     for manifest in manifests:
         rows = []
@@ -99,17 +86,17 @@ def render_html(result: ValidationResult, out_dir: str | os.PathLike | None = No
             count = "" if c["unexpected_count"] is None else f"{c['unexpected_count']}"
             total = "" if c["element_count"] is None else f"{c['element_count']}"
             rows.append(
-                f"<tr class=check data-rule='{html.escape(c['rule'])}' data-status={status}>"
+                f"<tr class=check data-rule='{escape(c['rule'])}' data-status={status}>"
                 f"<td><span class='badge {status}'>{status.upper()}</span></td>"
-                f"<td><code>{html.escape(c['rule'])}</code></td><td>{html.escape(c['description'])}"
-                f"<br><span class=muted>{html.escape(c['expectation'])}</span></td>"
+                f"<td><code>{escape(c['rule'])}</code></td><td>{escape(c['description'])}"
+                f"<br><span class=muted>{escape(c['expectation'])}</span></td>"
                 f"<td class=num>{count}</td><td class=num>{total}</td><td>{_examples(c)}</td></tr>"
             )
         body.append(
-            f"<h2>{html.escape(manifest)}</h2><table><thead><tr><th>status</th><th>rule</th><th>expectation</th>"
+            f"<h2>{escape(manifest)}</h2><table class=plain><thead><tr><th>status</th><th>rule</th><th>expectation</th>"
             f"<th>failing rows</th><th>rows</th><th>offending examples</th></tr></thead><tbody>{''.join(rows)}</tbody></table>"
         )
-    return head + "".join(body) + "</body></html>\n"
+    return top + "".join(body) + "</main></body></html>\n"
 
 
 def write_report(result: ValidationResult, out_dir: str | os.PathLike) -> dict[str, Path]:
