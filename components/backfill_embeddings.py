@@ -44,38 +44,28 @@ def backfill_embeddings(
         metrics: rows written, recall@k of the index vs exact search, seconds per phase.
         Output: The collection the alias now points to.
     """
-    import dataclasses
     import json
     import os
 
     from vsearch.blessing import read_blessing
-    from vsearch.indexing.backfill import backfill
+    from vsearch.indexing.backfill import RECORD_FILE, backfill, milvus_location, write_record
     from vsearch.indexing.config import load_index_config
     from vsearch.indexing.store import baseline_alias, candidate_alias, connect
 
     os.makedirs(index.path, exist_ok=True)
     if unless_champion is not None and read_blessing(unless_champion.path).has_champion:
-        with open(os.path.join(index.path, "backfill.json"), "w") as fh:
+        with open(os.path.join(index.path, RECORD_FILE), "w") as fh:
             json.dump({"skipped": "the blessing has a champion: its collection behind the live alias is the control"}, fh)
         index.metadata.update({"skipped": True, "alias": alias})
         metrics.log_metric("rows", 0.0)
         return ""
     target_alias = {"": alias, "candidate": candidate_alias(alias), "baseline": baseline_alias(alias)}[alias_role]
-    uri = milvus_uri or os.path.join(index.path, "milvus.db")
+    uri, recorded_uri = milvus_location(milvus_uri, index.path, index.uri)
     cfg = load_index_config(None, list(overrides or []))
     with connect(uri, cfg) as store:
         report = backfill(model.path, data.path, store, target_alias, cfg, model_uri=model.uri,
                           progress=lambda msg: print(f"backfill: {msg}", flush=True))
-    # A Lite database is recorded where it outlives this pod: inside the index artifact's URI.
-    result = {**dataclasses.asdict(report), "milvus_uri": milvus_uri or f"{index.uri.rstrip('/')}/milvus.db"}
-    with open(os.path.join(index.path, "backfill.json"), "w") as fh:
-        json.dump(result, fh, indent=2)
-    metrics.log_metric("rows", float(report.catalog_rows))
-    metrics.log_metric("written", float(report.written))
-    metrics.log_metric("recall_at_k", float(report.verify.get("recall") or 0.0))
-    for phase in ("write_s", "finalize_s", "verify_s"):
-        metrics.log_metric(phase, round(float(getattr(report, phase)), 3))
-    index.metadata.update({"collection": report.collection, "alias": target_alias, "model_version": report.model_version,
-                           "milvus_uri": result["milvus_uri"], "index_type": report.index_type,
-                           "previous_collection": report.previous_collection})
+    index.metadata.update(write_record(report, index.path, recorded_uri, target_alias))
+    for name, value in report.metrics().items():
+        metrics.log_metric(name, value)
     return report.collection

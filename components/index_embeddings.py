@@ -36,33 +36,21 @@ def index_embeddings(
         metrics: rows written, recall@k of the index vs exact search, seconds per phase.
         Output: The collection the alias now points to.
     """
-    import dataclasses
-    import json
     import os
 
+    from vsearch.indexing.backfill import milvus_location, write_record
     from vsearch.indexing.config import load_index_config
     from vsearch.indexing.shards import index_shards
     from vsearch.indexing.store import connect
 
     os.makedirs(index.path, exist_ok=True)
-    uri = milvus_uri or os.path.join(index.path, "milvus.db")
+    uri, recorded_uri = milvus_location(milvus_uri, index.path, index.uri)
     cfg = load_index_config(None, list(overrides or []))
     files = sorted((s.path for s in shards), key=lambda p: p)
     with connect(uri, cfg) as store:
         report = index_shards(store, model.path, data.path, files, alias, cfg, model_uri=model.uri,
                               progress=lambda msg: print(f"index: {msg}", flush=True))
-    # A Lite database is recorded where it outlives this pod: inside the index artifact's URI.
-    result = {**dataclasses.asdict(report), "milvus_uri": milvus_uri or f"{index.uri.rstrip('/')}/milvus.db",
-              "shards": len(files)}
-    with open(os.path.join(index.path, "backfill.json"), "w") as fh:
-        json.dump(result, fh, indent=2)
-    metrics.log_metric("rows", float(report.catalog_rows))
-    metrics.log_metric("written", float(report.written))
-    metrics.log_metric("shards", float(len(files)))
-    metrics.log_metric("recall_at_k", float(report.verify.get("recall") or 0.0))
-    for phase in ("write_s", "finalize_s", "verify_s"):
-        metrics.log_metric(phase, round(float(getattr(report, phase)), 3))
-    index.metadata.update({"collection": report.collection, "alias": alias, "model_version": report.model_version,
-                           "milvus_uri": result["milvus_uri"], "index_type": report.index_type,
-                           "previous_collection": report.previous_collection})
+    index.metadata.update(write_record(report, index.path, recorded_uri, alias, shards=len(files)))
+    for name, value in {**report.metrics(), "shards": float(len(files))}.items():
+        metrics.log_metric(name, value)
     return report.collection

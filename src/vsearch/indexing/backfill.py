@@ -38,7 +38,7 @@ import signal
 import sys
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable
 
@@ -96,6 +96,41 @@ class BackfillReport:
     @property
     def write_rows_per_s(self) -> float:
         return self.written / self.write_s if self.write_s > 0 else 0.0
+
+    def metrics(self) -> dict[str, float]:
+        """What a pipeline step logs: catalog rows, rows written, recall@k of the index against
+        exact search (higher is better) and the seconds of each phase."""
+        scores = {"rows": float(self.catalog_rows), "written": float(self.written),
+                  "recall_at_k": float(self.verify.get("recall") or 0.0)}
+        scores.update({phase: round(float(getattr(self, phase)), 3) for phase in ("write_s", "finalize_s", "verify_s")})
+        return scores
+
+
+RECORD_FILE = "backfill.json"
+LITE_FILE = "milvus.db"
+
+
+def milvus_location(milvus_uri: str, index_dir: str, index_uri: str) -> tuple[str, str]:
+    """(where to connect, what to record) for an index step's Milvus.
+
+    An endpoint is both. "" is a Milvus Lite database inside the step's index artifact: this
+    pod connects to its path, and the record names it inside the artifact's URI, where it
+    outlives the pod.
+    """
+    if milvus_uri:
+        return milvus_uri, milvus_uri
+    return os.path.join(index_dir, LITE_FILE), f"{index_uri.rstrip('/')}/{LITE_FILE}"
+
+
+def write_record(report: BackfillReport, index_dir: str, milvus_uri: str, alias: str, **extra) -> dict:
+    """Write ``<index_dir>/backfill.json`` (the report, ``milvus_uri`` as recorded and ``extra``)
+    and return the index artifact's metadata: collection, alias, model version, Milvus URI,
+    index type and the collection the alias pointed to before."""
+    record = {**asdict(report), "milvus_uri": milvus_uri, **extra}
+    with open(os.path.join(index_dir, RECORD_FILE), "w") as fh:
+        json.dump(record, fh, indent=2)
+    return {"collection": report.collection, "alias": alias, "model_version": report.model_version,
+            "milvus_uri": milvus_uri, "index_type": report.index_type, "previous_collection": report.previous_collection}
 
 
 # ---------------------------------------------------------------------------------- data
