@@ -18,8 +18,11 @@ NAME = "vsearch-model"
 IMPORT_NAME = "vsearch-model-import"
 
 
-def _train_and_evaluate(data, cfg: PipelineConfig, image_only_config, three_tower_config, four_tower_config,
-                        train_overrides, eval_overrides) -> None:
+def train_and_evaluate(data, cfg: PipelineConfig, *, image_only_config, three_tower_config, four_tower_config,
+                       train_overrides, eval_overrides) -> dict:
+    """The middle of the model and training pipelines: train the image-only baseline, the 3-tower
+    and the 4-tower (initialised from the 3-tower) on ``data``, evaluate all three on its test
+    queries. Returns the tasks: ``image_only``, ``three_tower``, ``four_tower``, ``evaluation``."""
     from components.evaluate_model import evaluate_model
     from components.train_model import train_model
     from pipelines.wiring import configure
@@ -33,7 +36,7 @@ def _train_and_evaluate(data, cfg: PipelineConfig, image_only_config, three_towe
         "Train 4-tower (from 3-tower)",
         cfg,
     )
-    configure(
+    evaluation = configure(
         evaluate_model(
             data=data,
             image_only=image_only.outputs["model"],
@@ -45,6 +48,7 @@ def _train_and_evaluate(data, cfg: PipelineConfig, image_only_config, three_towe
         "Evaluate models",
         cfg,
     )
+    return {"image_only": image_only, "three_tower": three, "four_tower": four, "evaluation": evaluation}
 
 
 def build(cfg: PipelineConfig):
@@ -70,8 +74,9 @@ def build(cfg: PipelineConfig):
     ):
         with notify_on_exit(NAME, cfg):
             synth = configure(synth_data(preset=preset, seed=seed), "Generate street-to-shop benchmark", cfg)
-            _train_and_evaluate(synth.outputs["data"], cfg, image_only_config, three_tower_config, four_tower_config,
-                                train_overrides, eval_overrides)
+            train_and_evaluate(synth.outputs["data"], cfg, image_only_config=image_only_config,
+                               three_tower_config=three_tower_config, four_tower_config=four_tower_config,
+                               train_overrides=train_overrides, eval_overrides=eval_overrides)
 
     return model_pipeline
 
@@ -97,7 +102,8 @@ def build_import(cfg: PipelineConfig):
     ):
         with notify_on_exit(IMPORT_NAME, cfg):
             imported = import_dataset(data_uri, cfg)
-            _train_and_evaluate(imported.output, cfg, image_only_config, three_tower_config, four_tower_config,
-                                train_overrides, eval_overrides)
+            train_and_evaluate(imported.output, cfg, image_only_config=image_only_config,
+                               three_tower_config=three_tower_config, four_tower_config=four_tower_config,
+                               train_overrides=train_overrides, eval_overrides=eval_overrides)
 
     return model_import_pipeline

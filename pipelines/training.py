@@ -38,19 +38,20 @@ DESCRIPTION = ("Validate the data, build the point-in-time training set, train t
                "write the release plan for review (the live alias is not moved), else record why not.")
 
 
-def _stages(data, cfg: PipelineConfig, image_only_config, three_tower_config, four_tower_config, train_overrides,
-            eval_overrides, gate_config, registry, milvus_uri, alias, index_overrides, rollout_overrides) -> None:
+def _stages(data, cfg: PipelineConfig, *, models: dict, gate_config, registry, milvus_uri, alias, index_overrides,
+            rollout_overrides) -> None:
+    """Everything after the source: validation, the training set, ``train_and_evaluate`` with
+    ``models`` (its keyword arguments), the gate and either branch."""
     from kfp import dsl
 
     from components.backfill_embeddings import backfill_embeddings
     from components.build_training_set import build_training_set
-    from components.evaluate_model import evaluate_model
     from components.gate_model import gate_model
     from components.materialize_features import materialize_features
     from components.record_rejection import record_rejection
-    from components.train_model import train_model
     from components.validate_data import validate_data
     from components.write_rollout_config import write_rollout_config
+    from pipelines.model import train_and_evaluate
     from pipelines.wiring import configure
 
     validation = configure(validate_data(data=data), "Validate data", cfg)
@@ -63,21 +64,8 @@ def _stages(data, cfg: PipelineConfig, image_only_config, three_tower_config, fo
     # The serving online store gets the products of validated data (catalog facts, whatever the gate says).
     configure(materialize_features(data=data, validation=validation.outputs["validation"]).after(training),
               "Materialize product features (online store)", cfg)
-    image_only = configure(train_model(data=train_data, config=image_only_config, overrides=train_overrides),
-                           "Train image-only baseline", cfg)
-    three = configure(train_model(data=train_data, config=three_tower_config, overrides=train_overrides),
-                      "Train 3-tower", cfg)
-    four = configure(
-        train_model(data=train_data, config=four_tower_config, overrides=train_overrides, init_model=three.outputs["model"]),
-        "Train 4-tower (from 3-tower)",
-        cfg,
-    )
-    evaluation = configure(
-        evaluate_model(data=train_data, image_only=image_only.outputs["model"], three_tower=three.outputs["model"],
-                       four_tower=four.outputs["model"], config=three_tower_config, overrides=eval_overrides),
-        "Evaluate models",
-        cfg,
-    )
+    trained = train_and_evaluate(train_data, cfg, **models)
+    image_only, four, evaluation = trained["image_only"], trained["four_tower"], trained["evaluation"]
     gate = configure(
         gate_model(evaluation=evaluation.outputs["evaluation"], candidate="four_tower", config=gate_config,
                    registry=registry, run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER),
@@ -135,8 +123,11 @@ def build(cfg: PipelineConfig):
     ):
         with notify_on_exit(NAME, cfg):
             synth = configure(synth_data(preset=preset, seed=seed), "Generate street-to-shop benchmark", cfg)
-            _stages(synth.outputs["data"], cfg, image_only_config, three_tower_config, four_tower_config, train_overrides,
-                    eval_overrides, gate_config, registry, milvus_uri, alias, index_overrides, rollout_overrides)
+            models = dict(image_only_config=image_only_config, three_tower_config=three_tower_config,
+                          four_tower_config=four_tower_config, train_overrides=train_overrides,
+                          eval_overrides=eval_overrides)
+            _stages(synth.outputs["data"], cfg, models=models, gate_config=gate_config, registry=registry, milvus_uri=milvus_uri,
+                    alias=alias, index_overrides=index_overrides, rollout_overrides=rollout_overrides)
 
     return training_pipeline
 
@@ -164,7 +155,10 @@ def build_import(cfg: PipelineConfig):
     ):
         with notify_on_exit(IMPORT_NAME, cfg):
             imported = import_dataset(data_uri, cfg)
-            _stages(imported.output, cfg, image_only_config, three_tower_config, four_tower_config, train_overrides,
-                    eval_overrides, gate_config, registry, milvus_uri, alias, index_overrides, rollout_overrides)
+            models = dict(image_only_config=image_only_config, three_tower_config=three_tower_config,
+                          four_tower_config=four_tower_config, train_overrides=train_overrides,
+                          eval_overrides=eval_overrides)
+            _stages(imported.output, cfg, models=models, gate_config=gate_config, registry=registry, milvus_uri=milvus_uri,
+                    alias=alias, index_overrides=index_overrides, rollout_overrides=rollout_overrides)
 
     return training_import_pipeline
