@@ -24,7 +24,7 @@ import yaml
 
 from components.image import GPU_IMAGE, IMAGE
 from vsearch.config import ConfigError, apply_overrides
-from vsearch.training.trainjob import Toleration  # one definition for pipeline steps and TrainJob pods
+from vsearch.training.trainjob import Toleration, validate_tolerations  # one definition for pipeline steps and TrainJob pods
 from vsearch.training.device import REQUIRE_CUDA_ENV
 
 
@@ -262,11 +262,7 @@ def validate(cfg: PipelineConfig, where: str = "pipeline config") -> None:
             raise ConfigError(f"{where}: {key} must be a non-empty image reference, got {value!r}")
     if not isinstance(cfg.gpu.accelerator_limit, int) or cfg.gpu.accelerator_limit < 1:
         raise ConfigError(f"{where}: gpu.accelerator_limit must be an integer >= 1")
-    for t in cfg.gpu.tolerations:
-        if t.operator not in ("Equal", "Exists"):
-            raise ConfigError(f"{where}: toleration operator must be Equal or Exists, got {t.operator!r}")
-        if t.effect not in ("", "NoSchedule", "PreferNoSchedule", "NoExecute"):
-            raise ConfigError(f"{where}: toleration effect {t.effect!r} is not a Kubernetes taint effect")
+    validate_tolerations(cfg.gpu.tolerations, f"{where}: gpu")
     if cfg.trainjob.enabled:
         _validate_trainjob(cfg, where)
     if not isinstance(cfg.resources.shard_parallelism, int) or cfg.resources.shard_parallelism < 1:

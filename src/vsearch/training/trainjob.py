@@ -96,6 +96,19 @@ class Toleration:
     toleration_seconds: int | None = None
 
 
+def validate_tolerations(tolerations: list[Toleration], where: str) -> None:
+    """ConfigError for a toleration Kubernetes would refuse (TrainJob pods and pipeline steps)."""
+    for i, t in enumerate(tolerations):
+        if t.operator not in ("Equal", "Exists"):
+            raise ConfigError(f"{where}: tolerations[{i}]: operator must be Equal or Exists, got {t.operator!r}")
+        if t.effect not in _TAINT_EFFECTS:
+            raise ConfigError(f"{where}: tolerations[{i}]: effect {t.effect!r} is not a taint effect")
+        if t.operator == "Exists" and t.value:
+            raise ConfigError(f"{where}: tolerations[{i}]: operator Exists takes no value")
+        if not t.key and t.operator != "Exists":
+            raise ConfigError(f"{where}: tolerations[{i}]: an empty key needs operator Exists")
+
+
 @dataclass
 class Volume:
     """A Pod volume: a PersistentVolumeClaim (``pvc``) or, when ``pvc`` is empty, an emptyDir."""
@@ -223,15 +236,7 @@ def validate(spec: TrainJobSpec, where: str = "trainjob spec") -> None:
         value = str(getattr(spec, key))
         if value and not _QUANTITY.match(value):
             raise ConfigError(f"{where}: {key} {value!r} is not a Kubernetes quantity (e.g. 8, 500m, 32Gi)")
-    for i, t in enumerate(spec.tolerations):
-        if t.operator not in ("Equal", "Exists"):
-            raise ConfigError(f"{where}: tolerations[{i}]: operator must be Equal or Exists, got {t.operator!r}")
-        if t.effect not in _TAINT_EFFECTS:
-            raise ConfigError(f"{where}: tolerations[{i}]: effect {t.effect!r} is not a taint effect")
-        if t.operator == "Exists" and t.value:
-            raise ConfigError(f"{where}: tolerations[{i}]: operator Exists takes no value")
-        if not t.key and t.operator != "Exists":
-            raise ConfigError(f"{where}: tolerations[{i}]: an empty key needs operator Exists")
+    validate_tolerations(spec.tolerations, where)
     names = [v.name for v in spec.volumes] + (["dshm"] if spec.shm_size else [])
     for i, v in enumerate(spec.volumes):
         if not v.name or len(v.name) > 63 or not _DNS1123_LABEL.match(v.name):
