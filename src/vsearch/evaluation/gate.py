@@ -20,6 +20,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from vsearch import model_folder
 from vsearch.artifacts import durable_uri
 from vsearch.blessing import BLESSING_FILE, Blessing, ModelRef, remove_blessing, write_blessing
 from vsearch.config import ConfigError
@@ -242,7 +243,7 @@ def _resolve_champion(
             return _model_eval(cand_eval, summary, per_query, champion_name), info
         ch_summary, ch_per_query = _read_eval(path)
         return _model_eval(path, ch_summary, ch_per_query, champion_name), info
-    if (path / "vsearch_model.json").is_file():  # a model folder
+    if (path / model_folder.CONFIG_FILE).is_file():  # a model folder
         version = _version(str(path))
         for name, evaluated in _evaluated_versions(summary).items():
             if evaluated == version:  # already evaluated with the candidate: reuse
@@ -387,9 +388,8 @@ def _write_gate_report(path: Path, cand_eval: Path, summary: dict, blessing: Ble
     curves_path = cand_eval / "curves.json"
     curves = json.loads(curves_path.read_text()) if curves_path.is_file() else {}
     cand = blessing.candidate
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    write_report(
-        tmp,
+    write_report(  # atomic itself (temporary sibling + rename)
+        path,
         {"models": models, "eval": summary.get("eval", {})},
         curves,
         [],
@@ -398,7 +398,6 @@ def _write_gate_report(path: Path, cand_eval: Path, summary: dict, blessing: Ble
         notes=[f"Retrieval examples are in the evaluation report of {evaluation.rstrip('/')}/report.html."],
         gate=blessing.to_dict(),
     )
-    os.replace(tmp, path)
 
 
 def format_checks(blessing: Blessing) -> str:

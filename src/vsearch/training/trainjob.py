@@ -47,6 +47,7 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Callable
 
+from vsearch import artifacts, model_folder
 from vsearch.config import ConfigError
 
 TRAINER_GROUP, TRAINER_VERSION, TRAINJOB_PLURAL = "trainer.kubeflow.org", "v1alpha1", "trainjobs"
@@ -655,8 +656,6 @@ def run_distributed(
     restarts), and the published model is copied to ``out_dir``; the run folder is removed
     once the model is out. Returns the training summary (``train_summary.json``).
     """
-    from vsearch import artifacts
-
     run = Path(workdir) / spec.name
     run.mkdir(parents=True, exist_ok=True)
     data = _copy_in(Path(data_dir), run / "data")
@@ -668,12 +667,11 @@ def run_distributed(
     train_args += list(overrides)
     manifest = build_manifest(spec, train_args)
     submit_and_wait(manifest, api=api, poll_s=poll_s, timeout_s=timeout_s, delete_on_timeout=delete_on_timeout, log=log)
-    if not (model / "model.safetensors").is_file():
+    if not (model / model_folder.WEIGHTS_FILE).is_file():
         raise TrainJobError(f"{manifest['kind']} {spec.namespace}/{spec.name} completed but published no model at {model}")
-    staging = artifacts.fresh_staging(out_dir)
-    shutil.copytree(model, staging, dirs_exist_ok=True)
-    artifacts.publish(staging, out_dir)
-    summary = json.loads((Path(out_dir) / "train_summary.json").read_text())
+    with artifacts.staged(out_dir) as staging:
+        shutil.copytree(model, staging, dirs_exist_ok=True)
+    summary = json.loads((Path(out_dir) / model_folder.SUMMARY_FILE).read_text())
     shutil.rmtree(run, ignore_errors=True)
     return summary
 
@@ -736,10 +734,8 @@ def _copy_in(src: Path, dst: Path) -> Path:
         return dst
     if not src.is_dir():
         raise ConfigError(f"{src}: input folder not found")
-    tmp = dst.with_name(dst.name + ".copying")
-    shutil.rmtree(tmp, ignore_errors=True)
-    shutil.copytree(src, tmp)
-    tmp.rename(dst)
+    with artifacts.staged(dst) as staging:
+        shutil.copytree(src, staging, dirs_exist_ok=True)
     return dst
 
 

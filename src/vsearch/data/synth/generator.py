@@ -5,14 +5,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
 import sys
-import tempfile
 import time
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+from vsearch import artifacts
 from vsearch.data.synth.config import (
     CATALOG_IMAGE_DIR,
     CONFIG_FILE,
@@ -76,8 +75,6 @@ def generate(
     if _is_nonempty_dir(out) and not overwrite:
         raise FileExistsError(f"{out} is not empty; refusing to overwrite it (pass overwrite=True / --overwrite)")
     if overwrite:  # only a dataset this tool generated is ever replaced (vsearch.artifacts)
-        from vsearch import artifacts
-
         artifacts.check_out(out, ours=(CONFIG_FILE,))
 
     plan = _plan(cfg, seed)
@@ -85,9 +82,7 @@ def generate(
     if workers is None:
         workers = min(2, os.cpu_count() or 1) if n_images >= 400 else 1
 
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
-    try:
+    with artifacts.staged(out) as tmp:  # the old ``out`` is kept until the new one is complete
         (tmp / CATALOG_IMAGE_DIR).mkdir(parents=True)
         (tmp / QUERY_IMAGE_DIR).mkdir(parents=True)
         world = dict(plan["world"], config=cfg, seed=seed, root=str(tmp))
@@ -99,13 +94,8 @@ def generate(
         plan["reformulations"].to_parquet(tmp / REFORMULATIONS_FILE, index=False)
         record = {"generator_version": GENERATOR_VERSION, "preset": cfg.name, "seed": seed, "config": asdict(cfg)}
         (tmp / CONFIG_FILE).write_text(json.dumps(record, indent=2, sort_keys=True) + "\n")
-        from vsearch import artifacts
-
-        artifacts.mark(tmp)
-        _publish(tmp, out, overwrite)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+        if _is_nonempty_dir(out) and not overwrite:  # appeared while we were generating
+            raise FileExistsError(f"{out} is not empty; refusing to overwrite it (pass overwrite=True / --overwrite)")
 
     inter, catalog = plan["interactions"], plan["catalog"]
     product_split = inter.drop_duplicates("product_id").set_index("product_id")["split"]
@@ -121,26 +111,6 @@ def generate(
         "images": n_images,
         "seconds": round(time.perf_counter() - t0, 3),
     }
-
-
-def _publish(tmp: Path, out: Path, overwrite: bool) -> None:
-    """Move the finished ``tmp`` to ``out``; an old ``out`` survives until the move succeeded."""
-    if out.is_dir() and not any(out.iterdir()):
-        out.rmdir()
-    if not out.exists():
-        os.rename(tmp, out)
-        return
-    if not overwrite:  # appeared while we were generating
-        raise FileExistsError(f"{out} is not empty; refusing to overwrite it (pass overwrite=True / --overwrite)")
-    old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
-    old.rmdir()
-    os.rename(out, old)
-    try:
-        os.rename(tmp, out)
-    except BaseException:
-        os.rename(old, out)
-        raise
-    shutil.rmtree(old, ignore_errors=True)
 
 
 def main(argv: list[str] | None = None) -> int:
