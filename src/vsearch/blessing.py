@@ -21,6 +21,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from vsearch import artifacts
+
 BLESSING_FILE = "blessing.json"
 SCHEMA_VERSION = 2
 
@@ -144,9 +146,8 @@ def write_blessing(blessing: Blessing, out_dir: str | os.PathLike) -> Path:
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     path = out / BLESSING_FILE
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(blessing.to_dict(), indent=2))
-    os.replace(tmp, path)
+    with artifacts.staged_file(path) as tmp:
+        tmp.write_text(json.dumps(blessing.to_dict(), indent=2))
     return path
 
 

@@ -19,9 +19,10 @@ PACKAGE = Path(__file__).resolve().parents[2] / "src" / "vsearch"
 # vsearch) imports only units of lower layers.
 LAYERS: list[set[str]] = [
     {"schema", "faults", "images", "collectives", "configs", "model_folder", "html_page"},
-    {"config", "artifacts", "lineage", "blessing"},
-    {"data", "registry", "errors", "run_status"},
-    {"models", "validation", "features"},
+    {"config", "artifacts", "lineage"},
+    # blessing writes through artifacts.staged_file; the registry reads blessings.
+    {"data", "blessing", "errors", "run_status"},
+    {"models", "validation", "features", "registry"},
     # monitoring sits below training: training saves the drift reference with each model.
     {"losses", "monitoring", "indexing"},
     {"training"},

@@ -16,7 +16,6 @@ import base64
 import io
 import math
 import os
-import tempfile
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -24,6 +23,7 @@ from pathlib import Path
 
 from PIL import Image
 
+from vsearch import artifacts
 from vsearch.evaluation.metrics import METRIC_DIRECTIONS, METRIC_KEYS
 from vsearch.html_page import escape as _e
 from vsearch.html_page import head
@@ -503,16 +503,10 @@ def write_report(
         generated_at=generated_at or datetime.now(timezone.utc),
         gate=gate,
     )
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        os.fchmod(fd, 0o644)  # mkstemp's 0600 would hide the report from other readers
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+    with artifacts.staged_file(path) as tmp:
+        with open(tmp, "w", encoding="utf-8") as handle:
+            os.fchmod(handle.fileno(), 0o644)  # readable by others whatever the umask (an artifact viewer)
             handle.write(document)
             handle.flush()
             os.fsync(handle.fileno())
-        os.replace(tmp_name, path)
-    except BaseException:
-        Path(tmp_name).unlink(missing_ok=True)
-        raise
     return path
