@@ -373,7 +373,7 @@ def test_derived_names_are_valid_deterministic_and_distinct():
     assert a != derive_name("three_tower", "s3://bucket/run-2/model")
     assert re.fullmatch(r"vsearch-three-tower-[0-9a-f]{8}", a)
     long = derive_name("A_Very--Long__Config.Name " * 10, 1)
-    assert len(long) <= 63 and tj._DNS_LABEL.match(long)
+    assert len(long) <= 63 and tj.spec._DNS_LABEL.match(long)
     spec = TrainJobSpec(name=long, image="x", accelerator_count=0)
     assert crd_errors(build_manifest(spec, [])) == []
 
@@ -798,7 +798,7 @@ def test_train_model_step_surfaces_a_failed_trainjob_and_publishes_nothing(tmp_p
         # An empty namespace: the step's own, read from its service-account mount.
         ns_file = tmp_path / "namespace"
         ns_file.write_text("team-a\n")
-        monkeypatch.setattr(tj, "SA_NAMESPACE_FILE", str(ns_file))
+        monkeypatch.setattr(tj.run, "SA_NAMESPACE_FILE", str(ns_file))
         monkeypatch.setenv(tj.ENV_VAR, _settings(tmp_path / "pvc", namespace=""))
         name = derive_name("tiny_image_only", "tiny_image_only", [], str(tmp_path / "model"))
         kube.script[name] = [[cond("Failed", "JobsFailed", "node-0: CUDA error: out of memory")]]
@@ -810,7 +810,7 @@ def test_train_model_step_surfaces_a_failed_trainjob_and_publishes_nothing(tmp_p
     assert not (tmp_path / "model").exists()
     assert kube.calls[0].path == TJ_PATH
     # Outside a pod, an empty namespace is a config error, not a guess.
-    monkeypatch.setattr(tj, "SA_NAMESPACE_FILE", str(tmp_path / "absent"))
+    monkeypatch.setattr(tj.run, "SA_NAMESPACE_FILE", str(tmp_path / "absent"))
     with pytest.raises(ConfigError, match="set trainjob.namespace in the pipeline config"):
         train_model.python_func(data=_artifact(Dataset, tiny_data), config="tiny_image_only",
                                 model=_artifact(Model, tmp_path / "model"), metrics=_artifact(Metrics, tmp_path / "m"))
