@@ -211,6 +211,8 @@ def evaluate(
 ) -> dict:
     """Evaluate named model folders on the same test sets and publish the results.
 
+    Long because: a nine-argument signature and its Args; the body is load, score, publish.
+
     Args:
         models: {name: model folder}, e.g. {"image_only": ..., "three_tower": ...}.
         data_dir: dataset folder (data contract).

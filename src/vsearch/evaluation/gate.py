@@ -280,6 +280,8 @@ def run_gate(
 ) -> dict:
     """Judge a candidate and write ``<out_dir>/blessing.json`` (+ ``report.html``).
 
+    Long because: one ordered sequence with fault points between steps; the rule / blessing / I/O split is issue 22 item 3.
+
     Args:
         candidate_eval: evaluation folder (``vsearch evaluate``) holding the candidate and
             the baseline (``cfg.baseline``, image-only) evaluated on the same queries.

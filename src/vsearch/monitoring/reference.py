@@ -99,6 +99,79 @@ def _with_embeddings(df: pd.DataFrame, emb: np.ndarray) -> pd.DataFrame:
     return pd.concat([df.reset_index(drop=True), pd.DataFrame(cols)], axis=1)
 
 
+def _window(data_dir: str, interactions: pd.DataFrame, since: str | None, until: str | None) -> pd.DataFrame:
+    """The engagement rows with ``since <= event_timestamp < until`` (UTC); DataError if none."""
+    window = interactions
+    if since:
+        window = window[window["event_timestamp"] >= pd.Timestamp(since, tz="UTC")]
+    if until:
+        window = window[window["event_timestamp"] < pd.Timestamp(until, tz="UTC")]
+    if window.empty:
+        raise schema.DataError(Path(data_dir) / schema.INTERACTIONS_FILE, "no queries in the snapshot window",
+                               detail=f"since={since} until={until}")
+    return window
+
+
+def _gallery_embeddings(model, data_dir: str, catalog: pd.DataFrame, g_idx: np.ndarray,
+                        p_rows: pd.DataFrame, p_emb: np.ndarray) -> np.ndarray:
+    """(G, D) embeddings of the gallery ``catalog.iloc[g_idx]``.
+
+    The gallery shares the sampled products' embeddings ``p_emb`` (rows of ``p_rows``);
+    only the rest are decoded and embedded.
+    """
+    p_pos = {pid: i for i, pid in enumerate(p_rows["product_id"])}
+    gallery = catalog.iloc[g_idx].reset_index(drop=True)
+    missing = [i for i, pid in enumerate(gallery["product_id"]) if pid not in p_pos]
+    g_emb = np.zeros((len(gallery), p_emb.shape[1]), np.float32)
+    for i, pid in enumerate(gallery["product_id"]):
+        if pid in p_pos:
+            g_emb[i] = p_emb[p_pos[pid]]
+    if missing:
+        import torch
+
+        from vsearch.data.dataset import decode_image
+
+        size = model.cfg.image_size
+        imgs = torch.stack([decode_image(data_dir, gallery.at[i, "image_uri"], size, manifest=schema.CATALOG_FILE,
+                                         row=int(g_idx[i]))
+                            for i in missing])
+        g_emb[missing] = _embed(model, imgs)
+    return g_emb
+
+
+def _measure(model, data_dir: str, q_rows: pd.DataFrame, p_rows: pd.DataFrame, catalog: pd.DataFrame,
+             g_idx: np.ndarray):
+    """Features, embeddings and retrieval health of the sampled rows under ``model``.
+
+    Returns:
+        (queries DataFrame with ``HEALTH_COLUMN``, products DataFrame, (Q, D) query
+        embeddings, (P, D) product embeddings, gallery size).
+    """
+    was_training = model.training
+    model.eval()
+    try:
+        size = model.cfg.image_size
+        q_images, q_stats = _image_stats(data_dir, list(q_rows["query_image_uri"]), size, schema.INTERACTIONS_FILE)
+        p_images, p_stats = _image_stats(data_dir, list(p_rows["image_uri"]), size, schema.CATALOG_FILE)
+        q_emb, p_emb = _embed(model, q_images), _embed(model, p_images)
+        g_emb = _gallery_embeddings(model, data_dir, catalog, g_idx, p_rows, p_emb)
+        top1 = (q_emb @ g_emb.T).max(axis=1) if len(g_emb) else np.zeros(len(q_emb), np.float32)
+    finally:
+        model.train(was_training)
+    queries = pd.concat([
+        pd.DataFrame({"query_id": q_rows["query_id"].astype(str),
+                      "query_text_length": q_rows["query_text"].str.split().str.len().astype(float)}),
+        q_stats,
+        pd.DataFrame({HEALTH_COLUMN: top1.astype(float)}),
+    ], axis=1)
+    products = pd.concat([
+        pd.DataFrame({"product_id": p_rows["product_id"].astype(str), "category": p_rows["category"].astype(str),
+                      "title_length": p_rows["title"].str.split().str.len().astype(float)}),
+        p_stats,
+    ], axis=1)
+    return queries, products, q_emb, p_emb, int(len(g_emb))
+
+
 def build_snapshot(
     data_dir: str | os.PathLike,
     out_dir: str | os.PathLike,
@@ -126,9 +199,8 @@ def build_snapshot(
         since, until: optional ISO timestamps bounding ``event_timestamp`` (UTC) of the window.
         low_confidence_quantile: on a reference, the top-1 similarity quantile that defines a
             low-confidence query; ``low_confidence_threshold`` fixes it instead.
-        record_model_dir: the model folder recorded in snapshot.json when it differs from
-            ``model_dir`` (a training run's staging folder is published under another name;
-            a pipeline step's model has a URI).
+        record_model_dir: the model folder recorded in snapshot.json when not ``model_dir`` (a
+            training run's staging folder is published elsewhere; a pipeline step's has a URI).
         data_uri: the data's URI recorded in snapshot.json when ``data_dir`` is where one pod
             mounted it.
 
@@ -139,72 +211,24 @@ def build_snapshot(
         DataError: bad manifests or images, or an empty window.
     """
     from vsearch.artifacts import durable_uri, model_version
+    from vsearch.lineage import data_fingerprint
 
     data_dir = str(data_dir)
     if model is None:
         if model_dir is None:
             raise ValueError("build_snapshot needs a model or a model_dir")
         from vsearch.models.multitower import load_model
-
         model = load_model(model_dir)[0]
-    was_training = model.training
-    model.eval()
-    try:
-        catalog = schema.read_manifest(data_dir, schema.CATALOG_FILE)
-        interactions = schema.read_manifest(data_dir, schema.INTERACTIONS_FILE)
-        window = interactions
-        ts = window["event_timestamp"]
-        if since:
-            window = window[ts >= pd.Timestamp(since, tz="UTC")]
-        if until:
-            window = window[window["event_timestamp"] < pd.Timestamp(until, tz="UTC")]
-        if window.empty:
-            raise schema.DataError(Path(data_dir) / schema.INTERACTIONS_FILE, "no queries in the snapshot window",
-                                   detail=f"since={since} until={until}")
-        rng = np.random.default_rng(seed)
-        size = model.cfg.image_size
-        q_rows = window.iloc[_sample(len(window), max_queries, rng)].reset_index(drop=True)
-        p_rows = catalog.iloc[_sample(len(catalog), max_products, rng)].reset_index(drop=True)
-        g_idx = _sample(len(catalog), max_gallery, rng)
-
-        q_images, q_stats = _image_stats(data_dir, list(q_rows["query_image_uri"]), size, schema.INTERACTIONS_FILE)
-        p_images, p_stats = _image_stats(data_dir, list(p_rows["image_uri"]), size, schema.CATALOG_FILE)
-        q_emb, p_emb = _embed(model, q_images), _embed(model, p_images)
-        # The gallery shares the sampled products' embeddings; embed only the rest.
-        p_pos = {pid: i for i, pid in enumerate(p_rows["product_id"])}
-        gallery = catalog.iloc[g_idx].reset_index(drop=True)
-        missing = [i for i, pid in enumerate(gallery["product_id"]) if pid not in p_pos]
-        g_emb = np.zeros((len(gallery), p_emb.shape[1]), np.float32)
-        for i, pid in enumerate(gallery["product_id"]):
-            if pid in p_pos:
-                g_emb[i] = p_emb[p_pos[pid]]
-        if missing:
-            from vsearch.data.dataset import decode_image
-            import torch
-
-            imgs = torch.stack([decode_image(data_dir, gallery.at[i, "image_uri"], size, manifest=schema.CATALOG_FILE, row=int(g_idx[i]))
-                                for i in missing])
-            g_emb[missing] = _embed(model, imgs)
-        top1 = (q_emb @ g_emb.T).max(axis=1) if len(g_emb) else np.zeros(len(q_emb), np.float32)
-    finally:
-        model.train(was_training)
-
-    queries = pd.concat([
-        pd.DataFrame({"query_id": q_rows["query_id"].astype(str),
-                      "query_text_length": q_rows["query_text"].str.split().str.len().astype(float)}),
-        q_stats,
-        pd.DataFrame({HEALTH_COLUMN: top1.astype(float)}),
-    ], axis=1)
-    products = pd.concat([
-        pd.DataFrame({"product_id": p_rows["product_id"].astype(str), "category": p_rows["category"].astype(str),
-                      "title_length": p_rows["title"].str.split().str.len().astype(float)}),
-        p_stats,
-    ], axis=1)
-    threshold = low_confidence_threshold
-    if threshold is None:
-        threshold = float(np.quantile(top1, low_confidence_quantile))
-    from vsearch.lineage import data_fingerprint
-
+    catalog = schema.read_manifest(data_dir, schema.CATALOG_FILE)
+    window = _window(data_dir, schema.read_manifest(data_dir, schema.INTERACTIONS_FILE), since, until)
+    rng = np.random.default_rng(seed)
+    q_rows = window.iloc[_sample(len(window), max_queries, rng)].reset_index(drop=True)
+    p_rows = catalog.iloc[_sample(len(catalog), max_products, rng)].reset_index(drop=True)
+    g_idx = _sample(len(catalog), max_gallery, rng)
+    queries, products, q_emb, p_emb, n_gallery = _measure(model, data_dir, q_rows, p_rows, catalog, g_idx)
+    top1 = queries[HEALTH_COLUMN].to_numpy(np.float32)  # float32 -> float64 -> float32 is exact
+    threshold = (low_confidence_threshold if low_confidence_threshold is not None
+                 else float(np.quantile(top1, low_confidence_quantile)))
     meta = {
         "schema_version": 1,
         "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -215,7 +239,7 @@ def build_snapshot(
         "window": {"since": since, "until": until, "queries_in_window": int(len(window)), "catalog_size": int(len(catalog))},
         "queries": int(len(queries)),
         "products": int(len(products)),
-        "gallery": int(len(gallery)),
+        "gallery": n_gallery,
         "embed_dim": int(q_emb.shape[1]),
         "seed": seed,
         "low_confidence_quantile": low_confidence_quantile if low_confidence_threshold is None else None,
@@ -223,8 +247,7 @@ def build_snapshot(
         "mean_top1_similarity": float(top1.mean()),
         "low_confidence_share": float((top1 < threshold).mean()),
     }
-    out = Path(out_dir)
-    with artifacts.staged(out) as staging:
+    with artifacts.staged(Path(out_dir)) as staging:
         _with_embeddings(queries, q_emb).to_parquet(staging / QUERIES_FILE, index=False)
         _with_embeddings(products, p_emb).to_parquet(staging / PRODUCTS_FILE, index=False)
         (staging / SNAPSHOT_FILE).write_text(json.dumps(meta, indent=2))

@@ -223,24 +223,103 @@ async def _read_query(request, limits: Limits):
     return image, text, k, fields
 
 
+def _error(status: int, message: str):
+    """The service's error answer: ``{"error": message}`` with ``status``."""
+    from fastapi.responses import JSONResponse
+
+    return JSONResponse({"error": message}, status_code=status)
+
+
+def _product_image(state: ServiceState, product_id: str):
+    """``GET /products/{product_id}/image``: the product's image file, if local and under the data folder."""
+    from fastapi.responses import FileResponse
+
+    from vsearch import schema
+    from vsearch.schema import DataError
+
+    row = state.hydrator.lookup([product_id]).get(product_id)
+    if row is None:
+        return _error(404, f"unknown product '{product_id}'")
+    uri = row.get("image_uri", "")
+    try:
+        path = schema.resolve_uri(state.data_dir, uri)  # refuses anything outside the data folder
+    except DataError as err:
+        return _error(404, f"image of '{product_id}' is not served: {err.rule}")
+    if "://" in path or not Path(path).is_file():
+        return _error(404, f"image of '{product_id}' is not a local file under the data folder")
+    return FileResponse(path, headers={"Cache-Control": "public, max-age=3600"})
+
+
+def _click_record(body: dict, header_user: str | None) -> dict:
+    """The event record of a ``POST /click`` body; QueryError (422) names a bad field."""
+    from vsearch.rollout.events import CLICK_TYPES
+
+    user = body.get("user_id") or header_user
+    rid, pid, kind = body.get("request_id"), body.get("product_id"), body.get("type", "click")
+    if not isinstance(rid, str) or not rid.isalnum() or len(rid) > 64:
+        raise QueryError(422, "request_id must be the request_id a /search answer returned")
+    if not isinstance(pid, str) or not 0 < len(pid) <= 512:
+        raise QueryError(422, "product_id must be a non-empty string")
+    if kind not in CLICK_TYPES:
+        raise QueryError(422, f"type must be one of {list(CLICK_TYPES)}")
+    return {"ts": time.time(), "request_id": rid, "user_id": str(user)[:200] if user else None,
+            "product_id": pid, "type": kind}
+
+
+async def _search(state: ServiceState, request):
+    """``POST /search``: route the user to a variant, search, hydrate and log the impression."""
+    from starlette.concurrency import run_in_threadpool
+
+    started = time.perf_counter()
+    try:
+        image, text, k, form = await _read_query(request, state.limits)
+    except QueryError as err:
+        return _error(err.status, err.message)
+    user_id = str(form.get("user_id") or request.headers.get("x-user-id") or "")[:200]
+    variant = state.route(user_id)
+    searcher = state.searchers[variant]
+    request_id = uuid.uuid4().hex
+    record = {"ts": time.time(), "request_id": request_id, "experiment_id": getattr(state.rollout, "experiment_id", None),
+              "arm": variant, "user_id": user_id or None, "query": form.get("_digest"), "k": k,
+              "model_version": searcher.version,
+              "treatment_percent": state.rollout.traffic.treatment_percent if state.rollout else None}
+    try:
+        hits, used = await run_in_threadpool(searcher.query, image, text, k)
+        results = hydrate(hits, state.hydrator)
+    except Exception as err:  # noqa: BLE001 - backend trouble (or an embedding-space mismatch) is a 503, not a 500
+        _log_impression(state, record | {"status": 503, "results": [], "latency_ms": _ms(started)})
+        return _error(503, f"search backend unavailable: {type(err).__name__}: {err}")
+    for r in results:
+        r["image_url"] = f"/products/{r['product_id']}/image"
+    took = _ms(started)
+    _log_impression(state, record | {"status": 200, "results": [r["product_id"] for r in results], "latency_ms": took,
+                                     "collection": getattr(searcher, "_checked", (None,))[0]})
+    return {
+        "request_id": request_id,
+        "variant": variant,
+        "user_id": user_id or None,
+        "model_version": searcher.version,
+        "alias": searcher.alias,
+        "text_used": used,
+        "k": k,
+        "took_ms": took,
+        "results": results,
+    }
+
+
 def create_app(state: ServiceState):
     """The FastAPI application over a built :class:`ServiceState`."""
     from fastapi import FastAPI, Request
-    from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
-    from starlette.concurrency import run_in_threadpool
+    from fastapi.responses import HTMLResponse, JSONResponse, Response
     from starlette.exceptions import HTTPException as StarletteHTTPException
 
     app = FastAPI(title="vsearch", docs_url=None, redoc_url=None)
     app.state.vsearch = state
     page = (resources.files("vsearch.serving") / "static" / "index.html").read_text()
-    limits = state.limits
-
-    def error(status: int, message: str) -> JSONResponse:
-        return JSONResponse({"error": message}, status_code=status)
 
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(request, exc):
-        return error(exc.status_code, str(exc.detail))
+        return _error(exc.status_code, str(exc.detail))
 
     @app.get("/healthz")
     def healthz():
@@ -261,81 +340,27 @@ def create_app(state: ServiceState):
 
     @app.get("/products/{product_id}/image")
     def product_image(product_id: str):
-        from vsearch import schema
-        from vsearch.schema import DataError
-
-        row = state.hydrator.lookup([product_id]).get(product_id)
-        if row is None:
-            return error(404, f"unknown product '{product_id}'")
-        uri = row.get("image_uri", "")
-        try:
-            path = schema.resolve_uri(state.data_dir, uri)  # refuses anything outside the data folder
-        except DataError as err:
-            return error(404, f"image of '{product_id}' is not served: {err.rule}")
-        if "://" in path or not Path(path).is_file():
-            return error(404, f"image of '{product_id}' is not a local file under the data folder")
-        return FileResponse(path, headers={"Cache-Control": "public, max-age=3600"})
+        return _product_image(state, product_id)
 
     @app.post("/search")
     async def search(request: Request):
-        started = time.perf_counter()
-        try:
-            image, text, k, form = await _read_query(request, limits)
-        except QueryError as err:
-            return error(err.status, err.message)
-        user_id = str(form.get("user_id") or request.headers.get("x-user-id") or "")[:200]
-        variant = state.route(user_id)
-        searcher = state.searchers[variant]
-        request_id = uuid.uuid4().hex
-        record = {"ts": time.time(), "request_id": request_id, "experiment_id": getattr(state.rollout, "experiment_id", None),
-                  "arm": variant, "user_id": user_id or None, "query": form.get("_digest"), "k": k,
-                  "model_version": searcher.version,
-                  "treatment_percent": state.rollout.traffic.treatment_percent if state.rollout else None}
-        try:
-            hits, used = await run_in_threadpool(searcher.query, image, text, k)
-            results = hydrate(hits, state.hydrator)
-        except Exception as err:  # noqa: BLE001 - backend trouble (or an embedding-space mismatch) is a 503, not a 500
-            _log_impression(state, record | {"status": 503, "results": [], "latency_ms": _ms(started)})
-            return error(503, f"search backend unavailable: {type(err).__name__}: {err}")
-        for r in results:
-            r["image_url"] = f"/products/{r['product_id']}/image"
-        took = _ms(started)
-        _log_impression(state, record | {"status": 200, "results": [r["product_id"] for r in results], "latency_ms": took,
-                                         "collection": getattr(searcher, "_checked", (None,))[0]})
-        return {
-            "request_id": request_id,
-            "variant": variant,
-            "user_id": user_id or None,
-            "model_version": searcher.version,
-            "alias": searcher.alias,
-            "text_used": used,
-            "k": k,
-            "took_ms": took,
-            "results": results,
-        }
+        return await _search(state, request)
 
     @app.post("/click")
     async def click(request: Request):
-        from vsearch.rollout.events import CLICK_TYPES
-
         if state.events is None:
-            return error(404, "this service records no events (start it with --rollout or --events DIR)")
+            return _error(404, "this service records no events (start it with --rollout or --events DIR)")
         try:
             body = await request.json()
         except Exception:  # noqa: BLE001 - any unparsable body is the client's error
-            return error(400, "send a JSON object {request_id, product_id, user_id?, type?}")
+            return _error(400, "send a JSON object {request_id, product_id, user_id?, type?}")
         if not isinstance(body, dict):
-            return error(400, "send a JSON object {request_id, product_id, user_id?, type?}")
-        rid, pid, kind = body.get("request_id"), body.get("product_id"), body.get("type", "click")
-        if not isinstance(rid, str) or not rid.isalnum() or len(rid) > 64:
-            return error(422, "request_id must be the request_id a /search answer returned")
-        if not isinstance(pid, str) or not 0 < len(pid) <= 512:
-            return error(422, "product_id must be a non-empty string")
-        if kind not in CLICK_TYPES:
-            return error(422, f"type must be one of {list(CLICK_TYPES)}")
-        user = body.get("user_id") or request.headers.get("x-user-id")
-        state.events.click({"ts": time.time(), "request_id": rid, "user_id": str(user)[:200] if user else None,
-                            "product_id": pid, "type": kind})
+            return _error(400, "send a JSON object {request_id, product_id, user_id?, type?}")
+        try:
+            record = _click_record(body, request.headers.get("x-user-id"))
+        except QueryError as err:
+            return _error(err.status, err.message)
+        state.events.click(record)
         return Response(status_code=204)
 
     return app

@@ -229,6 +229,8 @@ def train(
 ) -> dict:
     """Train one model and publish it to ``out_dir``.
 
+    Long because: data, DDP, checkpoints and publishing in one pass; the prepare / epoch / finish split is issue 22 item 2.
+
     Args:
         cfg: the run config (towers, loss pairs, data, optimisation).
         data_dir: folder with the manifests of the data contract.

@@ -166,6 +166,8 @@ def derive_columns(
 def suite_rules(name: str, df_columns: list[str], cfg: ValidationConfig, catalog_ids: list[str] | None) -> list[Rule]:
     """The rules of manifest ``name``, generated from the schema and the columns present.
 
+    Long because: one flat table of rules per manifest, read top to bottom.
+
     Args:
         name: a manifest file name (``schema.MANIFESTS`` key).
         df_columns: columns of the manifest as read (with derived ones): a rule on a missing

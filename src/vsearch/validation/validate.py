@@ -223,6 +223,43 @@ def _to_check(name: str, rule, res, df: pd.DataFrame, probes: dict, max_examples
     return check
 
 
+def _run_suites(context, frames: dict[str, pd.DataFrame], probes, cfg: ValidationConfig,
+                catalog_ids: list[str] | None) -> list[CheckResult]:
+    """Build each manifest's suite and run it through GX on its derived columns, as one GX run."""
+    import great_expectations as gx
+    from great_expectations.core.run_identifier import RunIdentifier
+
+    source = context.data_sources.add_pandas("vsearch")
+    # One run (name + time) for all manifests: Data Docs list them as one run.
+    run_id = RunIdentifier(run_name=RUN_NAME, run_time=datetime.datetime.now(datetime.timezone.utc))
+    catalog = frames.get(schema.CATALOG_FILE)
+    checks: list[CheckResult] = []
+    for name, df in frames.items():
+        derived = derive_columns(name, df, probes, catalog=catalog, min_image_size=cfg.min_image_size,
+                                 interactions=frames.get(schema.INTERACTIONS_FILE))
+        rules = suite_rules(name, list(derived.columns), cfg, catalog_ids) + numeric_attribute_rules(name, df)
+        suite = build_suite(context, name, rules)
+        batch = source.add_dataframe_asset(name.removesuffix(".parquet")).add_batch_definition_whole_dataframe("all")
+        definition = context.validation_definitions.add(gx.ValidationDefinition(name=f"vsearch.{name}", data=batch, suite=suite))
+        run = definition.run(batch_parameters={"dataframe": derived}, result_format={"result_format": "COMPLETE"},
+                             run_id=run_id)
+        by_index = {r.expectation_config.meta["index"]: r for r in run.results}
+        for i, rule in enumerate(rules):
+            checks.append(_to_check(name, rule, by_index[i], derived, probes, cfg.max_examples))
+    return checks
+
+
+def _try_data_docs(context, data_docs_dir: str | os.PathLike) -> tuple[Path | None, str | None]:
+    """Build the Data Docs: (index.html, None), or (None, the error) when GX fails to render them."""
+    existed = Path(data_docs_dir).exists()
+    try:
+        return build_data_docs(context, data_docs_dir), None
+    except Exception as err:  # a GX rendering bug must not turn a data verdict into a crash
+        if not existed:  # no half-built site left behind (a folder that was there is kept)
+            shutil.rmtree(data_docs_dir, ignore_errors=True)
+        return None, f"{type(err).__name__}: {err}"[:300]
+
+
 def validate_dataset(data_dir: str | os.PathLike, cfg: ValidationConfig | None = None,
                      data_docs_dir: str | os.PathLike | None = None, *, data_uri: str | None = None) -> ValidationResult:
     """Run every check on the data folder ``data_dir`` (read-only).
@@ -265,37 +302,13 @@ def validate_dataset(data_dir: str | os.PathLike, cfg: ValidationConfig | None =
 
     t_gx = time.perf_counter()
     context = _gx_context()
-    source = context.data_sources.add_pandas("vsearch")
-    from great_expectations.core.run_identifier import RunIdentifier
-
-    # One run (name + time) for all manifests: Data Docs list them as one run.
-    run_id = RunIdentifier(run_name=RUN_NAME, run_time=datetime.datetime.now(datetime.timezone.utc))
-    for name, df in frames.items():
-        derived = derive_columns(name, df, probes, catalog=catalog, min_image_size=cfg.min_image_size,
-                                 interactions=frames.get(schema.INTERACTIONS_FILE))
-        rules = suite_rules(name, list(derived.columns), cfg, catalog_ids) + numeric_attribute_rules(name, df)
-        suite = build_suite(context, name, rules)
-        import great_expectations as gx
-
-        batch = source.add_dataframe_asset(name.removesuffix(".parquet")).add_batch_definition_whole_dataframe("all")
-        definition = context.validation_definitions.add(gx.ValidationDefinition(name=f"vsearch.{name}", data=batch, suite=suite))
-        run = definition.run(batch_parameters={"dataframe": derived}, result_format={"result_format": "COMPLETE"},
-                             run_id=run_id)
-        by_index = {r.expectation_config.meta["index"]: r for r in run.results}
-        for i, rule in enumerate(rules):
-            checks.append(_to_check(name, rule, by_index[i], derived, probes, cfg.max_examples))
+    checks += _run_suites(context, frames, probes, cfg, catalog_ids)
     gx_seconds = time.perf_counter() - t_gx
 
     docs_index, docs_error, docs_seconds = None, None, None
     if data_docs_dir is not None:
         t_docs = time.perf_counter()
-        existed = Path(data_docs_dir).exists()
-        try:
-            docs_index = build_data_docs(context, data_docs_dir)
-        except Exception as err:  # a GX rendering bug must not turn a data verdict into a crash
-            if not existed:  # no half-built site left behind (a folder that was there is kept)
-                shutil.rmtree(data_docs_dir, ignore_errors=True)
-            docs_error = f"{type(err).__name__}: {err}"[:300]
+        docs_index, docs_error = _try_data_docs(context, data_docs_dir)
         docs_seconds = round(time.perf_counter() - t_docs, 3)
 
     statuses: dict[str, int] = {}

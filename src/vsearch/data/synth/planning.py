@@ -73,7 +73,10 @@ def _query_text(rng: np.random.Generator, spec: dict, cfg: SynthConfig) -> str:
 
 
 def _plan(cfg: SynthConfig, seed: int) -> dict:
-    """Designs, products, titles, queries, splits and reformulations; no images yet."""
+    """Designs, products, titles, queries, splits and reformulations; no images yet.
+
+    Long because: one seeded stream draws everything in a fixed order that pins the dataset.
+    """
     rng = np.random.default_rng([seed, _STREAM_WORLD])
     combos = cfg.n_categories * cfg.n_patterns * cfg.n_brands
     chosen = np.sort(rng.choice(combos, size=cfg.n_designs, replace=False))

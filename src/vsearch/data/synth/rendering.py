@@ -247,7 +247,10 @@ def _scene_fill(spec: dict, rng: np.random.Generator, box: tuple[int, int, int, 
 
 
 def render_query_image(world: dict, spec: dict, rng: np.random.Generator, cfg: SynthConfig) -> Image.Image:
-    """A street photo of the product: RGB (image_size, image_size), cluttered, moved, occluded, re-lit."""
+    """A street photo of the product: RGB (image_size, image_size), cluttered, moved, occluded, re-lit.
+
+    Long because: the scene's steps share one seeded stream in a fixed order that pins the images.
+    """
     canvas = cfg.image_size * cfg.supersample
     # Background: a muted, never-white tone with a linear gradient.
     base = rng.uniform(0.25, 0.75, size=3) * 255
