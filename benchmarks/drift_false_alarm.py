@@ -28,6 +28,7 @@ import os
 import statistics
 import sys
 import time
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -144,7 +145,8 @@ def main(argv: list[str] | None = None) -> int:
         "acceptance_false_alarm_rate_max": 0.05,
         "passes": sum(false_alarms) / args.runs <= 0.05,
         "median_seconds_per_comparison": statistics.median(seconds),
-        "config": {"embeddings": cfg.embeddings, "features": {k: v for k, v in cfg.features.items() if "columns" not in k}, "health": cfg.health},
+        "config": {"embeddings": asdict(cfg.embeddings), "features": {k: v for k, v in asdict(cfg.features).items() if "columns" not in k},
+                   "health": asdict(cfg.health)},
         "total_seconds": time.perf_counter() - started,
     }
     print(json.dumps(result, indent=2))

@@ -10,14 +10,18 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import types
+import typing
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import yaml
 
 from vsearch import schema
+
+T = TypeVar("T")
 
 
 @dataclass
@@ -161,62 +165,60 @@ def clip(value: Any, limit: int = 60) -> str:
 
 
 def _build(cls: type, raw: Any, where: str) -> Any:
-    """Build dataclass ``cls`` from plain YAML data, rejecting unknown keys."""
+    """Build dataclass ``cls`` from plain YAML data: unknown keys and values of the wrong type
+    are refused with one line naming ``where`` and the key; nested dataclass fields (and lists
+    of them) are built from their type hints."""
     if not dataclasses.is_dataclass(cls):
         return raw
     if isinstance(raw, cls):
         return raw
+    if raw is None:
+        raw = {}
     if not isinstance(raw, dict):
         raise ConfigError(f"{where}: expected a mapping for {cls.__name__}, got {type(raw).__name__}")
-    hints = {f.name: f for f in dataclasses.fields(cls)}
-    unknown = set(raw) - set(hints)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = set(raw) - names
     if unknown:
         raise ConfigError(f"{where}: unknown key(s) {sorted(unknown)} for {cls.__name__}")
-    kwargs = {}
-    for key, value in raw.items():
-        f = hints[key]
-        sub = _FIELD_TYPES.get((cls, key))
-        if sub is list_of_pairs:
-            if not isinstance(value, list):
-                raise ConfigError(f"{where}.{key}: expected a list of loss pairs")
-            kwargs[key] = [_build(LossPair, v, f"{where}.{key}[{i}]") for i, v in enumerate(value)]
-        elif sub is not None:
-            kwargs[key] = _build(sub, value, f"{where}.{key}")
-        else:
-            kwargs[key] = _coerce(value, hints[key].type, f"{where}.{key}")
+    hints = typing.get_type_hints(cls)
+    kwargs = {key: _coerce(value, hints[key], f"{where}.{key}") for key, value in raw.items()}
     try:
         return cls(**kwargs)
     except TypeError as err:
         raise ConfigError(f"{where}: {err}") from err
 
 
-def _coerce(value: Any, annotation: Any, where: str) -> Any:
-    """Coerce YAML scalars to the field's type: PyYAML reads ``5e-3`` as a string."""
-    kind = annotation if isinstance(annotation, str) else getattr(annotation, "__name__", "")
+# int takes a float too: a RunConfig range check (`_check_ranges`) names a fractional one itself.
+_SCALARS: dict[type, tuple[type, ...]] = {int: (int, float), float: (int, float), str: (str,), bool: (bool,), list: (list,), dict: (dict,)}
+
+
+def _coerce(value: Any, hint: Any, where: str) -> Any:
+    """``value`` as the field's type ``hint``: nested dataclasses built, YAML scalars coerced
+    (PyYAML reads ``5e-3`` as a string), a value of another type refused (ConfigError)."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        options = [a for a in args if a is not type(None)]
+        return _coerce(value, options[0], where) if len(options) == 1 else value
+    if dataclasses.is_dataclass(hint):
+        return _build(hint, value, where)
     if value is None:
         return value
-    base = kind.replace(" ", "").split("|")[0]
+    base = origin or hint
+    if base is list and args and dataclasses.is_dataclass(args[0]) and isinstance(value, list):
+        return [_build(args[0], v, f"{where}[{i}]") for i, v in enumerate(value)]
     try:
-        if base == "float" and isinstance(value, (str, int)) and not isinstance(value, bool):
+        if base is float and isinstance(value, (str, int)) and not isinstance(value, bool):
             return float(value)
-        if base == "int" and isinstance(value, str):
+        if base is int and isinstance(value, str):
             return int(value)
     except ValueError as err:
-        raise ConfigError(f"{where}: expected {base}, got {clip(value)}") from err
+        raise ConfigError(f"{where}: expected {base.__name__}, got {clip(value)}") from err
+    allowed = _SCALARS.get(base)
+    if allowed and (not isinstance(value, allowed) or (base in (int, float) and isinstance(value, bool))):
+        raise ConfigError(f"{where}: expected {base.__name__}, got {clip(value)}")
     return value
-
-
-list_of_pairs = object()
-_FIELD_TYPES: dict[tuple[type, str], Any] = {
-    (RunConfig, "model"): ModelConfig,
-    (RunConfig, "loss"): LossConfig,
-    (RunConfig, "data"): DataConfig,
-    (RunConfig, "train"): TrainConfig,
-    (RunConfig, "eval"): EvalConfig,
-    (ModelConfig, "image"): BackboneConfig,
-    (ModelConfig, "text"): BackboneConfig,
-    (LossConfig, "pairs"): list_of_pairs,
-}
 
 
 def _deep_merge(base: dict, over: dict) -> dict:
@@ -274,10 +276,16 @@ def apply_overrides(raw: dict, overrides: list[str] | tuple[str, ...]) -> dict:
     return raw
 
 
+def load_typed(cls: type[T], name_or_path: str | os.PathLike, overrides: list[str] | tuple[str, ...] = ()) -> T:
+    """The one config loader: a preset name of ``vsearch/configs`` or a YAML path (``base:``
+    extends another preset), then dotted ``key=value`` overrides, into dataclass ``cls``.
+    Every failure is a one-line ConfigError naming the file and the key."""
+    return _build(cls, apply_overrides(_load_raw(name_or_path), overrides), str(name_or_path))
+
+
 def load_config(name_or_path: str | os.PathLike, overrides: list[str] | tuple[str, ...] = ()) -> RunConfig:
     """Load a named preset (``tiny``, ``three_tower`` ...) or YAML file, then overrides."""
-    raw = apply_overrides(_load_raw(name_or_path), overrides)
-    cfg = _build(RunConfig, raw, str(name_or_path))
+    cfg = load_typed(RunConfig, name_or_path, overrides)
     validate(cfg)
     return cfg
 

@@ -184,12 +184,12 @@ def test_inference_service_has_the_shape_vsearch_rollout_writes(overlay):
     from vsearch.rollout.writer import load_rollout_defaults
 
     isvc = one(render(f"overlays/{overlay}"), "InferenceService", "vsearch-query-encoder")
-    k = load_rollout_defaults()["kserve"]
+    k = load_rollout_defaults().kserve
     generated = kserve.inference_service(
-        name=k["name"], namespace=k["namespace"], image=k["image"], storage_uri="s3://bucket/model",
-        model_version="v1", canary_percent=1, min_replicas=k["min_replicas"], max_replicas=k["max_replicas"],
-        service_account=k["service_account"],
-        args=[str(a).format(alias="vsearch_serving", model_version="v1") for a in k["args"]],
+        name=k.name, namespace=k.namespace, image=k.image, storage_uri="s3://bucket/model",
+        model_version="v1", canary_percent=1, min_replicas=k.min_replicas, max_replicas=k.max_replicas,
+        service_account=k.service_account,
+        args=[str(a).format(alias="vsearch_serving", model_version="v1") for a in k.args],
     )
     ours, theirs = isvc["spec"]["predictor"], generated["spec"]["predictor"]
     assert "canaryTrafficPercent" not in ours  # a canary is the rollout's business

@@ -136,3 +136,35 @@ def test_a_long_value_is_clipped_in_the_message():
     with pytest.raises(ConfigError) as err:
         load_config("tiny", ["model.embed_dim=" + "x" * 50_000])
     assert len(str(err.value)) < 200 and "50000 chars" in str(err.value)
+
+
+@pytest.mark.parametrize(
+    "load,override,message",
+    [
+        ("drift", "health.max_drop=0.1", r"^drift.health: unknown key\(s\) \['max_drop'\] for DriftHealth$"),
+        ("drift", "sample.max_queries=[1, 2]", r"^drift.sample.max_queries: expected int, got \[1, 2\]$"),
+        ("drift", "features={a: 1}", r"unknown key\(s\) \['a'\] for DriftFeatures$"),
+        ("rollout", "kserve.replicas=3", r"^rollout.kserve: unknown key\(s\) \['replicas'\] for KServeDefaults$"),
+        ("rollout", "alias={a: 1}", r"^rollout.alias: expected str, got \{'a': 1\}$"),
+        ("rollout", "ramp=5", r"^rollout.ramp: expected list, got 5$"),
+    ],
+)
+def test_stage_configs_are_typed_and_refuse_unknown_keys_and_wrong_types(load, override, message):
+    """The drift and rollout configs go through the one loader into dataclasses (they were
+    dicts that took anything); each refusal is one line naming the file and the key."""
+    from vsearch.monitoring.drift import load_drift_config
+    from vsearch.rollout.writer import load_rollout_defaults
+
+    loader = {"drift": lambda o: load_drift_config("drift", o), "rollout": lambda o: load_rollout_defaults(None, o)}[load]
+    with pytest.raises(ConfigError, match=message) as err:
+        loader([override])
+    assert "\n" not in str(err.value)
+
+
+def test_stage_config_presets_equal_their_dataclass_defaults():
+    """configs/drift.yaml and configs/rollout.yaml hold exactly the dataclasses' keys and defaults."""
+    from vsearch.monitoring.drift import DriftConfig, load_drift_config
+    from vsearch.rollout.writer import RolloutDefaults, load_rollout_defaults
+
+    assert load_drift_config() == DriftConfig()
+    assert load_rollout_defaults() == RolloutDefaults()

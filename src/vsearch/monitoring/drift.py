@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import json
 import os
 from dataclasses import dataclass, field
@@ -34,7 +35,7 @@ import pandas as pd
 
 from vsearch import artifacts, model_folder
 from vsearch.html_page import escape, head
-from vsearch.config import ConfigError, clip, load_yaml
+from vsearch.config import ConfigError, load_typed
 from vsearch.monitoring.reference import EMB_PREFIX, HEALTH_COLUMN, build_snapshot, load_snapshot
 
 DRIFT_FILE = "drift.json"
@@ -48,56 +49,61 @@ EMBEDDING_METHODS = ("model", "mmd", "ratio", "distance")
 
 
 @dataclass
+class DriftSample:
+    """Seeded subsample of each window (keeps Evidently fast)."""
+
+    max_queries: int = 500
+    max_products: int = 500
+    seed: int = 0
+
+
+@dataclass
+class DriftEmbeddings:
+    """Evidently ``EmbeddingsDrift`` on query and on product embeddings."""
+
+    method: str = "model"  # one of EMBEDDING_METHODS
+    params: dict = field(default_factory=lambda: {"threshold": 0.65, "bootstrap": False})  # the method's own parameters
+    plot_sample: int = 100  # rows per side for Evidently's t-SNE plot (HTML only)
+
+
+@dataclass
+class DriftFeatures:
+    """Evidently ``ValueDrift`` per feature column."""
+
+    num_method: str = "ks"
+    cat_method: str = "chi2_contingency"
+    threshold: float = 0.001
+    query_columns: list[str] = field(default_factory=lambda: ["query_text_length", "image_size", "brightness", "mean_red", "mean_green", "mean_blue"])
+    product_columns: list[str] = field(default_factory=lambda: ["title_length", "category", "image_size", "brightness", "mean_red", "mean_green", "mean_blue"])
+
+
+@dataclass
+class DriftHealth:
+    """Retrieval-health proxies, current vs reference window."""
+
+    max_mean_top1_drop: float = 0.05
+    max_low_confidence_increase: float = 0.10
+
+
+@dataclass
 class DriftConfig:
-    sample: dict = field(default_factory=lambda: {"max_queries": 500, "max_products": 500, "seed": 0})
-    embeddings: dict = field(default_factory=lambda: {"method": "model", "params": {"threshold": 0.65, "bootstrap": False}, "plot_sample": 100})
-    features: dict = field(default_factory=dict)
-    health: dict = field(default_factory=dict)
+    """``configs/drift.yaml``: the same keys and defaults."""
+
+    sample: DriftSample = field(default_factory=DriftSample)
+    embeddings: DriftEmbeddings = field(default_factory=DriftEmbeddings)
+    features: DriftFeatures = field(default_factory=DriftFeatures)
+    health: DriftHealth = field(default_factory=DriftHealth)
 
 
 def load_drift_config(name_or_path: str | os.PathLike = "drift", overrides: list[str] | tuple[str, ...] = ()) -> DriftConfig:
     """Preset name (``drift``) or YAML path, plus dotted ``section.key=value`` overrides."""
-    import yaml
-    from importlib import resources
-
-    path = Path(name_or_path)
-    if path.suffix in (".yaml", ".yml"):
-        if not path.is_file():
-            raise ConfigError(f"{path}: drift config file not found")
-        text = path.read_text()
-    else:
-        res = resources.files("vsearch.configs") / f"{name_or_path}.yaml"
-        if not res.is_file():
-            raise ConfigError(f"unknown drift config preset {str(name_or_path)!r}")
-        text = res.read_text()
-    try:
-        raw = load_yaml(text, str(name_or_path)) or {}
-        if not isinstance(raw, dict):
-            raise ConfigError(f"{name_or_path}: top level must be a mapping")
-        for item in overrides:
-            key, sep, value = item.partition("=")
-            if not sep or "." not in key:
-                raise ConfigError(f"override {item!r}: expected section.key=value")
-            node = raw
-            *parents, leaf = key.split(".")
-            for part in parents:
-                node = node.setdefault(part, {})
-                if not isinstance(node, dict):
-                    raise ConfigError(f"override {clip(item)}: {part} is not a section")
-            node[leaf] = load_yaml(value, f"override {key}")
-    except yaml.YAMLError as err:
-        raise ConfigError(f"{name_or_path}: not valid YAML: {err}") from err
-    unknown = set(raw) - {"sample", "embeddings", "features", "health"}
-    if unknown:
-        raise ConfigError(f"drift config: unknown section(s) {clip(sorted(unknown))}")
-    for section, value in raw.items():
-        if value is not None and not isinstance(value, dict):
-            raise ConfigError(f"drift config {section}={clip(value)}: must be a mapping")
-    cfg = DriftConfig(**{k: dict(v or {}) for k, v in raw.items()})
-    if cfg.embeddings.get("method", "model") not in EMBEDDING_METHODS:
+    cfg = load_typed(DriftConfig, name_or_path, overrides)
+    if cfg.embeddings.method not in EMBEDDING_METHODS:
         raise ConfigError(f"drift config embeddings.method must be one of {list(EMBEDDING_METHODS)}")
+    if not isinstance(cfg.embeddings.params or {}, dict):
+        raise ConfigError("drift config embeddings.params: must be a mapping")
     for key in ("num_method", "cat_method"):
-        method = cfg.features.get(key, "ks" if key == "num_method" else "chi2_contingency")
+        method = getattr(cfg.features, key)
         if method not in P_VALUE_METHODS | DISTANCE_METHODS:
             raise ConfigError(f"drift config features.{key}: unknown method {method!r}")
     return cfg
@@ -136,12 +142,12 @@ def register_two_sample_chi2() -> None:
     )
 
 
-def _embedding_method(cfg: dict):
+def _embedding_method(cfg: DriftEmbeddings):
     from evidently.metrics.embeddings import DistanceDriftMethod, MMDDriftMethod, ModelDriftMethod, RatioDriftMethod
 
-    cls = {"model": ModelDriftMethod, "mmd": MMDDriftMethod, "ratio": RatioDriftMethod, "distance": DistanceDriftMethod}[cfg.get("method", "model")]
+    cls = {"model": ModelDriftMethod, "mmd": MMDDriftMethod, "ratio": RatioDriftMethod, "distance": DistanceDriftMethod}[cfg.method]
     try:
-        return cls(**dict(cfg.get("params") or {}))
+        return cls(**dict(cfg.params or {}))
     except Exception as err:  # pydantic validation of the method's parameters
         raise ConfigError(f"drift config embeddings.params: {err}") from err
 
@@ -181,7 +187,7 @@ def _compare(name: str, ref: pd.DataFrame, cur: pd.DataFrame, columns: list[str]
 
     register_two_sample_chi2()
     f = cfg.features
-    threshold = float(f.get("threshold", 0.001))
+    threshold = float(f.threshold)
     emb_cols = [c for c in ref.columns if c.startswith(EMB_PREFIX)]
     if [c for c in cur.columns if c.startswith(EMB_PREFIX)] != emb_cols:
         from vsearch.schema import DataError
@@ -190,14 +196,14 @@ def _compare(name: str, ref: pd.DataFrame, cur: pd.DataFrame, columns: list[str]
     categorical = [c for c in columns if not pd.api.types.is_numeric_dtype(ref[c])]
     numerical = [c for c in (*columns, *extra_numeric) if c not in categorical]
     definition = DataDefinition(numerical_columns=numerical, categorical_columns=categorical, embeddings={name: emb_cols})
-    method_of = {c: f.get("cat_method", "chi2_contingency") if c in categorical else f.get("num_method", "ks") for c in (*columns, *extra_numeric)}
+    method_of = {c: f.cat_method if c in categorical else f.num_method for c in (*columns, *extra_numeric)}
     metrics = [ValueDrift(column=c, method=method_of[c], threshold=threshold) for c in (*columns, *extra_numeric)]
     emb_cfg = cfg.embeddings
     if html is not None:
         metrics.append(EmbeddingsDrift(embeddings_name=name, drift_method=_embedding_method(emb_cfg)))
     keep = [*columns, *extra_numeric, *emb_cols]
     report = Report(metrics)
-    with _plot_sample(emb_cfg.get("plot_sample", 100)):
+    with _plot_sample(emb_cfg.plot_sample):
         snapshot = report.run(
             current_data=Dataset.from_pandas(cur[keep].reset_index(drop=True), data_definition=definition),
             reference_data=Dataset.from_pandas(ref[keep].reset_index(drop=True), data_definition=definition),
@@ -208,8 +214,8 @@ def _compare(name: str, ref: pd.DataFrame, cur: pd.DataFrame, columns: list[str]
     # The decision: Evidently's drift method on the windows (deterministic; the report shows the same score).
     score, drifted, method_name = _embedding_method(emb_cfg)(cur[emb_cols].copy(), ref[emb_cols].copy())
     checks.append({"name": f"{name}.embeddings", "kind": "embedding", "window": name, "method": method_name,
-                   "score": float(score), "threshold": (emb_cfg.get("params") or {}).get("threshold"),
-                   "rule": "score > threshold" if not (emb_cfg.get("params") or {}).get("bootstrap") else "bootstrap test",
+                   "score": float(score), "threshold": (emb_cfg.params or {}).get("threshold"),
+                   "rule": "score > threshold" if not (emb_cfg.params or {}).get("bootstrap") else "bootstrap test",
                    "drifted": bool(drifted), "rows": [len(ref), len(cur)]})
     if html is not None:
         snapshot.save_html(str(html))
@@ -221,7 +227,7 @@ def _health(ref_meta: dict, ref_q: pd.DataFrame, cur_q: pd.DataFrame, cfg: Drift
     threshold = float(ref_meta["low_confidence_threshold"])
     ref_mean, cur_mean = float(ref_q[HEALTH_COLUMN].mean()), float(cur_q[HEALTH_COLUMN].mean())
     ref_low, cur_low = float((ref_q[HEALTH_COLUMN] < threshold).mean()), float((cur_q[HEALTH_COLUMN] < threshold).mean())
-    max_drop, max_rise = float(h.get("max_mean_top1_drop", 0.05)), float(h.get("max_low_confidence_increase", 0.10))
+    max_drop, max_rise = float(h.max_mean_top1_drop), float(h.max_low_confidence_increase)
     return [
         {"name": "health.mean_top1_similarity", "kind": "health", "reference": ref_mean, "current": cur_mean,
          "score": ref_mean - cur_mean, "threshold": max_drop, "rule": "drop > threshold", "drifted": ref_mean - cur_mean > max_drop},
@@ -237,8 +243,8 @@ def compare_windows(ref: tuple[dict, pd.DataFrame, pd.DataFrame], cur: tuple[dic
     ref_meta, ref_q, ref_p = ref
     cur_meta, cur_q, cur_p = cur
     f = cfg.features
-    q_cols = list(f.get("query_columns") or ["query_text_length", "image_size", "brightness", "mean_red", "mean_green", "mean_blue"])
-    p_cols = list(f.get("product_columns") or ["title_length", "category", "image_size", "brightness", "mean_red", "mean_green", "mean_blue"])
+    q_cols = list(f.query_columns or DriftFeatures().query_columns)
+    p_cols = list(f.product_columns or DriftFeatures().product_columns)
     checks = _compare("queries", ref_q, cur_q, q_cols, cfg, html_dir / REPORT_HTML["queries"] if html_dir else None,
                       extra_numeric=(HEALTH_COLUMN,))
     checks += _compare("products", ref_p, cur_p, p_cols, cfg, html_dir / REPORT_HTML["products"] if html_dir else None)
@@ -288,8 +294,8 @@ def detect_drift(reference: str | os.PathLike, current: str | os.PathLike, out_d
                 raise ConfigError("the current window is a data folder: name the model that embeds it with --model")
             s = cfg.sample
             build_snapshot(current, staging / "current_snapshot", model_dir=model_dir, record_model_dir=model_uri,
-                           data_uri=current_uri, max_queries=int(s.get("max_queries", 500)),
-                           max_products=int(s.get("max_products", 500)), seed=int(s.get("seed", 0)), since=since, until=until,
+                           data_uri=current_uri, max_queries=int(s.max_queries),
+                           max_products=int(s.max_products), seed=int(s.seed), since=since, until=until,
                            low_confidence_threshold=ref[0]["low_confidence_threshold"])
             cur = load_snapshot(staging / "current_snapshot")
         else:
@@ -299,7 +305,7 @@ def detect_drift(reference: str | os.PathLike, current: str | os.PathLike, out_d
 
             raise DataError(current, "the windows were embedded by different models", detail=f"{ref[0]['model_version']} vs {cur[0]['model_version']}")
         result = compare_windows(ref, cur, cfg, staging if html else None)
-        result["config"] = {"sample": cfg.sample, "embeddings": cfg.embeddings, "features": cfg.features, "health": cfg.health}
+        result["config"] = dataclasses.asdict(cfg)
         (staging / DRIFT_FILE).write_text(json.dumps(result, indent=2, default=_json_default))
         if html:
             (staging / SUMMARY_HTML).write_text(summary_html(result))
@@ -369,8 +375,8 @@ def main(argv: list[str] | None = None) -> int:
         args = parser.parse_args(argv[1:])
         s = load_drift_config(args.config).sample
         artifacts.check_out(args.out, [args.data, args.model], ours=("snapshot.json",))
-        meta = build_snapshot(args.data, args.out, model_dir=args.model, max_queries=int(s.get("max_queries", 500)),
-                              max_products=int(s.get("max_products", 500)), seed=int(s.get("seed", 0)), since=args.since, until=args.until)
+        meta = build_snapshot(args.data, args.out, model_dir=args.model, max_queries=int(s.max_queries),
+                              max_products=int(s.max_products), seed=int(s.seed), since=args.since, until=args.until)
         print(json.dumps(meta))
         return 0
     parser = argparse.ArgumentParser(prog="vsearch drift", description="Evidently drift report: exit 0 (no drift) or 3 (drift).")

@@ -22,50 +22,60 @@ import argparse
 import os
 import shutil
 import uuid
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
 from vsearch import artifacts
-from vsearch.config import ConfigError
+from vsearch.config import ConfigError, load_typed
 from vsearch.schema import DataError
 
 ROLLOUT_FILE = "rollout.yaml"
 KSERVE_FILE = "inferenceservice.yaml"
 BLESSING_COPY = "blessing.json"  # beside rollout.yaml; the plan's `blessing` names it relative to the plan
-KNOWN_KEYS = {"experiment_prefix", "alias", "collection_prefix", "ramp", "guardrails", "kserve"}
 
 
-def load_rollout_defaults(path: str | os.PathLike | None = None, overrides: list[str] | tuple[str, ...] = ()) -> dict:
+@dataclass
+class KServeDefaults:
+    """One InferenceService per arm (``<name>-control``, ``<name>-treatment``)."""
+
+    name: str = "vsearch-query-encoder"
+    namespace: str = "vsearch"
+    image: str | None = None  # None: the project image, vsearch.images.IMAGE (one place)
+    # "{alias}" / "{model_version}" are filled with the arm's.
+    args: list[str] = field(default_factory=lambda: ["vsearch", "serve", "--model", "/mnt/models", "--alias", "{alias}", "--data",
+                                                     "/mnt/catalog", "--host", "0.0.0.0", "--port", "8080"])
+    min_replicas: int = 1
+    max_replicas: int = 4
+    service_account: str | None = "vsearch-models"
+
+
+@dataclass
+class RolloutDefaults:
+    """``configs/rollout.yaml``: the same keys and defaults. ``ramp`` and ``guardrails`` are
+    validated as `vsearch.rollout.schema` RampStep / Guardrail when a plan is built."""
+
+    experiment_prefix: str = "vsearch"
+    alias: str = "vsearch_serving"
+    collection_prefix: str = "vsearch"
+    ramp: list[dict] = field(default_factory=lambda: [
+        {"treatment_percent": 10, "min_duration_hours": 24},
+        {"treatment_percent": 25, "min_duration_hours": 48},
+        {"treatment_percent": 50, "min_duration_hours": 72},
+    ])
+    guardrails: list[dict] = field(default_factory=lambda: [
+        {"metric": "ctr", "direction": "higher_is_better", "max_relative_regression": 0.02, "min_samples": 10000},
+        {"metric": "add_to_cart_rate", "direction": "higher_is_better", "max_relative_regression": 0.03, "min_samples": 10000},
+        {"metric": "p99_latency_ms", "direction": "lower_is_better", "max_relative_regression": 0.10, "max_absolute": 250,
+         "min_samples": 1000},
+        {"metric": "error_rate", "direction": "lower_is_better", "max_absolute": 0.01, "min_samples": 1000},
+    ])
+    kserve: KServeDefaults = field(default_factory=KServeDefaults)
+
+
+def load_rollout_defaults(path: str | os.PathLike | None = None, overrides: list[str] | tuple[str, ...] = ()) -> RolloutDefaults:
     """``configs/rollout.yaml`` (or ``path``) with dotted overrides (YAML values); ConfigError on any problem."""
-    import yaml
-    from importlib import resources
-
-    where = str(path or "configs/rollout.yaml")
-    try:
-        text = Path(path).read_text() if path else (resources.files("vsearch.configs") / "rollout.yaml").read_text()
-    except OSError as err:
-        raise ConfigError(f"{where}: rollout config not readable ({type(err).__name__})") from err
-    try:
-        cfg = yaml.safe_load(text) or {}
-        if not isinstance(cfg, dict):
-            raise ConfigError(f"{where}: expected a mapping at the top level")
-        for item in overrides:
-            key, sep, value = item.partition("=")
-            if not sep:
-                raise ConfigError(f"override {item[:80]!r}: expected key=value")
-            node = cfg
-            *parents, leaf = key.split(".")
-            for part in parents:
-                node = node.setdefault(part, {})
-                if not isinstance(node, dict):
-                    raise ConfigError(f"override {key!r}: '{part}' is not a section")
-            node[leaf] = yaml.safe_load(value)
-    except yaml.YAMLError as err:
-        raise ConfigError(f"{where}: not valid YAML: {str(err).splitlines()[0]}") from err
-    unknown = set(cfg) - KNOWN_KEYS
-    if unknown:
-        raise ConfigError(f"rollout config: unknown key(s) {sorted(unknown)}; known: {sorted(KNOWN_KEYS)}")
-    return cfg
+    return load_typed(RolloutDefaults, path if path is not None else "rollout", overrides)
 
 
 def _ref(model, what: str, where: str):
@@ -76,7 +86,7 @@ def _ref(model, what: str, where: str):
     return ModelRef(uri=str(model.model_uri), version=str(model.version))
 
 
-def build_rollout(blessing, blessing_uri: str, cfg: dict, *, experiment_id: str | None = None, control=None,
+def build_rollout(blessing, blessing_uri: str, cfg: RolloutDefaults, *, experiment_id: str | None = None, control=None,
                   created_at: datetime | None = None, milvus_uri: str | None = None, registry: str | None = None,
                   lineage: dict | None = None):
     """The `RolloutConfig` for a blessed candidate (pure: no I/O).
@@ -102,19 +112,19 @@ def build_rollout(blessing, blessing_uri: str, cfg: dict, *, experiment_id: str 
     control_ref = _ref(blessing.champion or control, "champion" if blessing.champion else "control model", blessing_uri)
     if treatment_ref.version == control_ref.version:
         raise DataError(blessing_uri, "rollout refused: candidate and control are the same model", detail=treatment_ref.version)
-    live = str(cfg.get("alias", "vsearch_serving"))
-    prefix = str(cfg.get("collection_prefix", "vsearch"))
+    live = str(cfg.alias)
+    prefix = str(cfg.collection_prefix)
     control_alias = baseline_alias(live) if first_deployment else live
     control_collection = collection_name(prefix, control_ref.version)
     treatment_collection = collection_name(prefix, treatment_ref.version)
     created_at = created_at or datetime.now(timezone.utc).replace(microsecond=0)
     # One id per plan (the release log is keyed by it): the same pair reviewed again is a new release.
-    experiment_id = experiment_id or (f"{cfg.get('experiment_prefix', 'vsearch')}-{treatment_ref.version}-vs-{control_ref.version}"
+    experiment_id = experiment_id or (f"{cfg.experiment_prefix}-{treatment_ref.version}-vs-{control_ref.version}"
                                       f"-{created_at:%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:4]}")
     restore = (f"nothing is live yet: promotion would create alias {live}; a rollback after it drops {live} again"
                if first_deployment else f"alias {live} back on {control_collection} and the registry's champion back to {control_ref.version}")
     try:
-        ramp = [RampStep(**step) for step in cfg["ramp"]]
+        ramp = [RampStep(**step) for step in cfg.ramp]
         if not ramp:
             raise ConfigError("rollout config: 'ramp' needs at least one step")
         return RolloutConfig(
@@ -126,7 +136,7 @@ def build_rollout(blessing, blessing_uri: str, cfg: dict, *, experiment_id: str 
                               milvus_collection=treatment_collection),
             traffic=Traffic(treatment_percent=ramp[0].treatment_percent, ramp=ramp),
             assignment=Assignment(salt=experiment_id),
-            guardrails=[Guardrail(**g) for g in cfg["guardrails"]],
+            guardrails=[Guardrail(**g) for g in cfg.guardrails],
             rollback=Rollback(
                 alias=live,
                 restore_collection=None if first_deployment else control_collection,
@@ -156,7 +166,7 @@ def _project_image() -> str:
     return IMAGE
 
 
-def build_manifests(rollout, cfg: dict) -> list[dict]:
+def build_manifests(rollout, cfg: RolloutDefaults) -> list[dict]:
     """One KServe InferenceService per arm (``<name>-control``, ``<name>-treatment``).
 
     KServe's ``canaryTrafficPercent`` routes each *request* at random (and is ignored in
@@ -167,22 +177,22 @@ def build_manifests(rollout, cfg: dict) -> list[dict]:
     """
     from vsearch.rollout.kserve import inference_service
 
-    k = dict(cfg.get("kserve") or {})
+    k = cfg.kserve
     docs = []
     for arm in (rollout.control, rollout.treatment):
         try:
             docs.append(inference_service(
-                name=f"{k.get('name', 'vsearch-query-encoder')}-{arm.name}",
-                namespace=str(k.get("namespace", "default")),
-                image=str(k.get("image") or _project_image()),
+                name=f"{k.name}-{arm.name}",
+                namespace=str(k.namespace),
+                image=str(k.image or _project_image()),
                 # "{alias}" / "{model_version}" in the args are filled with the arm's.
-                args=[str(a).format(alias=arm.milvus_alias, model_version=arm.model.version) for a in k.get("args", [])],
+                args=[str(a).format(alias=arm.milvus_alias, model_version=arm.model.version) for a in k.args],
                 storage_uri=artifacts.durable_uri(arm.model.uri),  # s3:// for minio://: KServe reads no minio://
                 model_version=arm.model.version,
                 canary_percent=None,
-                min_replicas=int(k.get("min_replicas", 1)),
-                max_replicas=int(k.get("max_replicas", 4)),
-                service_account=k.get("service_account"),
+                min_replicas=int(k.min_replicas),
+                max_replicas=int(k.max_replicas),
+                service_account=k.service_account,
                 labels={"vsearch.io/experiment": rollout.experiment_id[:63], "vsearch.io/arm": arm.name},
                 annotations={
                     "vsearch.io/experiment-id": rollout.experiment_id,
@@ -233,7 +243,7 @@ def check_arms(rollout, milvus_uri: str, index_cfg=None) -> dict[str, str]:
         return arm_collections(store, rollout)
 
 
-def write_rollout(blessing_path: str | os.PathLike, out_dir: str | os.PathLike, cfg: dict | None = None, *,
+def write_rollout(blessing_path: str | os.PathLike, out_dir: str | os.PathLike, cfg: RolloutDefaults | None = None, *,
                   registry: str | None = None, experiment_id: str | None = None, control_model: str | None = None,
                   run_id: str | None = None,
                   control_uri: str | None = None, milvus_uri: str | None = None) -> dict[str, Path]:
