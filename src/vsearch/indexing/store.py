@@ -93,6 +93,8 @@ class Store:
             self.client.close()
         finally:
             if is_lite(self.uri):
+                # No public stop: MilvusClient.close() (pymilvus 3.0) releases only the gRPC handler,
+                # and milvus_lite releases its servers at process exit (atexit); the LOCK must go now.
                 from milvus_lite.server_manager import server_manager_instance
 
                 server_manager_instance.release_server(self.uri)
