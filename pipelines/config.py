@@ -24,7 +24,8 @@ import yaml
 
 from components.image import GPU_IMAGE, IMAGE
 from vsearch.config import ConfigError, apply_overrides
-from vsearch.training.trainjob import Toleration, validate_tolerations  # one definition for pipeline steps and TrainJob pods
+from vsearch.training.trainjob import SecretEnv as SecretKeyEnv
+from vsearch.training.trainjob import Toleration, is_env_name, validate_tolerations  # one definition for pipeline steps and TrainJob pods
 from vsearch.training.device import REQUIRE_CUDA_ENV
 
 
@@ -76,6 +77,11 @@ class SecretEnv:
     env: dict[str, str]  # secret key -> environment variable
     steps: list[str] = field(default_factory=list)
     optional: bool = False
+
+    def variables(self) -> list[SecretKeyEnv]:
+        """One variable per key, by key: how a TrainJob spec lists them (``secret_env``)."""
+        return [SecretKeyEnv(name=var, secret=self.name, key=key, optional=self.optional)
+                for key, var in sorted(self.env.items())]
 
 
 @dataclass
@@ -205,10 +211,7 @@ def trainjob_settings(cfg: PipelineConfig, step: str = "train_model") -> str:
         "shm_size": tj.shm_size,
         # Nodes holding GPUs stop at once without CUDA, like the pipeline's GPU steps (pipelines.wiring).
         "env": {REQUIRE_CUDA_ENV: "1"} if accelerators else {},
-        "secret_env": [
-            {"name": var, "secret": s.name, "key": key, "optional": s.optional}
-            for s in cfg.secrets_for(step) for key, var in sorted(s.env.items())
-        ],
+        "secret_env": [dataclasses.asdict(v) for s in cfg.secrets_for(step) for v in s.variables()],
         "service_account": tj.service_account,
         "runtime": tj.runtime,
         "runtime_kind": tj.runtime_kind,
@@ -275,8 +278,8 @@ def validate(cfg: PipelineConfig, where: str = "pipeline config") -> None:
     for s in cfg.secrets:
         if not s.name or not s.env:
             raise ConfigError(f"{where}: every secret needs a name and an env mapping")
-        for key, var in s.env.items():
-            if not str(var).replace("_", "").isalnum() or str(var)[:1].isdigit():
+        for var in s.env.values():
+            if not is_env_name(str(var)):
                 raise ConfigError(f"{where}: secret '{s.name}': {var!r} is not an environment variable name")
 
 

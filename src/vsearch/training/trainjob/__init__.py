@@ -76,6 +76,7 @@ from vsearch.training.trainjob.spec import (
     Volume,
     VolumeMount,
     derive_name,
+    is_env_name,
     validate,
     validate_tolerations,
 )
@@ -86,6 +87,6 @@ __all__ = [
     "RESERVED_ENV_PREFIX", "RUNTIME_PATCH_MANAGER", "SA_NAMESPACE_FILE", "SCRATCH_PATH", "SCRATCH_VOLUME",
     "SUCCESS_CONDITIONS", "TRAINER_GROUP", "TRAINER_NODE", "TRAINER_VERSION", "TRAINJOB_PLURAL", "SecretEnv",
     "Toleration", "TrainJobError", "TrainJobSpec", "Volume", "VolumeMount", "build_manifest", "condition",
-    "derive_name", "launch", "load_api", "main", "run_distributed", "submit_and_wait", "train_command", "validate",
+    "derive_name", "is_env_name", "launch", "load_api", "main", "run_distributed", "submit_and_wait", "train_command", "validate",
     "validate_tolerations",
 ]

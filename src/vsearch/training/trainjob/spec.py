@@ -72,7 +72,9 @@ class VolumeMount:
 
 @dataclass
 class SecretEnv:
-    """An environment variable taken from a Kubernetes Secret key (never a value)."""
+    """An environment variable taken from a Kubernetes Secret key (never a value): the shape of a
+    container's ``env[].valueFrom.secretKeyRef``. The pipeline config's ``SecretEnv`` (one Secret,
+    several keys, the steps that get them) turns into these with ``variables()``."""
 
     name: str  # environment variable
     secret: str
@@ -138,6 +140,11 @@ class TrainJobSpec:
         return cls(**kwargs)
 
 
+def is_env_name(name: str) -> bool:
+    """A C identifier in ASCII: what the project accepts as an environment variable name."""
+    return bool(_ENV_NAME.match(name))
+
+
 def derive_name(run: str, *parts: Any, prefix: str = "vsearch-") -> str:
     """A valid, deterministic job name: ``vsearch-<run slug>-<8 hex of sha256(parts)>`` (<= 63)."""
     digest = hashlib.sha256(json.dumps([run, *parts], sort_keys=True, default=str).encode()).hexdigest()[:8]
@@ -200,7 +207,7 @@ def validate(spec: TrainJobSpec, where: str = "trainjob spec") -> None:
         raise ConfigError(f"{where}: two volumes mounted at the same path {sorted({p for p in paths if paths.count(p) > 1})}")
     env_names = list(spec.env) + [s.name for s in spec.secret_env]
     for name in env_names:
-        if not _ENV_NAME.match(name):
+        if not is_env_name(name):
             raise ConfigError(f"{where}: {name!r} is not an environment variable name")
         if name.startswith(RESERVED_ENV_PREFIX):
             raise ConfigError(f"{where}: env {name!r} is reserved: the job controller sets PET_* for torchrun")
