@@ -14,7 +14,6 @@ MARKER = "Long because:"
 # (module path under src/vsearch, function name) -> why it is let off for now. An entry whose
 # function is no longer long (or has its reason line) fails `test_pending_entries_are_needed`.
 PENDING: dict[tuple[str, str], str] = {
-    ("training/trainjob", "submit_and_wait"): "training/trainjob.py is being split into a package (issue 22 item 3)",
 }
 
 

@@ -117,20 +117,7 @@ def submit_and_wait(
         api.create_namespaced_custom_object(group, version, ns, plural, manifest, field_validation="Strict")
 
     def read() -> dict:
-        errors = 0
-        while True:
-            try:
-                return api.get_namespaced_custom_object(group, version, ns, plural, name)
-            except ApiException as err:
-                if err.status == 404:
-                    raise TrainJobError(f"{where} disappeared while waiting for it (deleted by someone else?)") from err
-                errors += 1
-                # An API server restart over a two-day run is normal: tolerate a few 5xx in a row.
-                if (err.status or 0) < 500 or errors > max_poll_errors:
-                    raise TrainJobError(f"{where}: reading its status failed ({err.status} {err.reason}): "
-                                        f"{_api_message(err)}") from err
-                log(f"{where}: status read failed ({err.status} {err.reason}), retrying ({errors}/{max_poll_errors})")
-                sleep(poll_s)
+        return _read_status(api, (group, version, ns, plural, name), where, max_poll_errors, poll_s, log, sleep)
 
     try:
         create()
@@ -162,6 +149,27 @@ def submit_and_wait(
                 raise TrainJobError(f"{where} did not finish within {timeout_s:g} s: deleted it")
             raise TrainJobError(f"{where} did not finish within {timeout_s:g} s (left running)")
         sleep(poll_s)
+
+
+def _read_status(api, coords: tuple[str, str, str, str, str], where: str, max_poll_errors: int, poll_s: float,
+                 log: Callable[[str], None], sleep: Callable[[float], None]) -> dict:
+    """The job object; a few consecutive 5xx are retried, a 404 means someone deleted it."""
+    from kubernetes.client.rest import ApiException
+
+    errors = 0
+    while True:
+        try:
+            return api.get_namespaced_custom_object(*coords)
+        except ApiException as err:
+            if err.status == 404:
+                raise TrainJobError(f"{where} disappeared while waiting for it (deleted by someone else?)") from err
+            errors += 1
+            # An API server restart over a two-day run is normal: tolerate a few 5xx in a row.
+            if (err.status or 0) < 500 or errors > max_poll_errors:
+                raise TrainJobError(f"{where}: reading its status failed ({err.status} {err.reason}): "
+                                    f"{_api_message(err)}") from err
+            log(f"{where}: status read failed ({err.status} {err.reason}), retrying ({errors}/{max_poll_errors})")
+            sleep(poll_s)
 
 
 def _wait_gone(api, group, version, ns, plural, name, poll_s, clock, sleep, timeout_s) -> None:
