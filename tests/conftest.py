@@ -56,6 +56,11 @@ def s3():
     host, port = server.get_host_and_port()
     assert host == "127.0.0.1"
     endpoint = f"http://{host}:{port}"
+    # moto keeps its buckets in process-wide backends, not per server: start every module empty
+    # (an earlier module's objects under the same bucket and prefix would otherwise show up).
+    import urllib.request
+
+    urllib.request.urlopen(urllib.request.Request(f"{endpoint}/moto-api/reset", method="POST"), timeout=10).close()
     with pytest.MonkeyPatch.context() as env:
         for name, value in {
             "AWS_ENDPOINT_URL": endpoint,
