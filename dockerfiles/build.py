@@ -255,12 +255,35 @@ def build_image(kind: str, base: str, pip_conf: str, volumes: list[str], build_a
             "target": target or "runtime", "size_bytes": info.get("Size")}
 
 
+def prune_older(built: dict) -> list[str]:
+    """Untag the earlier content-hash tags of the repositories just built (about 3 GB each).
+
+    Only tags this script made (``vsearch.content-hash`` label) and not the one just built go;
+    layers the new image shares stay, and so do untagged build layers (podman's layer cache,
+    which lets a source-only change rebuild only the package layer).
+    """
+    removed = []
+    for entry in built.values():
+        repo = entry["ref"].rsplit(":", 1)[0]
+        listing = podman("images", "--filter", f"reference={repo}", "--filter", "label=vsearch.content-hash",
+                         "--format", "{{.Repository}}:{{.Tag}}", capture=True)
+        for ref in sorted(set(listing.split())):
+            if ref != entry["ref"] and not ref.endswith(":<none>"):
+                try:
+                    podman("rmi", ref, capture=True)
+                except BuildError:  # in use by a container: it stays, the build still stands
+                    continue
+                removed.append(ref)
+    return removed
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--base", default="debian", help="'debian' (debootstrap, no registry) or a base image reference")
     ap.add_argument("--mirror", default=None, help="Debian mirror for --base debian (default: the machine's apt source)")
     ap.add_argument("--gpu", choices=("skip", "resolve", "full"), default="resolve")
     ap.add_argument("--record", default=str(RECORD), help="where to write the record (JSON)")
+    ap.add_argument("--keep-old", action="store_true", help="keep the earlier content-hash tags (default: untag them)")
     args = ap.parse_args(argv)
     if not shutil.which("podman"):
         print("build.py: podman not found: apt-get install podman buildah runc (shared NOTES.md)", file=sys.stderr)
@@ -280,6 +303,8 @@ def main(argv: list[str] | None = None) -> int:
             gpu_conf, gpu_volumes = pip_mounts(settings, ("index-url", "cert", "default-timeout"))
             record["gpu"] = build_image("gpu", base, gpu_conf, gpu_volumes, index,
                                         target="resolve" if args.gpu == "resolve" else None)
+        for ref in [] if args.keep_old else prune_older(record):
+            print(f"removed the earlier build {ref}", flush=True)
     except BuildError as exc:
         print(f"build.py: {exc}", file=sys.stderr)
         return 1

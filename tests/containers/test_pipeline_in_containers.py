@@ -116,3 +116,19 @@ def test_a_task_that_fails_in_its_container_fails_the_run(images, docker_host, t
         run_package(package, tmp_path / "runs", runner="container", docker_host=docker_host)
     message = str(err.value)
     assert "FAILURE" in message and "did not run" not in message, message
+
+
+def test_a_build_untags_the_earlier_builds_of_its_repositories(images, tmp_path):
+    """Each build is ~3 GB under a new content-hash tag: the earlier tags go, the one built stays."""
+    import sys
+
+    ref = images["cpu"]["ref"]
+    repo = ref.rsplit(":", 1)[0]
+    earlier = f"{repo}:0000000000000000"  # what an earlier tree's build left behind
+    _podman("tag", ref, earlier)
+    proc = subprocess.run([sys.executable, str(Path(__file__).parents[2] / "dockerfiles" / "build.py"), "--gpu", "skip",
+                           "--record", str(tmp_path / "images.json")], capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert f"removed the earlier build {earlier}" in proc.stdout
+    tags = _podman("images", "--filter", f"reference={repo}", "--format", "{{.Repository}}:{{.Tag}}").split()
+    assert ref in tags and earlier not in tags
