@@ -1,4 +1,4 @@
-"""detect_drift: a current window against the model's saved reference; says if retraining is due."""
+"""detect_drift: a current window against the model's drift reference; says if retraining is due."""
 
 from typing import List, Optional
 
@@ -11,6 +11,7 @@ from components.image import IMAGE
 @dsl.component(base_image=IMAGE, install_kfp_package=False)
 def detect_drift(
     model: Input[Model],
+    reference: Input[Dataset],
     current: Input[Dataset],
     drift_report: Output[Artifact],
     report: Output[HTML],
@@ -22,10 +23,12 @@ def detect_drift(
     since: str = "",
     until: str = "",
 ) -> bool:
-    """Compare recent queries and catalog (embedded by the model) with its training-time reference.
+    """Compare recent queries and catalog (embedded by the model) with the model's drift reference.
 
     Args:
-        model: The serving model folder; holds drift_reference/ (saved at training time).
+        model: The serving model folder; it embeds the current window.
+        reference: That model's drift reference (build_drift_reference after its training);
+            one built by another model is refused.
         current: Recent data in the vsearch data contract (queries and catalog).
         config: Drift preset name or YAML path (tests, thresholds, sample sizes).
         overrides: Dotted drift overrides, e.g. "sample.max_queries=200".
@@ -46,7 +49,7 @@ def detect_drift(
 
     from vsearch.monitoring.drift import REPORT_HTML, detect_drift as detect, load_drift_config, summary_html
 
-    result = detect(model.path, current.path, drift_report.path, load_drift_config(config, list(overrides or [])),
+    result = detect(reference.path, current.path, drift_report.path, load_drift_config(config, list(overrides or [])),
                     model=model.path, since=since or None, until=until or None,
                     model_uri=model.uri, current_uri=current.uri)  # records name URIs, not this pod's paths
     # One HTML output per page: the KFP UI shows each artifact alone and cannot follow links between them.

@@ -3,7 +3,7 @@
 from typing import List, Optional
 
 from kfp import dsl
-from kfp.dsl import Artifact, Input, Markdown, Model, Output
+from kfp.dsl import Artifact, Dataset, Input, Markdown, Model, Output
 
 from components.image import IMAGE
 
@@ -14,7 +14,9 @@ def write_rollout_config(
     index: Input[Artifact],
     rollout: Output[Artifact],
     summary: Output[Markdown],
+    reference: Optional[Input[Dataset]] = None,
     control_model: Optional[Input[Model]] = None,
+    control_reference: Optional[Input[Dataset]] = None,
     control_index: Optional[Input[Artifact]] = None,
     registry: str = "",
     milvus_uri: str = "",
@@ -30,8 +32,10 @@ def write_rollout_config(
     Args:
         blessing: The gate's blessing folder; a candidate that is not blessed is refused.
         index: The candidate's verified collection under the candidate alias (backfill_embeddings).
+        reference: The candidate's drift reference (build_drift_reference); the plan records its URI.
         control_model: The control arm when the blessing has no champion yet (first
             deployment: the image-only baseline); otherwise the champion is the control.
+        control_reference: The control_model's drift reference (the champion's comes from the registry).
         control_index: The baseline's collection of a first deployment (backfill_embeddings).
         registry: Champion registry URI; a blessing judged against another champion is refused.
         milvus_uri: The Milvus both arms live in; every arm's alias is checked there.
@@ -50,10 +54,12 @@ def write_rollout_config(
     cfg = load_rollout_defaults(None, [f"alias={alias}", *list(overrides or [])])
     has_champion = read_blessing(blessing.path).has_champion
     control = control_model if control_model is not None and not has_champion else None
-    # The plan and the KServe manifests name the control by its URI; its version is read here.
+    # The plan and the KServe manifests name the control (and the drift references) by URI; its version is read here.
     paths = write_rollout(blessing.path, rollout.path, cfg, registry=registry or None,
                           control_model=control.path if control else None, control_uri=control.uri if control else None,
-                          milvus_uri=milvus_uri or None, run_id=run_id or None)
+                          milvus_uri=milvus_uri or None, run_id=run_id or None,
+                          reference=reference.uri if reference is not None else None,
+                          control_reference=control_reference.uri if control and control_reference is not None else None)
     config = load_rollout(paths["rollout"])
     if registry and milvus_uri:
         from vsearch.release.lifecycle import Release

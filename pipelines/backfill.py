@@ -25,7 +25,7 @@ def build(cfg: PipelineConfig):
     from components.embed_shard import embed_shard
     from components.index_embeddings import index_embeddings
     from components.plan_shards import plan_shards
-    from pipelines.wiring import configure
+    from pipelines.wiring import configure, import_artifact
 
     @dsl.pipeline(name=NAME, description="Re-embed the catalog in parallel shards, write a new versioned Milvus "
                   "collection, verify it and move the serving alias.")
@@ -37,10 +37,8 @@ def build(cfg: PipelineConfig):
         alias: str = "vsearch_serving",
         index_overrides: List[str] = [],
     ) -> str:
-        model = dsl.importer(artifact_uri=model_uri, artifact_class=Model, reimport=False)
-        model.set_display_name("Import model")
-        data = dsl.importer(artifact_uri=data_uri, artifact_class=Dataset, reimport=False)
-        data.set_display_name("Import catalog")
+        model = import_artifact(model_uri, Model, "Import model")
+        data = import_artifact(data_uri, Dataset, "Import catalog")
         plan = configure(plan_shards(num_shards=num_shards), "Plan shards", cfg)
         with dsl.ParallelFor(plan.output, name="shards", parallelism=cfg.resources.shard_parallelism) as shard:
             embedded = configure(

@@ -60,6 +60,7 @@ class ResourcesConfig:
         "embed_shard": {"cpu": "4", "memory": "16G"},
         "backfill_embeddings": {"cpu": "2", "memory": "8G"},
         "index_embeddings": {"cpu": "2", "memory": "8G"},
+        "build_drift_reference": {"cpu": "2", "memory": "4G"},
         "detect_drift": {"cpu": "2", "memory": "4G"},
     })
     shard_parallelism: int = 8  # embed_shard tasks at once (dsl.ParallelFor parallelism)
@@ -89,8 +90,8 @@ class RetryConfig:
     """Retries of transient steps (pre-emptible GPU nodes, object-store hiccups)."""
 
     steps: list[str] = field(
-        default_factory=lambda: ["synth_data", "train_model", "evaluate_model", "embed_shard", "backfill_embeddings",
-                                 "index_embeddings"]
+        default_factory=lambda: ["synth_data", "train_model", "build_drift_reference", "evaluate_model", "embed_shard",
+                                 "backfill_embeddings", "index_embeddings"]
     )
     num_retries: int = 2
     backoff_duration: str = "60s"
@@ -134,8 +135,8 @@ LOOKUP_STEPS = ["fingerprint_data", "build_training_set", "detect_drift", "gate_
                 "index_embeddings", "write_rollout_config", "trigger_retraining", "materialize_features", "notify_run"]
 
 # Steps that read data or models from object storage.
-DATA_STEPS = ["synth_data", "fingerprint_data", "validate_data", "build_training_set", "train_model", "evaluate_model",
-              "gate_model", "detect_drift", "embed_shard", "backfill_embeddings", "index_embeddings", "write_rollout_config"]
+DATA_STEPS = ["synth_data", "fingerprint_data", "validate_data", "build_training_set", "train_model", "build_drift_reference",
+              "evaluate_model", "gate_model", "detect_drift", "embed_shard", "backfill_embeddings", "index_embeddings", "write_rollout_config"]
 
 
 @dataclass

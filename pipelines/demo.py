@@ -4,7 +4,8 @@
 ``<out>/pipelines/``), runs the training pipeline with ``kfp.local.SubprocessRunner`` on the
 embedded defaults (generated benchmark, Feast local, Milvus Lite at ``<out>/milvus.db``),
 checks that the branch the gate chose really ran, then runs the monitoring pipeline on a
-shifted window with the trained 4-tower model, and gathers the reviewer-facing files:
+shifted window with the trained 4-tower model and its drift reference (the training
+pipeline's ``build_drift_reference`` output), and gathers the reviewer-facing files:
 
     <out>/metrics.json      the metrics contract {"models": {...}, "eval": {...}}
     <out>/report.html       evaluation report (CIs, Recall@K curves, retrieval examples)
@@ -131,9 +132,11 @@ def run_pipeline_demo(out: str | os.PathLike, preset: str = "default", seed: int
         data = _output(training, "synth-data", "data")
         window = out / "windows" / "shifted"
         shifted_copy(data, window)
-        model = _output(training, "train-model-3", "model")
+        # The 4-tower model and its drift reference (the third train_model and build_drift_reference tasks).
+        model, reference = _output(training, "train-model-3", "model"), _output(training, "build-drift-reference-3", "reference")
         _log("monitoring pipeline: 4-tower reference vs a shifted window (new category mix, colour shift, longer titles)")
-        monitor = run_local("monitoring", cfg, out / "kfp", {"model_uri": str(model), "data_uri": str(window)})
+        monitor = run_local("monitoring", cfg, out / "kfp", {"model_uri": str(model), "reference_uri": str(reference),
+                                                             "data_uri": str(window)})
         _copy(_output(monitor, "detect-drift", "drift_report"), out / "drift")
         summary["monitoring"] = {"run_dir": monitor["run_dir"], "retraining_due": monitor["outputs"].get("Output"),
                                  "seconds": monitor["seconds"]}

@@ -1,109 +1,90 @@
 """The model pipeline: data -> image-only + 3-tower -> 4-tower from 3-tower -> evaluate.
 
+    train_model x3 (image-only baseline, 3-tower, 4-tower initialised from the 3-tower)
+      -> build_drift_reference after each (the drift monitor's reference window of that model,
+         its own artifact: the training data snapshotted under the trained model)
+      -> evaluate_model (all three on the same test queries)
+
 Two entry points: ``vsearch-model`` generates the benchmark first (``synth_data``);
 ``vsearch-model-import`` imports the dataset at ``data_uri`` (a folder of the data contract,
 e.g. on object storage). Two DAGs rather than a ``dsl.If`` + ``dsl.OneOf`` on the source: a
-OneOf over artifacts does not run under kfp.local 2.17. Training steps get
-the GPU wiring of the compile-time config. The body runs inside ``dsl.ExitHandler``
-(``notify_run`` records the final status and posts a failure where a webhook is configured).
-The gate, indexing and rollout stages join this DAG in the training pipeline.
+OneOf over artifacts does not run under kfp.local 2.17; both share their parameters
+(``pipelines.wiring``'s groups). Training steps get the GPU wiring of the compile-time config.
+The body runs inside ``dsl.ExitHandler`` (``notify_run`` records the final status and posts
+a failure where a webhook is configured). The gate, indexing and rollout stages join this DAG
+in the training pipeline.
 """
-
-# No `from __future__ import annotations`: KFP reads the real annotations of the pipeline function.
-from typing import List
 
 from pipelines.config import PipelineConfig
 
 NAME = "vsearch-model"
 IMPORT_NAME = "vsearch-model-import"
+DESCRIPTION = "train the image-only baseline, the 3-tower and the 4-tower (from 3-tower) models, evaluate them."
+MODELS = ("image_only", "three_tower", "four_tower")
+
+
+def _train(data, cfg: PipelineConfig, config, overrides, display_name: str, init_model=None) -> dict:
+    """One ``train_model`` and the ``build_drift_reference`` of its model: ``{"train", "reference"}``."""
+    from components.build_drift_reference import build_drift_reference
+    from components.train_model import train_model
+    from pipelines.wiring import configure
+
+    init = {} if init_model is None else {"init_model": init_model}
+    train = configure(train_model(data=data, config=config, overrides=overrides, **init), f"Train {display_name}", cfg)
+    reference = configure(build_drift_reference(model=train.outputs["model"], data=data),
+                          f"Build drift reference ({display_name})", cfg)
+    return {"train": train, "reference": reference}
 
 
 def train_and_evaluate(data, cfg: PipelineConfig, *, image_only_config, three_tower_config, four_tower_config,
                        train_overrides, eval_overrides) -> dict:
     """The middle of the model and training pipelines: train the image-only baseline, the 3-tower
-    and the 4-tower (initialised from the 3-tower) on ``data``, evaluate all three on its test
-    queries. Returns the tasks: ``image_only``, ``three_tower``, ``four_tower``, ``evaluation``."""
+    and the 4-tower (initialised from the 3-tower) on ``data``, each with its drift reference,
+    and evaluate all three on its test queries.
+
+    Returns:
+        ``{name: {"train": task, "reference": task}}`` for ``MODELS``, and ``evaluation``: the task.
+    """
     from components.evaluate_model import evaluate_model
-    from components.train_model import train_model
     from pipelines.wiring import configure
 
-    image_only = configure(
-        train_model(data=data, config=image_only_config, overrides=train_overrides), "Train image-only baseline", cfg
-    )
-    three = configure(train_model(data=data, config=three_tower_config, overrides=train_overrides), "Train 3-tower", cfg)
-    four = configure(
-        train_model(data=data, config=four_tower_config, overrides=train_overrides, init_model=three.outputs["model"]),
-        "Train 4-tower (from 3-tower)",
-        cfg,
-    )
+    image_only = _train(data, cfg, image_only_config, train_overrides, "image-only baseline")
+    three = _train(data, cfg, three_tower_config, train_overrides, "3-tower")
+    four = _train(data, cfg, four_tower_config, train_overrides, "4-tower (from 3-tower)",
+                  init_model=three["train"].outputs["model"])
+    trained = dict(zip(MODELS, (image_only, three, four)))
     evaluation = configure(
-        evaluate_model(
-            data=data,
-            image_only=image_only.outputs["model"],
-            three_tower=three.outputs["model"],
-            four_tower=four.outputs["model"],
-            config=three_tower_config,
-            overrides=eval_overrides,
-        ),
+        evaluate_model(data=data, config=three_tower_config, overrides=eval_overrides,
+                       **{name: steps["train"].outputs["model"] for name, steps in trained.items()}),
         "Evaluate models",
         cfg,
     )
-    return {"image_only": image_only, "three_tower": three, "four_tower": four, "evaluation": evaluation}
+    return {**trained, "evaluation": evaluation}
 
 
-def build(cfg: PipelineConfig):
-    """The model pipeline on the generated benchmark (``synth_data`` first)."""
+def _pipeline(cfg: PipelineConfig, name: str, source: tuple, description: str):
     from kfp import dsl
 
-    from components.synth_data import synth_data
-    from pipelines.wiring import configure, notify_on_exit
+    from pipelines.wiring import MODEL_PARAMS, notify_on_exit, source_data, with_parameters
 
-    @dsl.pipeline(
-        name=NAME,
-        description="Generate the benchmark, train the image-only baseline, the 3-tower and the 4-tower "
-        "(from 3-tower) models, evaluate them.",
-    )
-    def model_pipeline(
-        preset: str = "default",
-        seed: int = 0,
-        image_only_config: str = "image_only",
-        three_tower_config: str = "three_tower",
-        four_tower_config: str = "four_tower",
-        train_overrides: List[str] = [],
-        eval_overrides: List[str] = [],
-    ):
-        with notify_on_exit(NAME, cfg):
-            synth = configure(synth_data(preset=preset, seed=seed), "Generate street-to-shop benchmark", cfg)
-            train_and_evaluate(synth.outputs["data"], cfg, image_only_config=image_only_config,
-                               three_tower_config=three_tower_config, four_tower_config=four_tower_config,
-                               train_overrides=train_overrides, eval_overrides=eval_overrides)
+    @dsl.pipeline(name=name, description=description)
+    @with_parameters(source, MODEL_PARAMS)
+    def model_pipeline(**params):
+        with notify_on_exit(name, cfg):
+            train_and_evaluate(source_data(params, cfg), cfg, **{key: params[key] for key, _, _ in MODEL_PARAMS})
 
     return model_pipeline
 
 
+def build(cfg: PipelineConfig):
+    """The model pipeline on the generated benchmark (``synth_data`` first)."""
+    from pipelines.wiring import SYNTH_PARAMS
+
+    return _pipeline(cfg, NAME, SYNTH_PARAMS, "Generate the benchmark, " + DESCRIPTION)
+
+
 def build_import(cfg: PipelineConfig):
     """The model pipeline on an existing dataset (``data_uri``: a folder of the data contract)."""
-    from kfp import dsl
+    from pipelines.wiring import IMPORT_PARAMS
 
-    from pipelines.wiring import import_dataset, notify_on_exit
-
-    @dsl.pipeline(
-        name=IMPORT_NAME,
-        description="Import a dataset, train the image-only baseline, the 3-tower and the 4-tower "
-        "(from 3-tower) models, evaluate them.",
-    )
-    def model_import_pipeline(
-        data_uri: str,
-        image_only_config: str = "image_only",
-        three_tower_config: str = "three_tower",
-        four_tower_config: str = "four_tower",
-        train_overrides: List[str] = [],
-        eval_overrides: List[str] = [],
-    ):
-        with notify_on_exit(IMPORT_NAME, cfg):
-            imported = import_dataset(data_uri, cfg)
-            train_and_evaluate(imported.output, cfg, image_only_config=image_only_config,
-                               three_tower_config=three_tower_config, four_tower_config=four_tower_config,
-                               train_overrides=train_overrides, eval_overrides=eval_overrides)
-
-    return model_import_pipeline
+    return _pipeline(cfg, IMPORT_NAME, IMPORT_PARAMS, "Import a dataset, " + DESCRIPTION)

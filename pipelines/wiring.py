@@ -8,6 +8,10 @@ variables are all set here, per step, from ``PipelineConfig``.
 
 from __future__ import annotations
 
+import functools
+import inspect
+from typing import List
+
 from components.image import IMAGE
 from pipelines.config import PipelineConfig
 from vsearch.training.device import REQUIRE_CUDA_ENV
@@ -74,6 +78,54 @@ def configure(task, display_name: str, cfg: PipelineConfig):
     return task
 
 
+REQUIRED = inspect.Parameter.empty
+# Pipeline parameter groups, (name, annotation, default) each: the model and training pipelines
+# come in two entry points (generate the benchmark, or import a dataset) that share the rest.
+SYNTH_PARAMS = (("preset", str, "default"), ("seed", int, 0))
+IMPORT_PARAMS = (("data_uri", str, REQUIRED),)
+MODEL_PARAMS = (("image_only_config", str, "image_only"), ("three_tower_config", str, "three_tower"),
+                ("four_tower_config", str, "four_tower"), ("train_overrides", List[str], []), ("eval_overrides", List[str], []))
+
+
+def with_parameters(*groups):
+    """Decorator: give a pipeline body ``body(**params)`` the signature KFP reads, the
+    parameters of ``groups`` in order (``REQUIRED``: no default). KFP calls a pipeline function
+    with positional arguments; they reach the body by name."""
+    signature = inspect.Signature([inspect.Parameter(name, inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=annotation,
+                                                     default=default)
+                                   for group in groups for name, annotation, default in group])
+
+    def decorate(body):
+        @functools.wraps(body)
+        def pipeline_func(*args, **kwargs):
+            return body(**signature.bind(*args, **kwargs).arguments)
+
+        pipeline_func.__signature__ = signature
+        return pipeline_func
+
+    return decorate
+
+
+def source_data(params: dict, cfg: PipelineConfig):
+    """The pipeline's dataset: the import of ``data_uri`` (``IMPORT_PARAMS``), or the benchmark
+    generated from ``preset`` and ``seed`` (``SYNTH_PARAMS``)."""
+    if "data_uri" in params:
+        return import_dataset(params["data_uri"], cfg).output
+    from components.synth_data import synth_data
+
+    synth = configure(synth_data(preset=params["preset"], seed=params["seed"]), "Generate street-to-shop benchmark", cfg)
+    return synth.outputs["data"]
+
+
+def import_artifact(uri, artifact_class, display_name: str, **metadata):
+    """A ``dsl.importer`` task of ``uri`` (a pipeline parameter) as ``artifact_class``."""
+    from kfp import dsl
+
+    task = dsl.importer(artifact_uri=uri, artifact_class=artifact_class, reimport=False, metadata=metadata or None)
+    task.set_display_name(display_name)
+    return task
+
+
 def import_dataset(data_uri, cfg: PipelineConfig):
     """Import the dataset at ``data_uri`` so that the cache follows its content; returns the importer task.
 
@@ -82,16 +134,12 @@ def import_dataset(data_uri, cfg: PipelineConfig):
     manifests' fingerprint into the imported artifact's metadata, so a changed dataset is a
     new artifact (everything after it runs again) and an unchanged one hits the cache.
     """
-    from kfp import dsl
     from kfp.dsl import Dataset
 
     from components.fingerprint_data import fingerprint_data
 
     fingerprint = configure(fingerprint_data(data_uri=data_uri), "Fingerprint dataset", cfg)
-    imported = dsl.importer(artifact_uri=data_uri, artifact_class=Dataset, reimport=False,
-                            metadata={"fingerprint": fingerprint.output})
-    imported.set_display_name("Import dataset")
-    return imported
+    return import_artifact(data_uri, Dataset, "Import dataset", fingerprint=fingerprint.output)
 
 
 def notify_on_exit(pipeline_name: str, cfg: PipelineConfig):

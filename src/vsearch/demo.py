@@ -1,7 +1,8 @@
 """``vsearch demo --out DIR``: the whole story on a laptop, as a plain Python driver.
 
 synth (default preset, seed 0) -> train image-only, 3-tower, 4-tower (from the 3-tower
-model) -> evaluate all three on the same test set -> ``DIR/metrics.json``,
+model), each followed by its drift reference (``DIR/references/<name>``, as the pipelines'
+``build_drift_reference`` step) -> evaluate all three on the same test set -> ``DIR/metrics.json``,
 ``DIR/report.html`` and a summary table on stdout, then the release half, as the pipeline
 does it (``run_release``):
 
@@ -9,10 +10,11 @@ does it (``run_release``):
    registry: a first deployment, so the gain must be significant);
 2. if blessed: index the candidate under ``<alias>_candidate`` and the baseline (the first
    deployment's control) under ``<alias>_baseline`` in ``release/milvus.db``, write the
-   release plan (``release/rollout/rollout.yaml``) and open the release in review. Nothing
+   release plan (``release/rollout/rollout.yaml``, each arm with its drift reference) and
+   open the release in review. Nothing
    is promoted and the live alias is not created: that is a reviewer's step
    (``vsearch release approve | ramp | promote``). If not blessed: the gate's reasons;
-3. drift: the 4-tower model's reference window (saved with it at training time) against a
+3. drift: the 4-tower model's reference window (built after its training) against a
    same-distribution window (another seed of the benchmark) and a shifted one (new category
    mix, colour shift, longer titles).
 
@@ -34,6 +36,8 @@ from vsearch import artifacts
 from vsearch.config import load_config
 from vsearch.data import synth
 from vsearch.evaluation.evaluate import METRICS_FILE, REPORT_FILE, evaluate, format_table
+from vsearch.monitoring.drift import load_drift_config
+from vsearch.monitoring.reference import build_reference
 from vsearch.training.loop import train
 
 MODELS = (("image_only", "image_only", None), ("three_tower", "three_tower", None), ("four_tower", "four_tower", "three_tower"))
@@ -69,6 +73,7 @@ def run_demo(out: str | os.PathLike, preset: str = "default", seed: int = 0, ove
     started = time.perf_counter()
     data = _dataset(out, preset, seed)
     model_dirs: dict[str, Path] = {}
+    references: dict[str, Path] = {}
     timings: dict[str, float] = {}
     for name, preset_name, init in MODELS:
         cfg = load_config(preset_name, [f"train.seed={seed}", *overrides])
@@ -79,6 +84,8 @@ def run_demo(out: str | os.PathLike, preset: str = "default", seed: int = 0, ove
         timings[name] = time.perf_counter() - t0
         _log(f"{name}: {summary['steps']} steps in {timings[name]:.0f} s ({summary['samples_per_s']:.0f} samples/s)")
         model_dirs[name] = model_dir
+        references[name] = out / "references" / name
+        build_reference(model_dir, data, references[name], load_drift_config("drift").sample)
     _log("evaluating all three models on the test split")
     eval_cfg = load_config("three_tower", list(overrides)).eval
     metrics = evaluate(
@@ -90,7 +97,7 @@ def run_demo(out: str | os.PathLike, preset: str = "default", seed: int = 0, ove
     )
     _copy_atomic(out / "eval" / METRICS_FILE, out / METRICS_FILE)
     _copy_atomic(out / "eval" / REPORT_FILE, out / REPORT_FILE)
-    run_release(out, data, out / "eval", model_dirs, preset, seed)
+    run_release(out, data, out / "eval", model_dirs, references, preset, seed)
     total = time.perf_counter() - started
     (out / "timings.json").write_text(json.dumps({"train_seconds": timings, "total_seconds": total}, indent=2))
     print(format_table(metrics))
@@ -99,14 +106,17 @@ def run_demo(out: str | os.PathLike, preset: str = "default", seed: int = 0, ove
 
 
 def run_release(out: str | Path, data_dir: str | Path, eval_dir: str | Path, model_dirs: dict[str, str | Path],
-                preset: str = "default", seed: int = 0, drift_overrides: list[str] | tuple[str, ...] = ()) -> dict:
-    """Run the release steps of the demo; returns a JSON-able summary (also ``release/summary.json``)."""
+                references: dict[str, str | Path], preset: str = "default", seed: int = 0,
+                drift_overrides: list[str] | tuple[str, ...] = ()) -> dict:
+    """Run the release steps of the demo; returns a JSON-able summary (also ``release/summary.json``).
+
+    ``references``: each model's drift reference (`vsearch.monitoring.reference.build_reference`)."""
     from vsearch.data import synth
     from vsearch.evaluation.gate import format_checks, load_gate_config, run_gate
     from vsearch.indexing.backfill import backfill
     from vsearch.indexing.config import load_index_config
     from vsearch.indexing.store import baseline_alias, candidate_alias, connect
-    from vsearch.monitoring.drift import detect_drift, format_result, load_drift_config
+    from vsearch.monitoring.drift import detect_drift, format_result
     from vsearch.monitoring.simulate import shifted_copy
     from vsearch.release.lifecycle import Release
     from vsearch.rollout.writer import load_rollout_defaults, write_rollout
@@ -130,7 +140,8 @@ def run_release(out: str | Path, data_dir: str | Path, eval_dir: str | Path, mod
             backfill(model_dirs["four_tower"], data_dir, store, candidate_alias(live), index_cfg)
             backfill(model_dirs["image_only"], data_dir, store, baseline_alias(live), index_cfg)
         paths = write_rollout(gate_dir, root / "rollout", rollout_cfg, registry=registry_uri,
-                              control_model=str(model_dirs["image_only"]), milvus_uri=milvus_uri)
+                              control_model=str(model_dirs["image_only"]), milvus_uri=milvus_uri,
+                              reference=str(references["four_tower"]), control_reference=str(references["image_only"]))
         Release(paths["rollout"]).ensure_open(actor="demo")
         step["release"] = {"status": "in_review", "plan": str(paths["rollout"])}
         print(f"  -> release in review: vsearch release status --rollout {paths['rollout']}")
@@ -148,7 +159,7 @@ def run_release(out: str | Path, data_dir: str | Path, eval_dir: str | Path, mod
     model = Path(model_dirs["four_tower"])
     summary["drift"] = {}
     for label, window in (("same_distribution", same), ("shifted", shifted)):
-        result = detect_drift(model, window, root / "drift" / label, drift_cfg, model=model)
+        result = detect_drift(references["four_tower"], window, root / "drift" / label, drift_cfg, model=model)
         summary["drift"][label] = {"drift": result["drift"], "summary": result["summary"], "drifted_checks": result["drifted_checks"]}
         print(f"\ndrift: {label} window ({window})\n{format_result(result)}\nreport: {root / 'drift' / label}")
     (root / "summary.json").write_text(json.dumps(summary, indent=2))

@@ -159,7 +159,7 @@ class Registry:
         return record
 
     def promote(self, blessing_path: str | os.PathLike, model_uri: str | None = None, *, expected_version: int | None = None,
-                **extra) -> dict:
+                drift_reference: str | None = None, **extra) -> dict:
         """Make the blessed candidate the champion (see the module docstring for the rules).
 
         Args:
@@ -167,6 +167,8 @@ class Registry:
             model_uri: the candidate model folder or fsspec URI; default: the one the blessing names.
             expected_version: the registry version this promotion is based on (default: the
                 version read now); a different head raises `RegistryConflict`.
+            drift_reference: the candidate's drift reference snapshot (folder or URI): the champion
+                entry records its durable URI, the monitoring pipeline's ``reference_uri``.
             extra: recorded with the change (e.g. ``release=<experiment id>``).
         """
         from vsearch.artifacts import durable_uri, is_model_dir, model_version
@@ -200,6 +202,7 @@ class Registry:
         champion = {
             "model_version": actual,
             "model_uri": durable_uri(model_uri),
+            "drift_reference": durable_uri(drift_reference) if drift_reference else None,
             "name": candidate.name,
             "blessing": str(_blessing_file(blessing_path).resolve()),
             "blessing_reason": blessing.reason,
@@ -245,6 +248,7 @@ def main(argv: list[str] | None = None) -> int:
     promote = sub.add_parser("promote", help="make a blessed candidate the champion")
     promote.add_argument("--blessing", required=True, help="blessing.json (or its folder) from vsearch gate")
     promote.add_argument("--model", help="candidate model folder (default: the one the blessing names)")
+    promote.add_argument("--reference", help="the candidate's drift reference (snapshot folder or URI), recorded with it")
     promote.add_argument("--expected-version", type=int, help="fail unless the registry is at this version")
     rollback = sub.add_parser("rollback", help="restore the previous champion")
     rollback.add_argument("--expected-version", type=int)
@@ -262,7 +266,8 @@ def main(argv: list[str] | None = None) -> int:
                   f"{champ.get('model_version', '-')} ({champ.get('name', '-')})")
         return 0
     if args.action == "promote":
-        record = registry.promote(args.blessing, args.model, expected_version=args.expected_version)
+        record = registry.promote(args.blessing, args.model, expected_version=args.expected_version,
+                                  drift_reference=args.reference)
     else:
         record = registry.rollback(expected_version=args.expected_version, reason=args.reason)
     print(f"registry v{record['registry_version']}: {record['action']} -> champion "

@@ -95,6 +95,7 @@ def run(s3, tmp_path_factory):
     import s3fs
 
     from components.backfill_embeddings import backfill_embeddings
+    from components.build_drift_reference import build_drift_reference
     from components.build_training_set import build_training_set
     from components.detect_drift import detect_drift
     from components.embed_shard import embed_shard
@@ -132,6 +133,9 @@ def run(s3, tmp_path_factory):
     for task, config in (("train-model", "tiny_image_only"), ("train-model-2", "tiny")):
         out[task], _ = cluster.run(train_model, task, {"data": training_set}, config=config, overrides=TRAIN)
     image_only, three_tower = out["train-model"]["model"], out["train-model-2"]["model"]
+    for task, model in (("build-drift-reference", image_only), ("build-drift-reference-2", three_tower)):
+        out[task], _ = cluster.run(build_drift_reference, task, {"model": model, "data": training_set}, overrides=DRIFT)
+    references = {"image_only": out["build-drift-reference"]["reference"], "three_tower": out["build-drift-reference-2"]["reference"]}
     out["evaluate"], _ = cluster.run(evaluate_model, "evaluate-model",
                                      {"data": data, "image_only": image_only, "three_tower": three_tower},
                                      config="tiny", overrides=["eval.n_boot=50", "eval.n_examples=2"])
@@ -149,7 +153,8 @@ def run(s3, tmp_path_factory):
                                    alias_role=role, overrides=INDEX)
     out["write-rollout-config"], _ = cluster.run(
         write_rollout_config, "write-rollout-config",
-        {"blessing": blessing, "index": out["backfill-embeddings"]["index"], "control_model": image_only,
+        {"blessing": blessing, "index": out["backfill-embeddings"]["index"], "reference": references["three_tower"],
+         "control_model": image_only, "control_reference": references["image_only"],
          "control_index": out["backfill-embeddings-2"]["index"]}, registry=registry, milvus_uri=milvus)
     # The sharded backfill of another alias (plan -> embed x 2 -> index).
     _, shards = cluster.run(plan_shards, "plan-shards", {}, num_shards=2)
@@ -160,7 +165,8 @@ def run(s3, tmp_path_factory):
         embedded.append(outputs["embeddings"])
     out["index-embeddings"], _ = cluster.run(index_embeddings, "index-embeddings",
                                              {"model": three_tower, "data": data, "shards": embedded}, overrides=INDEX)
-    out["detect-drift"], _ = cluster.run(detect_drift, "detect-drift", {"model": three_tower, "current": data},
+    out["detect-drift"], _ = cluster.run(detect_drift, "detect-drift",
+                                         {"model": three_tower, "reference": references["three_tower"], "current": data},
                                          overrides=DRIFT)
     cluster.run(trigger_retraining, "trigger-retraining", {}, retraining_due=cluster.returns["detect-drift"])
     status = dsl.PipelineTaskFinalStatus(state="SUCCEEDED", pipeline_job_resource_name="projects/p/runs/r",
@@ -217,6 +223,9 @@ def test_blessing_rollout_and_kserve_name_the_model_uris(run):
     assert blessing.data["evaluation"] == out["evaluate"]["evaluation"].uri
     plan = RolloutConfig.model_validate(yaml.safe_load(_read(fs, out["write-rollout-config"]["rollout"].uri + "/rollout.yaml")))
     assert (plan.treatment.model.uri, plan.control.model.uri) == (candidate, baseline)
+    # Each arm names its drift reference by URI: what the monitor imports once the arm serves.
+    assert (plan.treatment.model.drift_reference, plan.control.model.drift_reference) == (
+        out["build-drift-reference-2"]["reference"].uri, out["build-drift-reference"]["reference"].uri)
     services = list(yaml.safe_load_all(_read(fs, out["write-rollout-config"]["rollout"].uri + "/inferenceservice.yaml")))
     storage = {doc["metadata"]["name"]: env["value"] for doc in services
                for c in doc["spec"]["predictor"]["containers"] for env in c.get("env", []) if env["name"] == "STORAGE_URI"}
@@ -231,8 +240,10 @@ def test_model_and_index_records_name_uris(run):
     model, training_set = out["train-model-2"]["model"].uri, out["features"]["training_set"].uri
     summary = json.loads(_read(fs, model + "/train_summary.json"))
     assert (summary["data"], summary["out"]) == (training_set, model)
-    snapshot = json.loads(_read(fs, model + "/drift_reference/snapshot.json"))
+    reference = out["build-drift-reference-2"]["reference"]
+    snapshot = json.loads(_read(fs, reference.uri + "/snapshot.json"))
     assert (snapshot["model_dir"], snapshot["data"]) == (model, training_set)
+    assert reference.metadata["model_version"] == snapshot["model_version"] == out["train-model-2"]["model"].metadata["version"]
     with connect(run["milvus"], load_index_config()) as store:
         assert store.collection_record(out["backfill-embeddings"]["index"].metadata["collection"])["model_dir"] == model
     for task in ("backfill-embeddings-3", "index-embeddings"):  # Milvus Lite inside the step's output

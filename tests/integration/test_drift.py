@@ -1,4 +1,4 @@
-"""Drift monitor end to end: reference saved with each model, identical windows -> no drift,
+"""Drift monitor end to end: a reference built for each model, identical windows -> no drift,
 a shifted window -> drift on embeddings and features, CLI exit codes, bad input."""
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import pytest
 from vsearch.artifacts import model_version
 from vsearch.config import ConfigError
 from vsearch.monitoring import drift as D
-from vsearch.monitoring.reference import REFERENCE_DIR, build_snapshot, load_snapshot
+from vsearch.monitoring.reference import build_reference, build_snapshot, load_snapshot
 from vsearch.monitoring.simulate import shifted_copy
 from vsearch.schema import DataError
 
@@ -37,11 +37,22 @@ def windows(tmp_path_factory, tiny_models):
     return root, model
 
 
-def test_reference_is_saved_with_every_trained_model(tiny_models, tiny_data):
+@pytest.fixture(scope="module")
+def references(tmp_path_factory, tiny_models, tiny_data):
+    """Each tiny model's drift reference on its training data, as build_drift_reference builds it."""
+    root = tmp_path_factory.mktemp("references")
     for name, model in tiny_models.items():
-        meta, queries, products = load_snapshot(model)  # a model folder resolves to its drift_reference
-        assert meta["model_version"] == model_version(model) and meta["model_dir"] == str(model.resolve())
-        assert (model / REFERENCE_DIR / "queries.parquet").is_file()
+        build_reference(model, tiny_data, root / name, D.load_drift_config().sample,
+                        model_uri=f"s3://models/{name}", data_uri="s3://data/tiny")
+    return {name: root / name for name in tiny_models}
+
+
+def test_a_reference_is_built_for_every_trained_model_in_its_own_folder(references, tiny_models, tiny_data):
+    for name, model in tiny_models.items():
+        meta, queries, products = load_snapshot(references[name])
+        # The durable URIs are recorded, not the folders this process read.
+        assert meta["model_version"] == model_version(model) and meta["model_dir"] == f"s3://models/{name}"
+        assert meta["data"] == "s3://data/tiny" and meta["data_fingerprint"]
         assert meta["queries"] == len(queries) == len(pd.read_parquet(tiny_data / "interactions.parquet"))
         emb = queries.filter(like="emb_").to_numpy()
         assert emb.shape[1] == meta["embed_dim"] and np.allclose(np.linalg.norm(emb, axis=1), 1.0, atol=1e-4)
@@ -49,11 +60,12 @@ def test_reference_is_saved_with_every_trained_model(tiny_models, tiny_data):
         assert 0 < meta["low_confidence_share"] <= 0.2
 
 
-def test_identical_windows_no_drift_through_the_cli_with_html(tmp_path, tiny_models, tiny_data, capsys):
+def test_identical_windows_no_drift_through_the_cli_with_html(tmp_path, references, tiny_models, tiny_data, capsys):
     from vsearch.cli import main
 
     out = tmp_path / "drift"
-    code = main(["drift", "--reference", str(tiny_models["four_tower"]), "--current", str(tiny_data), "--out", str(out)])
+    code = main(["drift", "--reference", str(references["four_tower"]), "--current", str(tiny_data), "--out", str(out),
+                 "--model", str(tiny_models["four_tower"])])
     assert code == 0, capsys.readouterr()
     result = json.loads((out / "drift.json").read_text())
     assert result["drift"] is False and result["drifted_checks"] == []
@@ -122,3 +134,10 @@ def test_bad_input_is_one_line_exit_2_and_nothing_written(tmp_path, windows, cap
     with pytest.raises(DataError, match="no queries in the snapshot window"):
         build_snapshot(root / "same", tmp_path / "empty", model_dir=model, since="2100-01-01")
     assert not (tmp_path / "empty").exists()
+
+
+def test_a_reference_built_by_another_model_is_refused(tmp_path, references, tiny_models, tiny_data):
+    """The monitor imports model and reference by two URIs: a mismatched pair is one error, no report."""
+    with pytest.raises(DataError, match="embedded by different models"):
+        D.detect_drift(references["image_only"], tiny_data, tmp_path / "out", model=tiny_models["four_tower"], html=False)
+    assert not (tmp_path / "out").exists()

@@ -696,5 +696,5 @@ def test_the_schedules_import_fresh_data_and_monitoring_is_scheduled_too(overlay
     training_name, training = scheduled["training-import"]
     assert training["data_uri"].startswith("s3://")
     _, monitoring = scheduled["monitoring"]
-    assert monitoring["model_uri"].startswith("s3://") and monitoring["data_uri"].startswith("s3://")
+    assert all(monitoring[p].startswith("s3://") for p in ("model_uri", "reference_uri", "data_uri"))
     assert monitoring["retrain_schedule"] in ("", training_name)  # off by default, or the weekly retraining

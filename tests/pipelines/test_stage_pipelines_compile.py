@@ -73,7 +73,8 @@ def test_training_dag_validates_trains_evaluates_gates_then_ships_or_says_why(co
     assert control["inputs"]["artifacts"]["unless_champion"]["componentInputArtifact"] == "pipelinechannel--gate-model-blessing"
     # The branch tasks are data-dependent; everything else must run in every run.
     assert set(required_tasks(spec)) == {"synth-data", "validate-data", "build-training-set", "materialize-features",
-                                         "train-model", "train-model-2", "train-model-3", "evaluate-model", "gate-model",
+                                         "train-model", "train-model-2", "train-model-3", "build-drift-reference",
+                                         "build-drift-reference-2", "build-drift-reference-3", "evaluate-model", "gate-model",
                                          "notify-run"}
     assert spec["root"]["inputDefinitions"]["parameters"]["milvus_uri"]["defaultValue"] == ""
 
@@ -126,13 +127,36 @@ def test_backfill_dag_fans_out_shards_and_swaps_once(compiled):
     assert index["cachingOptions"] == {} and "retryPolicy" in loop["embed-shard"]
 
 
+def test_each_model_gets_its_drift_reference_step_and_the_plan_names_the_arms(compiled):
+    """The DAG shows where the monitor's input comes from: build_drift_reference after each
+    train_model (its model, the same training set), and the release plan takes the 4-tower's
+    and the baseline's (through the branch's inputs)."""
+    spec, _ = compiled["training"]
+    tasks = _all_tasks(spec)
+    for train, reference in (("train-model", "build-drift-reference"), ("train-model-2", "build-drift-reference-2"),
+                             ("train-model-3", "build-drift-reference-3")):
+        assert _producer(tasks[reference], "model") == train
+        assert _producer(tasks[reference], "data") == "build-training-set"
+    rollout = tasks["write-rollout-config"]["inputs"]["artifacts"]
+    assert rollout["reference"] == {"componentInputArtifact": "pipelinechannel--build-drift-reference-3-reference"}
+    assert rollout["control_reference"] == {"componentInputArtifact": "pipelinechannel--build-drift-reference-reference"}
+
+
+def test_monitoring_imports_the_model_and_its_drift_reference(compiled):
+    spec, _ = compiled["monitoring"]
+    tasks = spec["root"]["dag"]["tasks"]
+    imported = {name: _producer(tasks["detect-drift"], name) for name in ("model", "reference", "current")}
+    uris = {name: tasks[task]["inputs"]["parameters"]["uri"]["componentInputParameter"] for name, task in imported.items()}
+    assert uris == {"model": "model_uri", "reference": "reference_uri", "current": "data_uri"}
+
+
 def test_monitoring_outputs_whether_retraining_is_due(compiled):
     spec, platform = compiled["monitoring"]
     assert spec["root"]["outputDefinitions"]["parameters"]["Output"]["parameterType"] == "BOOLEAN"
     task = spec["root"]["dag"]["tasks"]["detect-drift"]
     assert task["cachingOptions"] == {}  # recent data: never from the cache
     assert task["taskInfo"]["name"] == "Detect drift (retraining due?)"
-    assert set(spec["root"]["inputDefinitions"]["parameters"]) >= {"model_uri", "data_uri", "since", "until"}
+    assert set(spec["root"]["inputDefinitions"]["parameters"]) >= {"model_uri", "reference_uri", "data_uri", "since", "until"}
 
 
 def test_gpu_settings_come_from_the_compile_time_config(tmp_path):

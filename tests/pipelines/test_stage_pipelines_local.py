@@ -64,7 +64,9 @@ def test_pipeline_demo_takes_the_branch_the_gate_decides_and_keeps_every_artifac
     train_data = _uri(manifest, "build-training-set", "training_set")
     model = _uri(manifest, "train-model-3", "model")
     assert json.loads((model / "train_summary.json").read_text())["data"] == str(train_data.resolve())
-    assert (model / "drift_reference" / "snapshot.json").is_file()
+    # The drift reference is its own step's artifact, built by that model on its training data.
+    reference = json.loads((_uri(manifest, "build-drift-reference-3", "reference") / "snapshot.json").read_text())
+    assert (reference["model_dir"], reference["data"]) == (str(model.resolve()), str(train_data.resolve()))
 
     collection = manifest["tasks"]["backfill-embeddings"]["parameters"]["Output"]
     assert summary["milvus"] == {"uri": str(out / "milvus.db"), "alias": "vsearch_serving_candidate", "collection": collection,
@@ -79,6 +81,7 @@ def test_pipeline_demo_takes_the_branch_the_gate_decides_and_keeps_every_artifac
             assert store.collection_record(store.alias_target(arm.milvus_alias))["model_version"] == arm.model.version
     assert rollout.treatment.milvus_collection == collection
     assert rollout.treatment.model.version == blessing["candidate"]["version"]
+    assert rollout.treatment.model.drift_reference == str(_uri(manifest, "build-drift-reference-3", "reference").resolve())
     assert json.loads((out / "pipeline_demo.json").read_text())["release"]["status"] == "in_review"
     assert (out / "inferenceservice.yaml").is_file() and not (out / "rejection.md").exists()
     assert sorted(p.stem for p in (out / "pipelines").glob("*.yaml")) == sorted(PIPELINES)

@@ -73,6 +73,18 @@ def test_promote_history_rollback(tmp_path):
     assert sorted(p.name for p in (tmp_path / "registry" / "records").iterdir()) == [f"00000{i}.json" for i in range(1, 5)]
 
 
+def test_the_champion_entry_names_its_drift_reference_and_a_rollback_restores_the_old_one(tmp_path):
+    """The monitor's reference_uri: what the champion entry records (durable URI), champion by champion."""
+    reg = Registry(tmp_path / "registry")
+    m1, m2 = make_model_dir(tmp_path / "m1", 1), make_model_dir(tmp_path / "m2", 2)
+    reg.promote(bless(tmp_path, "first", m1), drift_reference="s3://refs/m1")
+    assert reg.current()["drift_reference"] == "s3://refs/m1"
+    reg.promote(bless(tmp_path, "second", m2, champion_dir=m1), drift_reference=str(tmp_path / "refs" / "m2"))
+    assert reg.current()["drift_reference"] == str((tmp_path / "refs" / "m2").resolve())
+    reg.rollback(reason="guardrail")
+    assert reg.current()["drift_reference"] == "s3://refs/m1"
+
+
 def test_promotion_needs_a_blessing_for_exactly_this_model_and_champion(tmp_path):
     reg = Registry(tmp_path / "registry")
     m1, m2, m3 = (make_model_dir(tmp_path / f"m{i}", i) for i in (1, 2, 3))

@@ -14,8 +14,9 @@ log) under one model holds, for a seeded subsample of queries and of catalog pro
   ``low_confidence_threshold`` (on a reference: the ``low_confidence_quantile`` of its
   top-1 similarities; the share of current queries below it is the low-confidence share).
 
-The same function builds the reference (saved as ``<model>/drift_reference`` when a model
-is trained) and any current window, so both are measured identically.
+The same function builds the reference (`build_reference`: its own folder, built from the
+trained model and its training data by the pipelines' ``build_drift_reference`` step) and
+any current window, so both are measured identically.
 """
 
 from __future__ import annotations
@@ -254,12 +255,37 @@ def build_snapshot(
     return meta
 
 
+def build_reference(model_dir: str | os.PathLike, data_dir: str | os.PathLike, out_dir: str | os.PathLike,
+                    sample=None, *, model_uri: str | None = None, data_uri: str | None = None) -> dict:
+    """The drift monitor's reference: a snapshot of all of ``data_dir`` (the data the model was
+    trained on) under the model at ``model_dir``, published to ``out_dir``, its own folder.
+
+    The pipelines' ``build_drift_reference`` step after each ``train_model`` (a new artifact
+    beside the model: a KFP step never writes into its input), and the demo after training.
+    The monitor finds it by its durable URI (the monitoring pipeline's ``reference_uri``,
+    recorded in the release plan and the registry's champion).
+
+    Args:
+        sample: the drift config's ``sample`` section (``max_queries``, ``max_products``,
+            ``seed``); None: the defaults (500, 500, 0).
+        model_uri, data_uri: the durable URIs recorded in snapshot.json when the folders are
+            where one pod mounted them.
+
+    Returns:
+        The snapshot.json dict (``model_version`` names the model; the monitor refuses a
+        current window embedded by another).
+    """
+    sizes = ({"max_queries": int(sample.max_queries), "max_products": int(sample.max_products), "seed": int(sample.seed)}
+             if sample is not None else {})
+    return build_snapshot(data_dir, out_dir, model_dir=model_dir, record_model_dir=model_uri, data_uri=data_uri, **sizes)
+
+
 def save_reference(model_dir: str | os.PathLike, data_dir: str | os.PathLike, *, model=None,
                    published_as: str | os.PathLike | None = None, **kwargs) -> dict:
-    """Save the drift reference snapshot inside a model folder (``<model_dir>/drift_reference``).
+    """Save a drift reference snapshot inside a model folder (``<model_dir>/drift_reference``).
 
-    Called by the training loop on the staging folder just before it is published (the model
-    is in memory, so only the sampled images are decoded and embedded).
+    The training loop's former snapshot, kept while it still calls this; the reference is
+    now its own artifact (`build_reference`).
     """
     return build_snapshot(data_dir, Path(model_dir) / REFERENCE_DIR, model=model, model_dir=model_dir,
                           record_model_dir=published_as, **kwargs)

@@ -252,7 +252,8 @@ class Release:
                 store.move_alias(live, target)
             # The live alias now serves the candidate's vectors: only the candidate's model may query it.
             store.check_embedding_space(live, treatment.model.version, None)
-        record = None if already else self.registry.promote(self.blessing_path(), treatment.model.uri, release=self.id)
+        record = None if already else self.registry.promote(self.blessing_path(), treatment.model.uri, release=self.id,
+                                                             drift_reference=treatment.model.drift_reference)
         self._write_share(100.0)
         return self._append("promote", new, actor, force_reason or (analysis or {}).get("reason", ""), forced=bool(force_reason),
                             live_alias=live, live_collection=target,

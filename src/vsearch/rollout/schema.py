@@ -30,6 +30,8 @@ class _Strict(BaseModel):
 class ModelRef(_Strict):
     uri: str = Field(description="model folder or fsspec URI (a vsearch save_pretrained folder)")
     version: str = Field(description="vsearch.artifacts.model_version of the weights")
+    drift_reference: str | None = Field(default=None, description="durable URI of the model's drift reference snapshot "
+                                        "(build_drift_reference): the monitoring pipeline's reference_uri once it serves")
 
 
 # Milvus names: letters, digits, underscores; a letter or underscore first (no path tricks).

@@ -78,17 +78,18 @@ def load_rollout_defaults(path: str | os.PathLike | None = None, overrides: list
     return load_typed(RolloutDefaults, path if path is not None else "rollout", overrides)
 
 
-def _ref(model, what: str, where: str):
+def _ref(model, what: str, where: str, drift_reference: str | None = None):
     from vsearch.rollout.schema import ModelRef
 
     if model is None or not model.model_uri or not model.version:
         raise DataError(where, f"the blessing's {what} has no model URI or version")
-    return ModelRef(uri=str(model.model_uri), version=str(model.version))
+    return ModelRef(uri=str(model.model_uri), version=str(model.version),
+                    drift_reference=artifacts.durable_uri(drift_reference) if drift_reference else None)
 
 
 def build_rollout(blessing, blessing_uri: str, cfg: RolloutDefaults, *, experiment_id: str | None = None, control=None,
                   created_at: datetime | None = None, milvus_uri: str | None = None, registry: str | None = None,
-                  lineage: dict | None = None):
+                  lineage: dict | None = None, references: dict[str, str | None] | None = None):
     """The `RolloutConfig` for a blessed candidate (pure: no I/O).
 
     Args:
@@ -96,6 +97,7 @@ def build_rollout(blessing, blessing_uri: str, cfg: RolloutDefaults, *, experime
         control: the control arm's `vsearch.blessing.ModelRef` when the blessing has no champion
             (first deployment: the baseline); with a champion, the champion is the control.
         lineage: ``{code_version, run_id}`` of the writer (`vsearch.lineage.lineage`).
+        references: ``{"treatment" | "control": URI}`` of the arms' drift references, where known.
     """
     from pydantic import ValidationError
 
@@ -108,8 +110,10 @@ def build_rollout(blessing, blessing_uri: str, cfg: RolloutDefaults, *, experime
         raise ConfigError(f"{blessing_uri}: the blessing has no champion, so there is no control to A/B against "
                           "(first deployment: name the baseline with --control-model)")
     first_deployment = blessing.champion is None
-    treatment_ref = _ref(blessing.candidate, "candidate", blessing_uri)
-    control_ref = _ref(blessing.champion or control, "champion" if blessing.champion else "control model", blessing_uri)
+    references = references or {}
+    treatment_ref = _ref(blessing.candidate, "candidate", blessing_uri, references.get("treatment"))
+    control_ref = _ref(blessing.champion or control, "champion" if blessing.champion else "control model", blessing_uri,
+                       references.get("control"))
     if treatment_ref.version == control_ref.version:
         raise DataError(blessing_uri, "rollout refused: candidate and control are the same model", detail=treatment_ref.version)
     live = str(cfg.alias)
@@ -209,7 +213,8 @@ def build_manifests(rollout, cfg: RolloutDefaults) -> list[dict]:
     return docs
 
 
-def _check_registry(blessing, where: str, store: str) -> None:
+def _check_registry(blessing, where: str, store: str) -> dict | None:
+    """The registry's champion entry (None: none yet), when the blessing was judged against it."""
     from vsearch.registry import Registry
 
     current = Registry(store).current()
@@ -217,10 +222,11 @@ def _check_registry(blessing, where: str, store: str) -> None:
     if current is None:
         if champion is not None:
             raise DataError(where, "rollout refused: the registry has no champion but the blessing names one", detail=champion)
-        return
+        return None
     if current["model_version"] != champion:
         raise DataError(where, "rollout refused: stale blessing, the registry's champion is another model",
                         detail=f"registry {current['model_version']}, blessing champion {champion}")
+    return current
 
 
 def arm_collections(store, rollout, arms=("control", "treatment")) -> dict[str, str]:
@@ -245,8 +251,8 @@ def check_arms(rollout, milvus_uri: str, index_cfg=None) -> dict[str, str]:
 
 def write_rollout(blessing_path: str | os.PathLike, out_dir: str | os.PathLike, cfg: RolloutDefaults | None = None, *,
                   registry: str | None = None, experiment_id: str | None = None, control_model: str | None = None,
-                  run_id: str | None = None,
-                  control_uri: str | None = None, milvus_uri: str | None = None) -> dict[str, Path]:
+                  run_id: str | None = None, control_uri: str | None = None, milvus_uri: str | None = None,
+                  reference: str | None = None, control_reference: str | None = None) -> dict[str, Path]:
     """Write ``rollout.yaml`` + ``inferenceservice.yaml`` into ``out_dir`` (published atomically).
 
     Args:
@@ -257,6 +263,9 @@ def write_rollout(blessing_path: str | os.PathLike, out_dir: str | os.PathLike, 
         milvus_uri: check every arm's alias there before writing (and record it as the
             plan's Milvus); None: not checked.
         run_id: the KFP run writing the plan; the plan's ``lineage`` records it with the code version.
+        reference: the candidate's drift reference (build_drift_reference's URI), recorded with
+            the treatment arm; ``control_reference`` likewise for ``control_model``. With a
+            champion, the control's is the one the registry records for it.
     """
     import yaml
 
@@ -269,17 +278,18 @@ def write_rollout(blessing_path: str | os.PathLike, out_dir: str | os.PathLike, 
     uri = str(_file(blessing_path).resolve())
     if not blessing.blessed:
         raise DataError(uri, "rollout refused: the candidate is not blessed", detail=blessing.reason)
-    if registry:
-        _check_registry(blessing, uri, registry)
+    champion = _check_registry(blessing, uri, registry) if registry else None
     control = None
     if control_model and blessing.champion is None:
         control = ModelRef("baseline", artifacts.durable_uri(control_uri or control_model), artifacts.model_version(control_model))
+    references = {"treatment": reference,
+                  "control": (champion or {}).get("drift_reference") if blessing.champion else control_reference}
     # The plan carries its own copy of the blessing (``blessing.json`` beside rollout.yaml): the
     # path the gate wrote it to may exist only in one pipeline pod.
     from vsearch.lineage import lineage
 
     rollout = build_rollout(blessing, BLESSING_COPY, cfg, experiment_id=experiment_id, control=control, milvus_uri=milvus_uri,
-                            registry=registry, lineage=lineage(run_id))
+                            registry=registry, lineage=lineage(run_id), references=references)
     if milvus_uri:
         try:
             check_arms(rollout, milvus_uri)
@@ -315,11 +325,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--config", help="rollout defaults YAML (default: configs/rollout.yaml)")
     parser.add_argument("--experiment-id", help="default: <prefix>-<candidate version>-vs-<control version>-<time>-<4 hex>")
     parser.add_argument("--control-model", help="control model (the baseline) when the blessing has no champion")
+    parser.add_argument("--reference", help="the candidate's drift reference (snapshot folder or URI), recorded in the plan")
+    parser.add_argument("--control-reference", help="the control model's drift reference when the blessing has no champion")
     parser.add_argument("overrides", nargs="*", help="dotted overrides, e.g. alias=search_v1 kserve.namespace=search")
     args = parser.parse_args(argv)
     artifacts.check_out(args.out, [args.blessing, args.registry, args.control_model, args.config], ours=(ROLLOUT_FILE, KSERVE_FILE))
     cfg = load_rollout_defaults(args.config, args.overrides)
     paths = write_rollout(args.blessing, args.out, cfg, registry=args.registry, experiment_id=args.experiment_id,
-                          control_model=args.control_model, milvus_uri=args.milvus_uri)
+                          control_model=args.control_model, milvus_uri=args.milvus_uri, reference=args.reference,
+                          control_reference=args.control_reference)
     print(f"rollout: {paths['rollout']}\nkserve:  {paths['kserve']}")
     return 0
