@@ -421,30 +421,21 @@ def verify_collection(store: Store, collection: str, catalog_ids: list[str], exp
                 _, sims = exact_topk(queries[q : q + 1], matrix[rows_found], len(rows_found), cfg.index.metric) if rows_found else (None, np.zeros((1, 0)))
                 found_scores.append(sims[0])
             recall = recall_at_k(found_scores, exact_scores[:, -1], k)
-    reasons = decide(
-        rows=rows,
-        expected_rows=len(catalog_ids),
-        dim=dim,
-        expected_dim=expected_dim,
-        missing=missing,
-        non_finite=non_finite,
-        recall=recall,
-        min_recall=v.min_recall,
-    )
-    return VerifyResult(
-        ok=not reasons,
-        reasons=reasons,
-        rows=rows,
-        expected_rows=len(catalog_ids),
-        dim=dim,
-        expected_dim=expected_dim,
-        missing=missing,
-        non_finite=non_finite,
-        recall=recall,
-        min_recall=v.min_recall,
-        k=v.k,
-        sample_size=sample_size,
-    )
+    # What was measured: the rule judges it, the result records it.
+    measured = dict(rows=rows, expected_rows=len(catalog_ids), dim=dim, expected_dim=expected_dim, missing=missing,
+                    non_finite=non_finite, recall=recall, min_recall=v.min_recall)
+    reasons = decide(**measured)
+    return VerifyResult(ok=not reasons, reasons=reasons, **measured, k=v.k, sample_size=sample_size)
+
+
+def check_collection_dim(store, collection: str, dim: int, expected_rows: int) -> None:
+    """Refuse (and mark failed) a collection whose vectors are not ``dim``-dimensional: another model's."""
+    existing_dim = store.collection_dim(collection)
+    if existing_dim != dim:
+        result = VerifyResult(False, [f"wrong dimension: collection has {existing_dim}, model embeds {dim}"], 0, expected_rows,
+                              existing_dim, dim)
+        store.set_collection_status(collection, status=FAILED, reasons=result.reasons)
+        raise VerificationError(collection, result)
 
 
 def backfill(
@@ -487,11 +478,7 @@ def backfill(
     collection, version, created = open_collection(store, model_dir, dim, cfg, tag, model_uri)
     fault_point("open")
     report = BackfillReport(collection, version, alias, len(catalog))
-    existing_dim = store.collection_dim(collection)
-    if existing_dim != dim:
-        result = VerifyResult(False, [f"wrong dimension: collection has {existing_dim}, model embeds {dim}"], 0, len(catalog), existing_dim, dim)
-        store.set_collection_status(collection, status=FAILED, reasons=result.reasons)
-        raise VerificationError(collection, result)
+    check_collection_dim(store, collection, dim, len(catalog))
     progress(f"collection {collection} ({'new' if created else 'existing'}), model {version}, dim {dim}")
     if write:
         # Scoped, never global: a backfill called in-process must not switch autograd off for

@@ -20,7 +20,7 @@ import numpy as np
 from vsearch import artifacts, schema
 from vsearch.indexing.backfill import (
     BackfillReport,
-    VerificationError,
+    check_collection_dim,
     check_finite,
     finalize_and_swap,
     iter_image_batches,
@@ -28,8 +28,7 @@ from vsearch.indexing.backfill import (
     open_collection,
 )
 from vsearch.indexing.config import IndexConfig
-from vsearch.indexing.store import CATEGORY, FAILED, PRIMARY, VECTOR, Store
-from vsearch.indexing.verify import VerifyResult
+from vsearch.indexing.store import CATEGORY, PRIMARY, VECTOR, Store
 from vsearch.schema import DataError
 
 SHARD_COLUMNS = ("product_id", "category", "embedding")
@@ -141,11 +140,7 @@ def index_shards(store: Store, model_dir: str | os.PathLike, data_dir: str | os.
         check_bulk_supported(store)
     collection, version, created = open_collection(store, model_dir, dim, cfg, model_uri=model_uri)
     report = BackfillReport(collection, version, alias, len(catalog))
-    existing_dim = store.collection_dim(collection)
-    if existing_dim != dim:
-        result = VerifyResult(False, [f"wrong dimension: collection has {existing_dim}, model embeds {dim}"], 0, len(catalog), existing_dim, dim)
-        store.set_collection_status(collection, status=FAILED, reasons=result.reasons)
-        raise VerificationError(collection, result)
+    check_collection_dim(store, collection, dim, len(catalog))
     serving = sorted(a for a, c in store.all_alias_targets().items() if c == collection)
     if serving and not created:
         # Same model version, already served: its rows are these very vectors (content-derived version);
