@@ -18,12 +18,9 @@ import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
-
-import yaml
 
 from components.image import GPU_IMAGE, IMAGE
-from vsearch.config import ConfigError, apply_overrides
+from vsearch.config import ConfigError, apply_overrides, build_typed, read_config
 from vsearch.training.trainjob import SecretEnv as SecretKeyEnv
 from vsearch.training.trainjob import Toleration, is_env_name, validate_tolerations  # one definition for pipeline steps and TrainJob pods
 from vsearch.training.device import REQUIRE_CUDA_ENV
@@ -227,38 +224,6 @@ def trainjob_settings(cfg: PipelineConfig, step: str = "train_model") -> str:
     return json.dumps(settings, sort_keys=True)
 
 
-def _build(cls: type, raw: Any, where: str) -> Any:
-    if not isinstance(raw, dict):
-        raise ConfigError(f"{where}: expected a mapping, got {type(raw).__name__}")
-    fields = {f.name: f for f in dataclasses.fields(cls)}
-    unknown = sorted(set(raw) - set(fields))
-    if unknown:
-        raise ConfigError(f"{where}: unknown key(s) {unknown} for {cls.__name__}")
-    kwargs = {}
-    for key, value in raw.items():
-        sub = _NESTED.get((cls, key))
-        if sub is not None and isinstance(value, list):
-            kwargs[key] = [_build(sub, v, f"{where}.{key}[{i}]") for i, v in enumerate(value)]
-        elif sub is not None:
-            kwargs[key] = _build(sub, value, f"{where}.{key}")
-        else:
-            kwargs[key] = value
-    try:
-        return cls(**kwargs)
-    except TypeError as err:
-        raise ConfigError(f"{where}: {err}") from err
-
-
-_NESTED = {
-    (PipelineConfig, "gpu"): GpuConfig,
-    (PipelineConfig, "retry"): RetryConfig,
-    (PipelineConfig, "secrets"): SecretEnv,
-    (PipelineConfig, "trainjob"): TrainJobConfig,
-    (PipelineConfig, "resources"): ResourcesConfig,
-    (GpuConfig, "tolerations"): Toleration,
-}
-
-
 def validate(cfg: PipelineConfig, where: str = "pipeline config") -> None:
     for key in ("image", "gpu_image"):
         value = getattr(cfg, key)
@@ -299,24 +264,17 @@ def _validate_trainjob(cfg: PipelineConfig, where: str) -> None:
 
 
 def load_pipeline_config(path: str | os.PathLike | None = None, overrides: list[str] | tuple[str, ...] = ()) -> PipelineConfig:
-    """The built-in config, updated by a YAML file (optional) and dotted overrides."""
+    """The built-in config, updated by a YAML file (optional: its sections merge key by key,
+    lists and scalars replace) and dotted overrides; typed and checked by `vsearch.config`'s
+    loader (unknown keys and wrong types: one line naming the file and the key)."""
     raw = dataclasses.asdict(PipelineConfig())
     where = "pipeline config"
     if path is not None:
-        p = Path(path)
-        if not p.is_file():
-            raise ConfigError(f"{p}: pipeline config file not found")
-        loaded = yaml.safe_load(p.read_text()) or {}
-        if not isinstance(loaded, dict):
-            raise ConfigError(f"{p}: top level must be a mapping")
-        where = str(p)
-        for key, value in loaded.items():
-            # Sections merge key by key; lists and scalars replace.
-            if isinstance(value, dict) and isinstance(raw.get(key), dict):
-                raw[key] = {**raw[key], **value}
-            else:
-                raw[key] = value
-    raw = apply_overrides(raw, list(overrides))
-    cfg = _build(PipelineConfig, raw, where)
+        where = str(path)
+        if not Path(path).is_file():
+            raise ConfigError(f"{where}: pipeline config file not found")
+        for key, value in read_config(path).items():
+            raw[key] = {**raw[key], **value} if isinstance(value, dict) and isinstance(raw.get(key), dict) else value
+    cfg = build_typed(PipelineConfig, apply_overrides(raw, list(overrides)), where)
     validate(cfg, where)
     return cfg

@@ -206,8 +206,8 @@ def _coerce(value: Any, hint: Any, where: str) -> Any:
     if value is None:
         return value
     base = origin or hint
-    if base is list and args and dataclasses.is_dataclass(args[0]) and isinstance(value, list):
-        return [_build(args[0], v, f"{where}[{i}]") for i, v in enumerate(value)]
+    if base in (list, tuple) and args and dataclasses.is_dataclass(args[0]) and isinstance(value, list):
+        return base(_build(args[0], v, f"{where}[{i}]") for i, v in enumerate(value))
     try:
         if base is float and isinstance(value, (str, int)) and not isinstance(value, bool):
             return float(value)
@@ -280,7 +280,19 @@ def load_typed(cls: type[T], name_or_path: str | os.PathLike, overrides: list[st
     """The one config loader: a preset name of ``vsearch/configs`` or a YAML path (``base:``
     extends another preset), then dotted ``key=value`` overrides, into dataclass ``cls``.
     Every failure is a one-line ConfigError naming the file and the key."""
-    return _build(cls, apply_overrides(_load_raw(name_or_path), overrides), str(name_or_path))
+    return build_typed(cls, apply_overrides(_load_raw(name_or_path), overrides), str(name_or_path))
+
+
+def read_config(name_or_path: str | os.PathLike) -> dict:
+    """The mapping of a preset name or YAML path as `load_typed` reads it (``base:`` resolved),
+    before overrides and types."""
+    return _load_raw(name_or_path)
+
+
+def build_typed(cls: type[T], raw: Any, where: str) -> T:
+    """Dataclass ``cls`` from plain data (YAML, a JSON record), as `load_typed` builds it:
+    unknown keys and wrong types refused in one line naming ``where`` and the key."""
+    return _build(cls, raw, where)
 
 
 def load_config(name_or_path: str | os.PathLike, overrides: list[str] | tuple[str, ...] = ()) -> RunConfig:

@@ -12,6 +12,7 @@ import yaml
 from kfp.dsl import HTML, Artifact, Dataset, Markdown, Metrics, Model
 
 from components.backfill_embeddings import backfill_embeddings
+from components.build_drift_reference import build_drift_reference
 from components.build_training_set import build_training_set
 from components.detect_drift import detect_drift
 from components.gate_model import gate_model
@@ -207,13 +208,19 @@ def test_detect_drift_says_whether_retraining_is_due(tmp_path, tiny_data, tiny_m
     shifted = tmp_path / "shifted"
     shifted_copy(tiny_data, shifted)
     overrides = ["sample.max_queries=100", "sample.max_products=100", "embeddings.plot_sample=20"]
+    model = _artifact(Model, tiny_models["four_tower"])
+    # The model's reference: its own step's output, built on the data it was trained on.
+    reference = _artifact(Dataset, tmp_path / "reference")
+    build_drift_reference.python_func(model=model, data=_artifact(Dataset, tiny_data), reference=reference, overrides=overrides)
+    assert reference.metadata["model_version"] == model_version(tiny_models["four_tower"])
+    assert 0 < reference.metadata["queries"] <= 100 and (tmp_path / "reference" / "snapshot.json").is_file()
     results = {}
     for label, window in (("same", tiny_data), ("shifted", shifted)):
         # (The report once went into the window's own folder: issue 20's --out-over-input, now refused.)
         drift_report, metrics = _artifact(Artifact, tmp_path / f"{label}-report"), _artifact(Metrics, tmp_path / f"{label}.m")
         pages = {name: _artifact(HTML, tmp_path / f"{label}.{name}.html") for name in ("report", "queries_report", "products_report")}
         results[label] = detect_drift.python_func(
-            model=_artifact(Model, tiny_models["four_tower"]), current=_artifact(Dataset, window), drift_report=drift_report,
+            model=model, reference=reference, current=_artifact(Dataset, window), drift_report=drift_report,
             metrics=metrics, overrides=overrides, **pages)
         saved = json.loads((tmp_path / f"{label}-report" / "drift.json").read_text())
         assert saved["drift"] is results[label] and metrics.metadata["drift"] == float(results[label])

@@ -217,7 +217,10 @@ def test_bad_pipeline_configs_are_refused_with_the_file_named(tmp_path, capsys):
     assert not (tmp_path / "b").exists() or not list((tmp_path / "b").iterdir())
     for override, message in (("gpu.tolerations=[{operator: Maybe}]", "Equal or Exists"),
                               ("secrets=[{name: s, env: {token: 'BAD-NAME'}}]", "environment variable"),
-                              ("image=''", "image"), ("gpu_image='a b'", "gpu_image")):
+                              ("image=''", "image"), ("gpu_image='a b'", "gpu_image"),
+                              # typed by vsearch.config's loader: a wrong type names its key
+                              ("caching=sometimes", "caching: expected bool"),
+                              ("retry.backoff_factor=fast", "retry.backoff_factor: expected float")):
         with pytest.raises(ConfigError, match=message):
             load_pipeline_config(None, [override])
 

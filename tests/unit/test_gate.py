@@ -388,3 +388,19 @@ def test_a_gate_killed_at_any_stage_leaves_no_stale_verdict_and_the_rerun_decide
         assert not (out / "blessing.json").exists()  # no verdict at all rather than a stale blessed one
     assert main(argv + ["--config", str(fails)]) == 1 and read_blessing(out).blessed is False
     assert not [p for p in out.iterdir() if ".tmp-" in p.name]
+
+
+def test_gate_config_loads_through_the_one_loader_with_base_overrides_and_typed_errors(tmp_path):
+    """vsearch.config.load_typed: a file may extend a preset, dotted overrides apply, a wrong
+    type is one line naming the key; the gate's own rules still run after."""
+    own = tmp_path / "gate_strict.yaml"
+    own.write_text("base: gate\nn_boot: 200\n")
+    cfg = G.load_gate_config(str(own), ["alpha=0.01"])
+    assert (cfg.n_boot, cfg.alpha, cfg.checks) == (200, 0.01, G.load_gate_config("gate").checks)
+    assert all(isinstance(c, R.Check) for c in cfg.checks) and isinstance(cfg.checks, tuple)
+    with pytest.raises(ConfigError, match="n_boot: expected int"):
+        G.load_gate_config("gate", ["n_boot=many"])
+    with pytest.raises(ConfigError, match="n_boot >= 100"):
+        G.load_gate_config("gate", ["n_boot=10"])
+    with pytest.raises(ConfigError, match=r"checks\[0\]: unknown key"):
+        R.gate_config_from_dict({"checks": [{"metric": "recall@1", "against": "value", "min": 0.1, "typo": 1}]})

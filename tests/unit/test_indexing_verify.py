@@ -66,8 +66,14 @@ def test_index_config_defaults_overrides_and_errors(tmp_path):
         load_index_config(overrides=["verify.recal=1"])
     with pytest.raises(ConfigError, match="unknown index type 'ANNOY'"):
         load_index_config(overrides=["index.type=ANNOY"])
-    with pytest.raises(ConfigError, match="unknown section"):
+    with pytest.raises(ConfigError, match=r"unknown key\(s\) \['foo'\]"):
         load_index_config(overrides=["foo.bar=1"])
+    with pytest.raises(ConfigError, match="verify.k: expected int"):  # a wrong type names its key
+        load_index_config(overrides=["verify.k=many"])
+    based = tmp_path / "based.yaml"  # a file extends the preset, as every config does
+    based.write_text("base: index\nverify: {k: 5}\n")
+    cfg = load_index_config(based)
+    assert cfg.verify.k == 5 and cfg.index.type == "HNSW"
     bad = tmp_path / "i.yaml"
     bad.write_text("backfill: {batch_size: 0}\n")
     with pytest.raises(ConfigError, match="batch_size"):

@@ -16,15 +16,14 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
 from vsearch import model_folder
 from vsearch.artifacts import durable_uri
 from vsearch.blessing import BLESSING_FILE, Blessing, ModelRef, remove_blessing, write_blessing
-from vsearch.config import ConfigError
-from vsearch.evaluation.gate_rule import Comparison, GateConfig, Value, decide, gate_config_from_dict
+from vsearch.config import ConfigError, load_typed
+from vsearch.evaluation.gate_rule import Comparison, GateConfig, Value, decide, validate_gate_config
 from vsearch.evaluation.metrics import METRIC_DIRECTIONS
 from vsearch.lineage import data_fingerprint, lineage
 
@@ -34,25 +33,10 @@ GATE_REPORT_FILE = "report.html"
 METRIC_RANGE = (0.0, 1.0)
 
 
-def load_gate_config(name_or_path: str | os.PathLike = "gate") -> GateConfig:
-    """A named preset of ``vsearch/configs`` (``gate``) or a YAML path (``yaml.safe_load``)."""
-    import yaml
-
-    path = Path(name_or_path)
-    if path.suffix in (".yaml", ".yml") or path.is_file():
-        if not path.is_file():
-            raise ConfigError(f"{path}: gate config file not found")
-        text, where = path.read_text(), str(path)
-    else:
-        res = resources.files("vsearch.configs") / f"{name_or_path}.yaml"
-        if not res.is_file():
-            raise ConfigError(f"unknown gate config preset {str(name_or_path)!r}")
-        text, where = res.read_text(), f"configs/{name_or_path}.yaml"
-    try:
-        raw = yaml.safe_load(text)
-    except yaml.YAMLError as err:
-        raise ConfigError(f"{where}: not valid YAML: {err}") from err
-    return gate_config_from_dict(raw, where)
+def load_gate_config(name_or_path: str | os.PathLike = "gate", overrides: list[str] | tuple[str, ...] = ()) -> GateConfig:
+    """A named preset of ``vsearch/configs`` (``gate``) or a YAML path, plus dotted overrides
+    (`vsearch.config.load_typed`), validated (`gate_rule.validate_gate_config`)."""
+    return validate_gate_config(load_typed(GateConfig, name_or_path, overrides), str(name_or_path))
 
 
 @dataclass

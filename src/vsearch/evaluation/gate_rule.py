@@ -32,7 +32,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from vsearch.config import ConfigError
+from vsearch.config import ConfigError, build_typed
 from vsearch.evaluation.metrics import METRIC_DIRECTIONS
 
 AGAINST = ("baseline", "champion", "value")
@@ -106,21 +106,6 @@ class GateConfig:
     without_champion: tuple[Check, ...] = DEFAULT_WITHOUT_CHAMPION
 
 
-def _check_from_dict(raw: Mapping, where: str) -> Check:
-    if not isinstance(raw, Mapping):
-        raise ConfigError(f"{where}: expected a mapping, got {type(raw).__name__}")
-    known = {f.name for f in dataclasses.fields(Check)}
-    unknown = set(raw) - known
-    if unknown:
-        raise ConfigError(f"{where}: unknown key(s) {sorted(unknown)}; known: {sorted(known)}")
-    try:
-        check = Check(**{k: (float(v) if k in ("min_improvement", "max_regression", "min", "max") and v is not None else v) for k, v in raw.items()})
-    except (TypeError, ValueError) as err:
-        raise ConfigError(f"{where}: {err}") from err
-    validate_check(check, where)
-    return check
-
-
 def validate_check(check: Check, where: str = "check") -> None:
     """Reject a check that cannot be judged unambiguously (ConfigError)."""
     if not isinstance(check.metric, str) or not check.metric:
@@ -148,37 +133,20 @@ def validate_check(check: Check, where: str = "check") -> None:
 
 
 def gate_config_from_dict(raw: Any, where: str = "gate config") -> GateConfig:
-    """Build a `GateConfig` from YAML data; unknown keys and ill-formed checks raise ConfigError."""
-    if raw is None:
-        raw = {}
-    if not isinstance(raw, Mapping):
-        raise ConfigError(f"{where}: expected a mapping at the top level")
-    known = {f.name for f in dataclasses.fields(GateConfig)}
-    unknown = set(raw) - known
-    if unknown:
-        raise ConfigError(f"{where}: unknown key(s) {sorted(unknown)}; known: {sorted(known)}")
-    checks_raw = raw.get("checks") or []
-    if not isinstance(checks_raw, list):
-        raise ConfigError(f"{where}.checks: expected a list")
-    checks = tuple(_check_from_dict(c, f"{where}.checks[{i}]") for i, c in enumerate(checks_raw))
-    first_raw = raw.get("without_champion", None)
-    if first_raw is not None and not isinstance(first_raw, list):
-        raise ConfigError(f"{where}.without_champion: expected a list")
-    first = DEFAULT_WITHOUT_CHAMPION if first_raw is None else tuple(
-        _check_from_dict(c, f"{where}.without_champion[{i}]") for i, c in enumerate(first_raw))
-    if any(c.against == "champion" for c in first):
+    """Build a `GateConfig` from YAML data (`vsearch.config.build_typed`: unknown keys and wrong
+    types refused; a null value takes the default), then `validate_gate_config`."""
+    if isinstance(raw, Mapping):
+        raw = {key: value for key, value in raw.items() if value is not None}
+    return validate_gate_config(build_typed(GateConfig, raw, where), where)
+
+
+def validate_gate_config(cfg: GateConfig, where: str = "gate config") -> GateConfig:
+    """Reject ill-formed checks and statistics settings (ConfigError); returns ``cfg``."""
+    for key in ("checks", "without_champion"):
+        for i, check in enumerate(getattr(cfg, key)):
+            validate_check(check, f"{where}.{key}[{i}]")
+    if any(c.against == "champion" for c in cfg.without_champion):
         raise ConfigError(f"{where}.without_champion: these checks run when there is no champion; use baseline or value")
-    try:
-        cfg = GateConfig(
-            checks=checks,
-            without_champion=first,
-            baseline=str(raw.get("baseline", "image_only")),
-            n_boot=int(raw.get("n_boot", 1000)),
-            seed=int(raw.get("seed", 0)),
-            alpha=float(raw.get("alpha", 0.05)),
-        )
-    except (TypeError, ValueError) as err:
-        raise ConfigError(f"{where}: {err}") from err
     if cfg.n_boot < 100 or not 0 < cfg.alpha < 1:
         raise ConfigError(f"{where}: need n_boot >= 100 and 0 < alpha < 1")
     return cfg

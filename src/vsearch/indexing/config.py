@@ -1,15 +1,11 @@
-"""Index settings: dataclasses loaded from ``vsearch/configs/index.yaml`` (or a YAML path) + overrides."""
+"""Index settings: dataclasses loaded from the ``index`` preset (or a YAML path) + overrides."""
 
 from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
-from importlib import resources
-from pathlib import Path
 
-import yaml
-
-from vsearch.config import ConfigError, _build, apply_overrides
+from vsearch.config import ConfigError, load_typed
 
 INDEX_TYPES = ("HNSW", "IVF_FLAT", "IVF_SQ8", "FLAT", "AUTOINDEX")
 BACKFILL_METHODS = ("insert", "bulk_import")
@@ -68,36 +64,16 @@ class IndexConfig:
     backfill: BackfillParams = field(default_factory=BackfillParams)
 
 
-_SECTIONS = {
-    "milvus": MilvusSettings,
-    "index": IndexParams,
-    "search": SearchParams,
-    "verify": VerifyParams,
-    "backfill": BackfillParams,
-}
-
-
 def load_index_config(path: str | os.PathLike | None = None, overrides: list[str] | tuple[str, ...] = ()) -> IndexConfig:
-    """Read the packaged ``index.yaml`` (or ``path``), apply ``section.key=value`` overrides.
+    """The packaged ``index`` preset (or the YAML at ``path``) with ``section.key=value``
+    overrides (`vsearch.config.load_typed`), range-checked.
 
     Raises:
         ConfigError: missing file, unknown section or key, or an out-of-range value.
     """
-    if path is None:
-        text, where = (resources.files("vsearch.configs") / "index.yaml").read_text(), "index.yaml"
-    else:
-        if not Path(path).is_file():
-            raise ConfigError(f"{path}: index config file not found")
-        text, where = Path(path).read_text(), str(path)
-    raw = yaml.safe_load(text) or {}
-    if not isinstance(raw, dict):
-        raise ConfigError(f"{where}: top level must be a mapping")
-    raw = apply_overrides(raw, overrides)
-    unknown = set(raw) - set(_SECTIONS)
-    if unknown:
-        raise ConfigError(f"{where}: unknown section(s) {sorted(unknown)} (known: {sorted(_SECTIONS)})")
-    cfg = IndexConfig(**{name: _build(cls, raw.get(name, {}), f"{where}.{name}") for name, cls in _SECTIONS.items()})
-    _validate(cfg, where)
+    name = path if path is not None else "index"
+    cfg = load_typed(IndexConfig, name, overrides)
+    _validate(cfg, str(name))
     return cfg
 
 
