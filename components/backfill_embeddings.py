@@ -48,24 +48,22 @@ def backfill_embeddings(
     import os
 
     from vsearch.blessing import read_blessing
-    from vsearch.indexing.backfill import RECORD_FILE, backfill, milvus_location, write_record
-    from vsearch.indexing.config import load_index_config
-    from vsearch.indexing.store import baseline_alias, candidate_alias, connect
+    from vsearch.indexing.backfill import RECORD_FILE, backfill, run_index_step
+    from vsearch.indexing.store import baseline_alias, candidate_alias
 
-    os.makedirs(index.path, exist_ok=True)
     if unless_champion is not None and read_blessing(unless_champion.path).has_champion:
+        os.makedirs(index.path, exist_ok=True)
         with open(os.path.join(index.path, RECORD_FILE), "w") as fh:
             json.dump({"skipped": "the blessing has a champion: its collection behind the live alias is the control"}, fh)
         index.metadata.update({"skipped": True, "alias": alias})
         metrics.log_metric("rows", 0.0)
         return ""
     target_alias = {"": alias, "candidate": candidate_alias(alias), "baseline": baseline_alias(alias)}[alias_role]
-    uri, recorded_uri = milvus_location(milvus_uri, index.path, index.uri)
-    cfg = load_index_config(None, list(overrides or []))
-    with connect(uri, cfg) as store:
-        report = backfill(model.path, data.path, store, target_alias, cfg, model_uri=model.uri,
-                          progress=lambda msg: print(f"backfill: {msg}", flush=True))
-    index.metadata.update(write_record(report, index.path, recorded_uri, target_alias))
+    report, record = run_index_step(
+        milvus_uri, index.path, index.uri, list(overrides or []), target_alias,
+        lambda store, cfg: backfill(model.path, data.path, store, target_alias, cfg, model_uri=model.uri,
+                                    progress=lambda msg: print(f"backfill: {msg}", flush=True)))
+    index.metadata.update(record)
     for name, value in report.metrics().items():
         metrics.log_metric(name, value)
     return report.collection

@@ -36,21 +36,16 @@ def index_embeddings(
         metrics: rows written, recall@k of the index vs exact search, seconds per phase.
         Output: The collection the alias now points to.
     """
-    import os
-
-    from vsearch.indexing.backfill import milvus_location, write_record
-    from vsearch.indexing.config import load_index_config
+    from vsearch.indexing.backfill import run_index_step
     from vsearch.indexing.shards import index_shards
-    from vsearch.indexing.store import connect
 
-    os.makedirs(index.path, exist_ok=True)
-    uri, recorded_uri = milvus_location(milvus_uri, index.path, index.uri)
-    cfg = load_index_config(None, list(overrides or []))
-    files = sorted((s.path for s in shards), key=lambda p: p)
-    with connect(uri, cfg) as store:
-        report = index_shards(store, model.path, data.path, files, alias, cfg, model_uri=model.uri,
-                              progress=lambda msg: print(f"index: {msg}", flush=True))
-    index.metadata.update(write_record(report, index.path, recorded_uri, alias, shards=len(files)))
+    files = sorted(s.path for s in shards)
+    report, record = run_index_step(
+        milvus_uri, index.path, index.uri, list(overrides or []), alias,
+        lambda store, cfg: index_shards(store, model.path, data.path, files, alias, cfg, model_uri=model.uri,
+                                        progress=lambda msg: print(f"index: {msg}", flush=True)),
+        shards=len(files))
+    index.metadata.update(record)
     for name, value in {**report.metrics(), "shards": float(len(files))}.items():
         metrics.log_metric(name, value)
     return report.collection

@@ -39,33 +39,27 @@ product_features_source = FileSource(
     owner=OWNER,
 )
 
-# ttl=0: a product version stays valid until the next version replaces it (no expiry).
-product_text = FeatureView(
-    name="product_text",
-    entities=[product],
-    ttl=timedelta(0),
-    schema=[Field(name="title", dtype=String, description=_COLUMNS["title"].description)],
-    source=product_features_source,
-    online=True,
-    description="Product text the text tower reads (title), point in time.",
-    tags={"team": "visual-search", "tower": schema.PRODUCT_TEXT},
-    owner=OWNER,
-)
+def _product_view(name: str, columns: tuple[str, ...], description: str, tower: str) -> FeatureView:
+    """A view of ``columns`` of the product history, online too. ttl=0: a product version stays
+    valid until the next version replaces it (no expiry)."""
+    return FeatureView(
+        name=name,
+        entities=[product],
+        ttl=timedelta(0),
+        schema=[Field(name=column, dtype=String, description=_COLUMNS[column].description) for column in columns],
+        source=product_features_source,
+        online=True,
+        description=description,
+        tags={"team": "visual-search", "tower": tower},
+        owner=OWNER,
+    )
 
-product_attributes = FeatureView(
-    name="product_attributes",
-    entities=[product],
-    ttl=timedelta(0),
-    schema=[
-        Field(name="image_uri", dtype=String, description=_COLUMNS["image_uri"].description),
-        Field(name="category", dtype=String, description=_COLUMNS["category"].description),
-    ],
-    source=product_features_source,
-    online=True,
-    description="Product attributes: catalog image URI and category (search results are hydrated with them).",
-    tags={"team": "visual-search", "tower": schema.PRODUCT_IMAGE},
-    owner=OWNER,
-)
+
+product_text = _product_view("product_text", ("title",), "Product text the text tower reads (title), point in time.",
+                             schema.PRODUCT_TEXT)
+product_attributes = _product_view(
+    "product_attributes", ("image_uri", "category"),
+    "Product attributes: catalog image URI and category (search results are hydrated with them).", schema.PRODUCT_IMAGE)
 
 product_features = FeatureService(
     name=f"product_features_v{FEATURE_SERVICE_VERSION}",

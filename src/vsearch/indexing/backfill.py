@@ -46,7 +46,7 @@ import numpy as np
 
 from vsearch import model_folder, schema
 from vsearch.faults import fault_point
-from vsearch.indexing.config import IndexConfig
+from vsearch.indexing.config import IndexConfig, load_index_config
 from vsearch.indexing.store import (
     CATEGORY,
     FAILED,
@@ -58,6 +58,7 @@ from vsearch.indexing.store import (
     Store,
     close_inherited_lite_locks,
     collection_name,
+    connect,
     hit_id,
 )
 from vsearch.indexing.verify import VerifyResult, decide, exact_topk, recall_at_k
@@ -131,6 +132,23 @@ def write_record(report: BackfillReport, index_dir: str, milvus_uri: str, alias:
         json.dump(record, fh, indent=2)
     return {"collection": report.collection, "alias": alias, "model_version": report.model_version,
             "milvus_uri": milvus_uri, "index_type": report.index_type, "previous_collection": report.previous_collection}
+
+
+def run_index_step(milvus_uri: str, index_dir: str, index_uri: str, overrides: list[str], alias: str,
+                   write: Callable[..., BackfillReport], **extra) -> tuple[BackfillReport, dict]:
+    """A pipeline step's indexing (backfill_embeddings, index_embeddings): connect where the step
+    should (`milvus_location`), with the index config and ``overrides``, run
+    ``write(store, cfg)`` (the backfill), write backfill.json (`write_record`, plus ``extra``).
+
+    Returns:
+        The report and the index artifact's metadata.
+    """
+    os.makedirs(index_dir, exist_ok=True)
+    uri, recorded_uri = milvus_location(milvus_uri, index_dir, index_uri)
+    cfg = load_index_config(None, list(overrides))
+    with connect(uri, cfg) as store:
+        report = write(store, cfg)
+    return report, write_record(report, index_dir, recorded_uri, alias, **extra)
 
 
 # ---------------------------------------------------------------------------------- data
