@@ -23,16 +23,18 @@ DESCRIPTION = "train the image-only baseline, the 3-tower and the 4-tower (from 
 MODELS = ("image_only", "three_tower", "four_tower")
 
 
-def _train(data, cfg: PipelineConfig, config, overrides, display_name: str, init_model=None) -> dict:
-    """One ``train_model`` and the ``build_drift_reference`` of its model: ``{"train", "reference"}``."""
+def _train(data, cfg: PipelineConfig, config, overrides, label: str, init: tuple | None = None) -> dict:
+    """One ``train_model`` of the model ``label`` (``init``: (label, model output) it starts from)
+    and the ``build_drift_reference`` of its model: ``{"train", "reference"}``."""
     from components.build_drift_reference import build_drift_reference
     from components.train_model import train_model
     from pipelines.wiring import configure
 
-    init = {} if init_model is None else {"init_model": init_model}
-    train = configure(train_model(data=data, config=config, overrides=overrides, **init), f"Train {display_name}", cfg)
-    reference = configure(build_drift_reference(model=train.outputs["model"], data=data),
-                          f"Build drift reference ({display_name})", cfg)
+    start = {} if init is None else {"init_model": init[1]}
+    train = configure(train_model(data=data, config=config, overrides=overrides, **start),
+                      f"Train {label}" + (f" (from {init[0]})" if init else ""), cfg)
+    reference = configure(build_drift_reference(model=train.outputs["model"], data=data), f"Build drift reference ({label})",
+                          cfg)
     return {"train": train, "reference": reference}
 
 
@@ -50,8 +52,7 @@ def train_and_evaluate(data, cfg: PipelineConfig, *, image_only_config, three_to
 
     image_only = _train(data, cfg, image_only_config, train_overrides, "image-only baseline")
     three = _train(data, cfg, three_tower_config, train_overrides, "3-tower")
-    four = _train(data, cfg, four_tower_config, train_overrides, "4-tower (from 3-tower)",
-                  init_model=three["train"].outputs["model"])
+    four = _train(data, cfg, four_tower_config, train_overrides, "4-tower", init=("3-tower", three["train"].outputs["model"]))
     trained = dict(zip(MODELS, (image_only, three, four)))
     evaluation = configure(
         evaluate_model(data=data, config=three_tower_config, overrides=eval_overrides,

@@ -20,6 +20,9 @@ EXPECTED = {
     "train-model": "Train image-only baseline",
     "train-model-2": "Train 3-tower",
     "train-model-3": "Train 4-tower (from 3-tower)",
+    "build-drift-reference": "Build drift reference (image-only baseline)",
+    "build-drift-reference-2": "Build drift reference (3-tower)",
+    "build-drift-reference-3": "Build drift reference (4-tower)",
     "evaluate-model": "Evaluate models",
     "notify-run": "Record run status (notify on failure)",  # the ExitHandler's step
 }
@@ -55,6 +58,10 @@ def test_run_local_runs_every_task_of_the_compiled_model_pipeline(tmp_path, caps
         towers[task] = manifest["tasks"][task]["outputs"]["model"][0]["metadata"]["towers"]
         assert manifest["tasks"][task]["outputs"]["metrics"][0]["metadata"]["steps"] == 3.0
     assert [len(towers[t]) for t in ("train-model", "train-model-2", "train-model-3")] == [2, 3, 4]
+    for n, task in enumerate(("train-model", "train-model-2", "train-model-3")):  # each model's own reference
+        reference = _uri(manifest, "build-drift-reference" + (f"-{n + 1}" if n else ""), "reference")
+        snapshot = json.loads((reference / "snapshot.json").read_text())
+        assert snapshot["model_dir"] == str(_uri(manifest, task, "model").resolve()) and snapshot["data"] == str(data.resolve())
     four = json.loads((_uri(manifest, "train-model-3", "model") / "train_summary.json").read_text())
     assert four["init"] == str(_uri(manifest, "train-model-2", "model"))
 
