@@ -15,7 +15,7 @@ from vsearch.features import repo as feature_repo
 from vsearch.schema import DataError
 
 
-def test_feature_store_yaml_is_plain_feast_config_that_the_environment_overrides(tmp_path):
+def test_feature_store_yaml_is_plain_feast_config_that_the_environment_overrides(tmp_path, monkeypatch):
     """Feast's CLI expands ${VAR} without defaults: the shipped file has none (feast plan works in
     feature_repo/ as it is); vsearch's environment variables override its keys."""
     text = (feature_repo.definitions_dir() / feature_repo.CONFIG_FILE).read_text()
@@ -32,10 +32,17 @@ def test_feature_store_yaml_is_plain_feast_config_that_the_environment_overrides
     assert prod["project"] == "vsearch"  # empty: not set
     with pytest.raises(ConfigError, match="must be a YAML mapping"):
         feature_repo.resolve(text, env={"VSEARCH_FEAST_ONLINE_STORE": "redis:6379"})
-    # A file with ${VAR}s (the cluster's copy): filled from the environment, else the defaults.
-    assert feature_repo.resolve("project: ${VSEARCH_FEAST_PROJECT}", env={}) == {"project": "vsearch"}
+    # A file with ${VAR}s (the cluster's copy): expanded from the process environment as Feast's
+    # own loader does (feast.repo_config.load_repo_config); one left unset is refused, not kept as text.
+    from feast.repo_config import load_repo_config
+
+    monkeypatch.setenv("VSEARCH_FEAST_PROJECT", "shop")
+    cluster = text.replace("project: vsearch", "project: ${VSEARCH_FEAST_PROJECT}")
+    assert feature_repo.resolve(cluster, env={})["project"] == "shop"
+    (tmp_path / "feast.yaml").write_text(cluster)
+    assert load_repo_config(tmp_path, tmp_path / "feast.yaml").project == "shop"  # Feast reads it the same way
     with pytest.raises(ConfigError, match=r"\$\{NOPE\} is not set"):
-        feature_repo.substitute("x: ${NOPE}", env={})
+        feature_repo.resolve("x: ${NOPE}", env={})
 
 
 def test_config_loads_with_paths_relative_to_the_working_repo(tmp_path):

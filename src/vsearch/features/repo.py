@@ -7,8 +7,16 @@ valid since ``CATALOG_EPOCH``), and an applied registry.
 
 ``feature_store.yaml`` is a plain Feast config (``feast plan`` works in ``feature_repo/`` as
 shipped); ``load_config`` reads it as ``resolve`` says: ``${VAR}``s (the cluster's copy has
-them) filled from the environment or ``ENV_DEFAULTS``, then the ``ENV_KEYS`` variables that are
-set override their keys (the cluster's registry and online store).
+them) expanded as Feast's own loader does, then the ``ENV_KEYS`` variables that are set
+override their keys (the cluster's registry and online store).
+
+Why not Feast's loaders themselves (feast 0.67): ``feast.repo_config.load_repo_config`` builds
+the validated ``RepoConfig`` straight from the expanded text, with no place for the
+``ENV_KEYS`` overrides (a Feast config has no key-from-variable override, and the plain file
+must stay plain for ``feast plan``); ``feast.repo_operations.parse_repo`` imports each
+definition file by its path relative to the *current directory* under a bare module name
+(``products``), so it needs a chdir plus ``sys.path`` entry (what ``feast apply`` does), and
+a second working repo in the same process would get the first one's cached module.
 """
 
 from __future__ import annotations
@@ -34,13 +42,6 @@ ENV_KEYS = {
     "VSEARCH_FEAST_ONLINE_STORE": ("online_store",),
 }
 ONLINE_STORE_ENV, REGISTRY_ENV = "VSEARCH_FEAST_ONLINE_STORE", "VSEARCH_FEAST_REGISTRY"
-# Defaults of the ${VAR}s in a feature_store.yaml that has them: feature_repo/'s values (a test
-# keeps the two equal).
-ENV_DEFAULTS = {
-    "VSEARCH_FEAST_PROJECT": "vsearch",
-    "VSEARCH_FEAST_REGISTRY": "data/registry.db",
-    "VSEARCH_FEAST_ONLINE_STORE": "{type: sqlite, path: data/online.db}",
-}
 DEFINITIONS_ENV = "VSEARCH_FEATURE_REPO"
 CONFIG_FILE = "feature_store.yaml"
 SOURCE_FILE = "data/product_features.parquet"  # must match products.py's FileSource path
@@ -48,7 +49,7 @@ FEATURE_SERVICE = "product_features_v1"
 FEATURES = ("title", "image_uri", "category")
 # Without a product history the catalog is taken as valid since this instant (before any click).
 CATALOG_EPOCH = pd.Timestamp("1970-01-01", tz="UTC")
-_VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+_VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")  # one left after expansion: not set
 
 
 def _quiet_feast() -> None:
@@ -75,36 +76,24 @@ def definitions_dir(start: str | os.PathLike | None = None) -> Path:
     return path
 
 
-def substitute(text: str, env: dict[str, str] | None = None) -> str:
-    """Fill ``${VAR}`` from ``env`` (default: the process environment), then ``ENV_DEFAULTS``.
-
-    Raises:
-        ConfigError: a variable is neither set nor has a default.
-    """
-    env = os.environ if env is None else env
-
-    def value(match: re.Match) -> str:
-        name = match.group(1)
-        if name in env:
-            return env[name]
-        if name in ENV_DEFAULTS:
-            return ENV_DEFAULTS[name]
-        raise ConfigError(f"{CONFIG_FILE}: ${{{name}}} is not set and has no default")
-
-    return _VAR.sub(value, text)
-
-
 def resolve(text: str, env: dict[str, str] | None = None) -> dict:
-    """``feature_store.yaml`` text as vsearch configures Feast: ``${VAR}``s filled (``substitute``),
-    then each ``ENV_KEYS`` variable set (non-empty) in ``env`` overrides its key.
+    """``feature_store.yaml`` text as vsearch configures Feast: ``${VAR}``s expanded from the
+    process environment exactly as Feast's ``load_repo_config`` does (``os.path.expandvars``),
+    then each ``ENV_KEYS`` variable set (non-empty) in ``env`` (default: the process
+    environment) overrides its key.
 
     Raises:
-        ConfigError: a ``${VAR}`` without value or default, or an online store that is not a mapping.
+        ConfigError: a ``${VAR}`` left unset (Feast would keep it as text), or an online store
+            that is not a mapping.
     """
     import yaml
 
     env = os.environ if env is None else env
-    raw = yaml.safe_load(substitute(text, env)) or {}
+    expanded = os.path.expandvars(text)
+    unset = _VAR.search(expanded)
+    if unset:
+        raise ConfigError(f"{CONFIG_FILE}: ${{{unset.group(1)}}} is not set")
+    raw = yaml.safe_load(expanded) or {}
     for var, keys in ENV_KEYS.items():
         if not env.get(var):
             continue
