@@ -91,7 +91,7 @@ def test_lite_is_refused_and_config_is_checked(tmp_path, monkeypatch):
             bulk_import(client, "c", ["/x.parquet"])
     finally:
         client.close()
-        from milvus_lite.server_manager import server_manager_instance
+        from milvus_lite import server_manager_instance
 
         server_manager_instance.release_server(str(tmp_path / "raw.db"))
 

@@ -93,9 +93,10 @@ class Store:
             self.client.close()
         finally:
             if is_lite(self.uri):
-                # No public stop: MilvusClient.close() (pymilvus 3.0) releases only the gRPC handler,
-                # and milvus_lite releases its servers at process exit (atexit); the LOCK must go now.
-                from milvus_lite.server_manager import server_manager_instance
+                # MilvusClient.close() (pymilvus 3.0) releases only the gRPC handler, and milvus_lite
+                # stops its servers at process exit (atexit); the LOCK must go now. pymilvus has no
+                # stop; milvus_lite exports its server manager for pymilvus (in its __all__).
+                from milvus_lite import server_manager_instance
 
                 server_manager_instance.release_server(self.uri)
 
@@ -339,6 +340,15 @@ class Store:
         raise IndexError_(f"no index type could be built on '{name}': " + "; ".join(errors))
 
     def _wait_index(self, name: str, timeout_s: float) -> None:
+        """Until the index on ``name`` is Finished over every row; IndexError_ if Failed or late.
+
+        After ``create_index`` this returns at once: MilvusClient.create_index (pymilvus 3.0.2)
+        already waits for the build, on Lite and on a server. It polls only for an index found
+        already there (a resumed run). No pymilvus wait fits that: MilvusClient has none public;
+        ``utility.wait_for_index_building_complete`` is ORM (FutureWarning: removed in 3.1,
+        needs a connection alias), enforces its timeout only when it is an ``int``, and looks at
+        the state alone, not indexed_rows against total_rows.
+        """
         deadline = time.monotonic() + timeout_s
         while True:
             info = self.client.describe_index(name, VECTOR)
