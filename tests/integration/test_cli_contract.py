@@ -48,11 +48,14 @@ def work(tmp_path_factory, tiny_data, tiny_models):
     foreign.mkdir()
     (foreign / "chapter1.tex").write_text("years of work")
     paths["foreign"] = foreign
-    # Drift windows: empty, one row, a NaN feature (copies of the model's reference window).
+    # Drift windows: empty, one row, a NaN feature (edited copies of the model's reference window).
+    from vsearch.monitoring.reference import build_reference
+
+    build_reference(paths["model"], paths["data"], root / "reference")
     for name, edit in (("empty", lambda q: q.iloc[:0]), ("one_row", lambda q: q.iloc[:1]),
                        ("nan_feature", lambda q: q.assign(brightness=q["brightness"].where(q.index != 2)))):
         window = root / "inputs" / name
-        shutil.copytree(paths["model"] / "drift_reference", window)
+        shutil.copytree(root / "reference", window)
         queries = pd.read_parquet(window / "queries.parquet")
         edit(queries).to_parquet(window / "queries.parquet", index=False)
         paths[name] = window
@@ -86,9 +89,9 @@ def _cases(w, out):
         "train-init-fake-safetensors": [*train, "--out", out, "--init", str(w["fake_safetensors"])],
         "snapshot-pickle-model": ["drift", "snapshot", "--model", str(w["pickle_model"]), "--data", d, "--out", out],
         # drift windows too small or broken
-        "drift-empty-window": ["drift", "--reference", m, "--current", str(w["empty"]), "--out", out, "--no-html"],
-        "drift-one-row-window": ["drift", "--reference", m, "--current", str(w["one_row"]), "--out", out, "--no-html"],
-        "drift-nan-feature": ["drift", "--reference", m, "--current", str(w["nan_feature"]), "--out", out, "--no-html"],
+        "drift-empty-window": ["drift", "--reference", str(w["root"] / "reference"), "--current", str(w["empty"]), "--out", out, "--no-html"],
+        "drift-one-row-window": ["drift", "--reference", str(w["root"] / "reference"), "--current", str(w["one_row"]), "--out", out, "--no-html"],
+        "drift-nan-feature": ["drift", "--reference", str(w["root"] / "reference"), "--current", str(w["nan_feature"]), "--out", out, "--no-html"],
         # --out over an input: is it, lies inside it, contains it; or somebody else's folder
         "validate-out-is-data": ["data", "validate", "--data", d, "--out", d, "--no-data-docs"],
         "validate-out-contains-data": ["data", "validate", "--data", d, "--out", str(w["data"].parent), "--no-data-docs"],
