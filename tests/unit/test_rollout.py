@@ -174,3 +174,21 @@ def test_a_running_service_follows_a_ramp_written_to_the_plan_and_users_stay_sti
     plan.write_text(yaml.safe_dump(other))
     state._checked_at = float("-inf")
     assert state.route("user1") in ("control", "treatment") and state.rollout.experiment_id == cfg.experiment_id
+
+
+def test_each_arm_names_its_drift_reference_the_champions_from_the_registry(tmp_path):
+    """The monitor's reference_uri once an arm serves: the candidate's and a first deployment's
+    baseline's as given (durable URIs), a champion control's as the registry records it."""
+    champ, cand = make_model_dir(tmp_path / "champ", 1), make_model_dir(tmp_path / "cand", 2)
+    first = load_rollout(write_rollout(bless(tmp_path, "first", cand), tmp_path / "r1", control_model=str(champ),
+                                       reference="s3://refs/cand", control_reference=str(tmp_path / "refs" / "champ"))["rollout"])
+    assert first.treatment.model.drift_reference == "s3://refs/cand"
+    assert first.control.model.drift_reference == str((tmp_path / "refs" / "champ").resolve())
+    reg = tmp_path / "registry"
+    Registry(reg).promote(bless(tmp_path, "champ", champ), drift_reference="s3://refs/champ")
+    later = load_rollout(write_rollout(bless(tmp_path, "cand", cand, champion_dir=champ), tmp_path / "r2", registry=str(reg),
+                                       reference="s3://refs/cand", control_reference="s3://ignored")["rollout"])
+    assert (later.treatment.model.drift_reference, later.control.model.drift_reference) == ("s3://refs/cand", "s3://refs/champ")
+    # Without a registry (or a reference recorded) the plan says nothing rather than guessing.
+    bare = load_rollout(write_rollout(bless(tmp_path, "cand2", cand, champion_dir=champ), tmp_path / "r3")["rollout"])
+    assert bare.treatment.model.drift_reference is None and bare.control.model.drift_reference is None
