@@ -43,6 +43,26 @@ def tiny_models(tmp_path_factory, tiny_data):
     return dirs
 
 
+@pytest.fixture(scope="session")
+def default_package(tmp_path_factory):
+    """``default_package(name)``: the path of pipeline ``name`` compiled with the default
+    compile-time config (``load_pipeline_config()``, what the goldens hold), compiled once per
+    session on first use. A compile costs 2-5 s a pipeline (more on a loaded machine), and a
+    dozen tests only read the default packages: read-only, copy before changing one."""
+    from pipelines.compiler import compile_pipeline
+    from pipelines.config import load_pipeline_config
+
+    out = tmp_path_factory.mktemp("default-packages")
+    paths: dict = {}
+
+    def package(name: str):
+        if name not in paths:
+            paths[name] = compile_pipeline(name, load_pipeline_config(), out)
+        return paths[name]
+
+    return package
+
+
 @pytest.fixture(scope="module")
 def s3():
     """An S3 API on 127.0.0.1 (moto) with one bucket, ``vsearch-test``; the AWS_* variables point

@@ -677,28 +677,13 @@ def test_egress_names_its_destinations_and_object_storage_comes_from_the_overlay
     assert "network-egress.yaml" in text and "objectStorageCIDR" in text, "docs/kubernetes.md must say where to set it"
 
 
-@pytest.fixture(scope="module")
-def default_spec(tmp_path_factory):
-    """The pipeline spec of ``name`` compiled with the default config: once per module, not per overlay."""
-    from pipelines.compiler import check_package, compile_pipeline
-    from pipelines.config import PipelineConfig
-
-    specs: dict = {}
-
-    def spec(name: str) -> dict:
-        if name not in specs:
-            specs[name], _ = check_package(compile_pipeline(name, PipelineConfig(), tmp_path_factory.mktemp(name)))
-        return specs[name]
-
-    return spec
-
-
 @pytest.mark.parametrize("overlay", OVERLAYS)
-def test_the_schedules_import_fresh_data_and_monitoring_is_scheduled_too(overlay, default_spec):
+def test_the_schedules_import_fresh_data_and_monitoring_is_scheduled_too(overlay, default_package):
     """Issue 21 item 4: the shipped schedule ran `training` (it generates the synthetic benchmark)
     and nothing scheduled the monitoring pipeline. Each container's --params must type-check
     against its compiled pipeline's inputs (as `schedule` checks them before any request)."""
     from pipelines.cli import _parser, typed_params
+    from pipelines.compiler import check_package
 
     docs = render(f"overlays/{overlay}")
     cronjob = one(docs, "CronJob", "vsearch-schedule")
@@ -707,7 +692,8 @@ def test_the_schedules_import_fresh_data_and_monitoring_is_scheduled_too(overlay
         [ref] = container["envFrom"]
         settings = one(docs, "ConfigMap", ref["configMapRef"]["name"])["data"]
         args = _parser().parse_args([_expand(a, settings) for a in container["args"]][1:])
-        params = typed_params(default_spec(args.name), dict(p.split("=", 1) for p in args.param))
+        spec, _ = check_package(default_package(args.name))  # compiled once per session (tests/conftest.py)
+        params = typed_params(spec, dict(p.split("=", 1) for p in args.param))
         scheduled[args.name] = (args.schedule_name, params)
     assert set(scheduled) == {"training-import", "monitoring"}
     training_name, training = scheduled["training-import"]

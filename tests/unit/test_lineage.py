@@ -67,11 +67,8 @@ def _tasks(component: dict, spec: dict, found: dict) -> dict:
 
 
 @pytest.mark.parametrize("name", ["training", "training-import"])
-def test_the_compiled_pipeline_passes_the_run_id_only_to_the_uncached_record_writers(tmp_path, name):
-    from pipelines.compiler import compile_pipeline
-    from pipelines.config import PipelineConfig
-
-    spec = next(yaml.safe_load_all(compile_pipeline(name, PipelineConfig(), tmp_path).read_text()))
+def test_the_compiled_pipeline_passes_the_run_id_only_to_the_uncached_record_writers(default_package, name):
+    spec = next(yaml.safe_load_all(default_package(name).read_text()))
     tasks = _tasks(spec["root"], spec, {})
     with_run_id = {task for task, params in tasks.items()
                    if any(p.get("runtimeValue", {}).get("constant") == dsl.PIPELINE_JOB_ID_PLACEHOLDER for p in params.values())}
