@@ -824,7 +824,7 @@ def test_train_model_step_surfaces_a_failed_trainjob_and_publishes_nothing(tmp_p
 # -- the pipeline config -------------------------------------------------------------------
 
 
-def test_pipeline_config_wires_the_trainjob_into_the_compiled_train_step(tmp_path):
+def test_pipeline_config_wires_the_trainjob_into_the_compiled_train_step(tmp_path, default_package):
     from pipelines.config import load_pipeline_config, trainjob_settings
 
     cfg = load_pipeline_config(overrides=["trainjob.enabled=true", "trainjob.num_nodes=4", "gpu.accelerator_limit=8",
@@ -860,7 +860,7 @@ def test_pipeline_config_wires_the_trainjob_into_the_compiled_train_step(tmp_pat
         k8s = platform_doc["platforms"]["kubernetes"]["deploymentSpec"]["executors"][name]
         assert k8s["pvcMount"][0]["mountPath"] == "/mnt/vsearch" and "tolerations" not in k8s
     # Disabled (the default): the train steps keep their GPU and get no TrainJob settings.
-    plain_doc, _ = load_documents(compile_pipeline("model", load_pipeline_config(), tmp_path / "plain"))
+    plain_doc, _ = load_documents(default_package("model"))  # compiled once per session (tests/conftest.py)
     plain = plain_doc["deploymentSpec"]["executors"]["exec-train-model"]["container"]
     assert "accelerator" in json.dumps(plain["resources"])
     assert tj.ENV_VAR not in json.dumps(plain.get("env", []))
