@@ -10,12 +10,18 @@ from vsearch.evaluation.metrics import METRIC_KEYS
 pytestmark = pytest.mark.integration
 
 
-# The whole demo pipeline: 30-160 s on 2 idle-to-busy cores, past the 300 s default hang guard
-# when the machine is shared with training jobs.
+# The demo trains the shipped presets (pretrained MobileNetV2, MiniLM), twice: 273 s measured at
+# load 3.5 at 128 px. What this test proves is the driver (contract, report, init chain, rerun in
+# place), not the recipe (test_pretrained_backbone trains the shipped presets): 32 px images and
+# no augmentation keep the same models at a fraction of the cost. The guard has headroom for a
+# machine shared with training jobs.
+SMALL = ["data.batch_size=8", "model.image_size=32", "data.augment=none", "data.augment_product=none", "eval.n_boot=100"]
+
+
 @pytest.mark.timeout(900)
 def test_demo_writes_the_metrics_contract_and_a_self_contained_report(tmp_path, capsys):
     out = tmp_path / "demo"
-    code = main(["demo", "--out", str(out), "--preset", "tiny", "data.batch_size=8", "train.max_steps=4", "eval.n_boot=100"])
+    code = main(["demo", "--out", str(out), "--preset", "tiny", *SMALL, "train.max_steps=4"])
     assert code == 0
     metrics = json.loads((out / "metrics.json").read_text())
     assert set(metrics["models"]) == {"image_only", "three_tower", "four_tower"}
@@ -31,7 +37,7 @@ def test_demo_writes_the_metrics_contract_and_a_self_contained_report(tmp_path, 
     stdout = capsys.readouterr().out
     assert "three_tower" in stdout and "cross_category_fp@10" in stdout and "report.html" in stdout
     # A second run reuses the dataset and replaces the results in place.
-    assert main(["demo", "--out", str(out), "--preset", "tiny", "data.batch_size=8", "train.max_steps=2", "eval.n_boot=100"]) == 0
+    assert main(["demo", "--out", str(out), "--preset", "tiny", *SMALL, "train.max_steps=2"]) == 0
     assert json.loads((out / "models" / "image_only" / "train_summary.json").read_text())["steps"] == 2
 
 
