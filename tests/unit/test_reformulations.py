@@ -9,7 +9,6 @@ import torch
 from vsearch import schema
 from vsearch.data.dataset import Collator, EngagementDataset
 from vsearch.data.reformulations import mine_reformulations
-from vsearch.schema import DataError
 
 
 def test_mined_rows_target_a_sibling_in_another_colour_named_in_the_text(tiny_data):
@@ -31,10 +30,15 @@ def test_mined_rows_target_a_sibling_in_another_colour_named_in_the_text(tiny_da
     assert mine_reformulations(catalog, train, per_row=1, seed=0).equals(mined)  # deterministic
 
 
-def test_mining_needs_the_group_and_attribute_columns(tiny_data):
+@pytest.mark.parametrize("column, key", [("design_id", "data.reformulation_group"), ("colour", "data.reformulation_attribute")])
+def test_without_the_optional_group_or_attribute_column_nothing_is_mined_and_the_reason_is_given(tiny_data, column, key):
     catalog, interactions, _ = schema.read_dataset(tiny_data)
-    with pytest.raises(DataError, match="design_id"):
-        mine_reformulations(catalog.drop(columns=["design_id"]), interactions)
+    train = interactions[interactions["split"] == "train"]
+    mined = mine_reformulations(catalog.drop(columns=[column]), train)
+    normal = mine_reformulations(catalog, train)
+    assert mined.empty and list(mined.columns) == list(normal.columns)
+    assert column in mined.attrs["skipped"] and key in mined.attrs["skipped"]
+    assert "skipped" not in normal.attrs
 
 
 def test_mined_rows_are_masked_out_of_the_terms_that_use_the_photo_itself(tiny_data):

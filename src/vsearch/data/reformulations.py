@@ -20,8 +20,6 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from vsearch.schema import DataError
-
 # Generic refinement phrasings; the attribute value is the catalog's own word.
 TEMPLATES = ("in {v}", "{v} version", "same in {v}", "the {v} one", "{v} please", "but {v}")
 
@@ -48,11 +46,20 @@ def mine_reformulations(
 
     Returns:
         DataFrame with the interaction columns plus ``engagement`` (False), ``query_id``
-        suffixed ``~r<k>``; empty when no product has a sibling.
+        suffixed ``~r<k>``; empty when no product has a sibling. Both columns are optional in
+        the data contract (schema.OPTIONAL_CATALOG_COLUMNS): when the catalog lacks one, the
+        result is empty and ``attrs["skipped"]`` says which column and which config key, so
+        the 4-tower model trains on engagement rows only and the training log says why.
     """
-    for col in (group_by, attribute):
-        if col not in catalog.columns:
-            raise DataError("catalog.parquet", f"mining reformulations needs catalog column '{col}'")
+    keys = {group_by: "data.reformulation_group", attribute: "data.reformulation_attribute"}
+    missing = [col for col in (group_by, attribute) if col not in catalog.columns]
+    if missing:
+        mined = pd.DataFrame(columns=list(train_rows.columns)).assign(engagement=pd.Series(dtype=bool))
+        mined.attrs["skipped"] = (
+            f"no mined reformulation rows: catalog has no column '{missing[0]}' "
+            f"(set {keys[missing[0]]} to your catalog's column to mine them)"
+        )
+        return mined
     rng = np.random.default_rng(seed)
     products = catalog.set_index("product_id")
     groups = catalog.groupby(group_by)["product_id"].apply(list).to_dict()
