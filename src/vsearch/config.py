@@ -101,6 +101,8 @@ class DataConfig:
     groups_per_batch: int = 0
     # Reformulation-style rows mined from the training split (vsearch.data.reformulations):
     # per training click, this many (photo, "in <sibling's attribute>", sibling) rows; 0 = off.
+    # Both columns are optional (schema.CONFIGURED_CATALOG_COLUMNS): name your catalog's own;
+    # a catalog without them trains without mined rows (docs/data.md says what that costs).
     mine_reformulations: int = 0
     reformulation_group: str = "design_id"
     reformulation_attribute: str = "colour"

@@ -83,6 +83,15 @@ PRODUCT_HISTORY_COLUMNS = (
 OPTIONAL_COLUMNS: dict[str, tuple[Column, ...]] = {
     INTERACTIONS_FILE: (Column("title", "string", description="Title of the clicked product at event_timestamp."),),
 }
+# Optional catalog columns whose NAME a config sets (a catalog keeps its own names, e.g. a
+# parent / variation group), so they are not checked by name here. Without them nothing fails:
+# the 4-tower model trains on engagement rows only, without mined reformulation rows
+# (vsearch.data.reformulations), and the training summary and the report say so.
+CONFIGURED_CATALOG_COLUMNS: dict[str, str] = {
+    "data.reformulation_group": "Variant group: products of one design in another colour, size... "
+    "(the benchmark's design_id).",
+    "data.reformulation_attribute": "The attribute a reformulation names, e.g. colour (its values are used as words).",
+}
 # Longest title accepted by validation (characters); tokenizers truncate far earlier.
 TITLE_MAX_CHARS = 512
 

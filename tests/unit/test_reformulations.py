@@ -66,3 +66,16 @@ def test_mined_rows_are_masked_out_of_the_terms_that_use_the_photo_itself(tiny_d
     masked = loss(torch.tensor(10.0), **feats, query_image_valid=batch["query_image_valid"])["ii_loss"]
     first3 = loss(torch.tensor(10.0), **{k: v[:3] for k, v in feats.items()})["ii_loss"]
     assert torch.allclose(masked, first3)
+
+
+def test_the_report_notes_a_model_trained_without_mined_rows(tmp_path):
+    from vsearch import model_folder
+    from vsearch.evaluation.evaluate import training_notes
+
+    reason = "no mined reformulation rows: catalog has no column 'design_id' (set data.reformulation_group ...)"
+    (tmp_path / "four_tower").mkdir()
+    (tmp_path / "four_tower" / model_folder.SUMMARY_FILE).write_text(f'{{"mined_reformulations": "{reason}"}}')
+    (tmp_path / "three_tower").mkdir()
+    (tmp_path / "three_tower" / model_folder.SUMMARY_FILE).write_text('{"steps": 3}')
+    models = {"four_tower": str(tmp_path / "four_tower"), "three_tower": str(tmp_path / "three_tower")}
+    assert training_notes(models) == [f"four_tower: {reason}"]

@@ -279,9 +279,28 @@ def evaluate(
                 f"({cfg.n_boot} resamples, seed {cfg.seed}).",
                 "cross_category_fp@10: share of the top 10 whose category differs from the true product's (lower is better).",
                 "Examples are a seeded random sample, not picked for the outcome.",
+                *training_notes(models),
             ],
         )
     return summary
+
+
+def training_notes(models: dict[str, str]) -> list[str]:
+    """One note per model whose training summary says mined reformulation rows were skipped.
+
+    A catalog without the optional variant-group column trains the 4-tower model on
+    engagement rows only (vsearch.data.reformulations); the reviewer should see that here.
+    """
+    notes = []
+    for name, path in models.items():
+        summary_path = Path(path) / model_folder.SUMMARY_FILE
+        if not summary_path.is_file():
+            continue
+        mined = json.loads(summary_path.read_text()).get("mined_reformulations")
+        reason = mined.get("skipped") if isinstance(mined, dict) else mined if isinstance(mined, str) else None
+        if reason:
+            notes.append(f"{name}: {reason}")
+    return notes
 
 
 def parse_model_args(values: list[str]) -> dict[str, str]:
