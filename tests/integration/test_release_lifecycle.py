@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import json
 import shutil
+import zlib
 from pathlib import Path
 
 import pandas as pd
@@ -117,7 +118,8 @@ def _traffic(client, photos, users, *, clicks_by_arm):
         assert r.status_code == 200, r.text
         body = r.json()
         arms.setdefault(body["variant"], []).append(body)
-        if (hash(user) % 100) / 100 < clicks_by_arm[body["variant"]]:
+        # A stable per-user draw (str hash() changes with PYTHONHASHSEED: each run clicked other users).
+        if (zlib.crc32(user.encode()) % 100) / 100 < clicks_by_arm[body["variant"]]:
             c = client.post("/click", json={"request_id": body["request_id"], "product_id": body["results"][0]["product_id"],
                                             "user_id": user})
             assert c.status_code == 204, c.text
