@@ -18,6 +18,7 @@ COMMANDS = {
     ("train",): ("vsearch.training.loop", "train image-only / 3-tower / 4-tower"),
     ("evaluate",): ("vsearch.evaluation.evaluate", "evaluate models, write metrics.json and report.html"),
     ("demo",): ("vsearch.demo", "synth -> train three models -> evaluate, end to end"),
+    ("data", "import"): ("vsearch.data.importer", "build the data contract from an image folder + CSV/JSONL tables"),
     ("data", "validate"): ("vsearch.validation.cli", "validate a dataset (Great Expectations), JSON + HTML summary"),
     ("features",): ("vsearch.features.cli", "Feast: build-training-set | materialize | lookup"),
     ("index",): ("vsearch.indexing.cli", "Milvus: backfill | rollback | gc | status"),

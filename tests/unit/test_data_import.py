@@ -1,0 +1,120 @@
+"""`vsearch data import`: a CSV/JSONL catalog + engagement log + image folder -> the data contract."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import pandas as pd
+import pytest
+from PIL import Image
+
+from vsearch import schema
+from vsearch.cli import main as vsearch
+from vsearch.data.importer import assign_splits, import_dataset
+
+COLOURS = {"red": (200, 30, 30), "blue": (30, 30, 200), "green": (30, 160, 30)}
+
+
+def write_catalog_source(root, n_designs: int = 6, queries_per_product: int = 2) -> dict:
+    """An image folder and CSV tables as a user would have them: 3 colours per design."""
+    images = root / "photos"
+    (images / "catalog").mkdir(parents=True)
+    (images / "street").mkdir()
+    catalog, clicks = [], []
+    for d in range(n_designs):
+        for colour, rgb in COLOURS.items():
+            pid = f"p{d}-{colour}"
+            Image.new("RGB", (40, 40), rgb).save(images / "catalog" / f"{pid}.png")
+            catalog.append({"product_id": pid, "image_path": f"catalog/{pid}.png", "title": f"{colour} mug {d}",
+                            "category": ["mug", "shirt"][d % 2], "colour": colour, "parent": f"d{d}"})
+            for q in range(queries_per_product):
+                Image.new("RGB", (48, 48), tuple(c // (q + 2) for c in rgb)).save(images / "street" / f"{pid}-{q}.jpg")
+                clicks.append({"query_image_path": f"street/{pid}-{q}.jpg", "product_id": pid,
+                               "timestamp": f"2026-0{1 + q}-1{d % 9}T10:00:00Z", "query_text": ""})
+    paths = {"images": images, "catalog": root / "catalog.csv", "engagement": root / "clicks.csv"}
+    for path, rows in ((paths["catalog"], catalog), (paths["engagement"], clicks)):
+        with open(path, "w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+            writer.writeheader()
+            writer.writerows(rows)
+    return paths
+
+
+@pytest.fixture
+def source(tmp_path):
+    return write_catalog_source(tmp_path)
+
+
+def test_import_writes_the_contract_with_splits_by_variant_group(tmp_path, source):
+    out = tmp_path / "data"
+    result = import_dataset(source["images"], source["catalog"], source["engagement"], out, variant_group="parent")
+    catalog, interactions, reformulations = schema.read_dataset(out)
+    assert result["products"] == len(catalog) == 18 and len(interactions) == 36 and reformulations.empty
+    assert set(interactions["split"]) == {"train", "val", "test"}
+    # every colour of one design lands in the same split (no design leaks across splits)
+    splits = interactions.merge(catalog[["product_id", "parent"]]).groupby("parent")["split"].nunique()
+    assert (splits == 1).all()
+    assert all((out / uri).is_file() for uri in catalog["image_uri"])  # copied inside the data folder
+    assert (catalog["image_uri"].str.startswith("images/")).all()
+    again = tmp_path / "again"
+    import_dataset(source["images"], source["catalog"], source["engagement"], again, variant_group="parent")
+    assert pd.read_parquet(again / schema.INTERACTIONS_FILE)["split"].equals(interactions["split"])  # fixed seed
+
+
+def test_jsonl_tables_and_reference_mode(tmp_path, source, monkeypatch):
+    rows = pd.read_csv(source["catalog"], dtype=str)
+    jsonl = tmp_path / "catalog.jsonl"
+    jsonl.write_text("\n".join(json.dumps(r) for r in rows.to_dict("records")))
+    out = tmp_path / "data"
+    import_dataset(source["images"], jsonl, source["engagement"], out, reference=True)
+    assert not (out / "images").exists()
+    monkeypatch.setenv(schema.ALLOWED_URI_PREFIXES_ENV, source["images"].resolve().as_uri() + "/")
+    catalog, _, _ = schema.read_dataset(out)
+    assert catalog["image_uri"].str.startswith("file://").all()
+    assert schema.resolve_uri(out, catalog["image_uri"].iloc[0]).startswith(str(source["images"].resolve()))
+
+
+def test_splits_by_product_are_seeded_and_cover_every_split():
+    keys = pd.Series([f"p{i}" for i in range(20)])
+    a, b = assign_splits(keys, 0, 0.1, 0.2), assign_splits(keys, 0, 0.1, 0.2)
+    assert a.equals(b) and a.value_counts().to_dict() == {"train": 14, "test": 4, "val": 2}
+    assert not a.equals(assign_splits(keys, 1, 0.1, 0.2))
+
+
+def _edit(path, row: int, column: str, value: str) -> None:
+    df = pd.read_csv(path, dtype=str, keep_default_na=False)
+    df.loc[row, column] = value
+    df.to_csv(path, index=False)
+
+
+@pytest.mark.parametrize("table, row, column, value, rule", [
+    ("catalog", 3, "image_path", "catalog/missing.png", "image file not found under --images"),
+    ("catalog", 2, "image_path", "../catalog.csv", "image path resolves outside --images"),
+    ("catalog", 4, "image_path", "/etc/hostname", "image path must be relative to --images"),
+    ("engagement", 1, "query_image_path", "https://example.com/a.jpg", "image path must be relative to --images"),
+    ("catalog", 5, "product_id", "p0-red", "duplicate product_id"),
+    ("engagement", 7, "product_id", "nope", "clicked product_id not in the catalog"),
+    ("engagement", 2, "timestamp", "last tuesday", "timestamp is not an ISO date/time"),
+])
+def test_a_bad_row_is_one_line_naming_file_row_and_rule_exit_2_and_nothing_written(
+        tmp_path, source, capsys, table, row, column, value, rule):
+    _edit(source[table], row, column, value)
+    out = tmp_path / "data"
+    argv = ["data", "import", "--images", str(source["images"]), "--catalog", str(source["catalog"]),
+            "--engagement", str(source["engagement"]), "--out", str(out)]
+    assert vsearch(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1
+    assert source[table].name in err and f"row {row}" in err and rule in err
+    assert not out.exists() and not list(tmp_path.glob(".data*")) and not list(tmp_path.glob("data.*"))
+
+
+def test_the_command_prints_what_to_run_next(tmp_path, source, capsys):
+    out = tmp_path / "data"
+    argv = ["data", "import", "--images", str(source["images"]), "--catalog", str(source["catalog"]),
+            "--engagement", str(source["engagement"]), "--out", str(out), "--variant-group", "parent"]
+    assert vsearch(argv) == 0
+    printed = capsys.readouterr().out
+    assert f"vsearch train --config three_tower --data {out}" in printed
+    assert "data.reformulation_group=parent" in printed and f"vsearch data validate --data {out}" in printed
