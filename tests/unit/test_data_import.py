@@ -91,6 +91,7 @@ def test_splits_by_product_are_seeded_and_cover_every_split():
 
 
 def _edit(path, row: int, column: str, value: str) -> None:
+    (path.parent / "photos" / "notes.txt").write_text("not an image")
     df = pd.read_csv(path, dtype=str, keep_default_na=False)
     df.loc[row, column] = value
     df.to_csv(path, index=False)
@@ -102,6 +103,8 @@ def _edit(path, row: int, column: str, value: str) -> None:
     ("catalog", 4, "image_path", "/etc/hostname", "image path must be relative to --images"),
     ("engagement", 1, "query_image_path", "https://example.com/a.jpg", "image path must be relative to --images"),
     ("catalog", 5, "product_id", "p0-red", "duplicate product_id"),
+    ("catalog", 1, "image_path", "../clicks.csv", "image path resolves outside --images"),
+    ("engagement", 3, "query_image_path", "notes.txt", "not a readable image"),
     ("engagement", 7, "product_id", "nope", "clicked product_id not in the catalog"),
     ("engagement", 2, "timestamp", "last tuesday", "timestamp is not an ISO date/time"),
 ])

@@ -59,6 +59,13 @@ def image_source(root: Path, value: str, table: Path, row: int) -> Path:
         raise DataError(table, "image path resolves outside --images", row, repr(value)[:120])
     if not path.is_file():
         raise DataError(table, "image file not found under --images", row, repr(value)[:120])
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as image:  # header + structure only; `vsearch data validate` decodes
+            image.verify()
+    except (OSError, UnidentifiedImageError, SyntaxError) as err:
+        raise DataError(table, "not a readable image", row, f"{value!r}: {type(err).__name__}"[:120]) from err
     return path
 
 
