@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import logging
 import math
 import os
 import shutil
@@ -22,20 +23,21 @@ import torch
 import yaml
 
 from vsearch import artifacts, faults, schema
-from vsearch.config import ConfigError, RunConfig, TrainConfig, to_dict
+from vsearch.config import ConfigError, DataConfig, RunConfig, TrainConfig, to_dict
 from vsearch.data.dataset import Collator, EngagementDataset, UniqueProductBatchSampler
 from vsearch.data.reformulations import mine_reformulations
 from vsearch.data.transforms import build_augment
 from vsearch.lineage import code_version
-from vsearch.losses import MultiTowerLoss
 from vsearch.model_folder import CONFIG_FILE, METRICS_LOG, RUN_CONFIG_FILE, SUMMARY_FILE, TOKENIZER_DIR
 from vsearch.models.multitower import MultiTowerModel, build_model, load_model
 from vsearch.models.tokenizer import load_tokenizer, train_title_tokenizer
 from vsearch.schema import DataError
 from vsearch.training import checkpoint, distributed
 from vsearch.training.device import require_cuda
+from vsearch.training.task import TrainingTask
 
 FINGERPRINT_FILE = "fingerprint.json"
+logger = logging.getLogger(__name__)
 
 
 def pick_device(name: str, env: distributed.DistEnv) -> torch.device:
@@ -136,13 +138,13 @@ def _prepare_staging(out: Path, fingerprint: str, restart: bool) -> Path:
     return staging
 
 
-def check_batch_fits(cfg: RunConfig, train_rows: pd.DataFrame, data_dir: str) -> None:
+def check_batch_fits(data: DataConfig, train_rows: pd.DataFrame, data_dir: str) -> None:
     """ConfigError when one batch needs more distinct products than the training split has
     (batches hold unique products: in-batch negatives)."""
     products = int(train_rows["product_id"].nunique())
-    if cfg.data.batch_size > products:
+    if data.batch_size > products:
         raise ConfigError(
-            f"data.batch_size={cfg.data.batch_size}: must be <= {products}, the number of training products in {data_dir}"
+            f"data.batch_size={data.batch_size}: must be <= {products}, the number of training products in {data_dir}"
         )
 
 
@@ -216,6 +218,50 @@ class _Progress:
             self.bar.close()
 
 
+@dataclasses.dataclass
+class TrainState:
+    """Everything one training run carries from ``prepare`` through ``run_epoch`` to ``finish``."""
+
+    cfg: RunConfig
+    env: distributed.DistEnv
+    device: torch.device
+    data_dir: str
+    out: Path
+    init: str | None
+    uris: dict[str, str]
+    fingerprint: str
+    staging: Path
+    tokenizer: object
+    dataset: EngagementDataset
+    mined: dict
+    model: MultiTowerModel
+    task: TrainingTask
+    train_task: torch.nn.Module  # the task, DDP-wrapped when distributed
+    sampler: UniqueProductBatchSampler
+    collator: Collator
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LambdaLR
+    total_steps: int
+    step: int = 0
+    samples: int = 0
+    last: dict = dataclasses.field(default_factory=dict)
+
+    @property
+    def ckpt_root(self) -> Path:
+        return self.staging / "checkpoints"
+
+    @property
+    def log_path(self) -> Path:
+        return self.staging / METRICS_LOG
+
+    @property
+    def steps_per_epoch(self) -> int:
+        return len(self.sampler)
+
+    def stopped(self, stop_after: int | None) -> bool:
+        return self.step >= self.total_steps or (stop_after is not None and self.step >= stop_after)
+
+
 def train(
     cfg: RunConfig,
     data_dir: str | os.PathLike,
@@ -227,9 +273,7 @@ def train(
     progress: bool = True,
     uris: dict[str, str] | None = None,
 ) -> dict:
-    """Train one model and publish it to ``out_dir``.
-
-    Long because: data, DDP, checkpoints and publishing in one pass; the prepare / epoch / finish split is issue 22 item 2.
+    """Train one model and publish it to ``out_dir``: ``prepare``, ``run_epoch`` until done, ``finish``.
 
     Args:
         cfg: the run config (towers, loss pairs, data, optimisation).
@@ -241,8 +285,8 @@ def train(
             preemption in tests; the next call resumes.
         progress: show a progress bar / progress lines on the main process.
         uris: the durable URIs of ``data``, ``out`` and ``init`` (KFP artifacts' ``uri``) when
-            the arguments are where one pod mounted them: the summary and the drift reference
-            record these, never the pod's folders.
+            the arguments are where one pod mounted them: the summary records these, never
+            the pod's folders.
 
     Returns:
         The training summary (steps, seconds, samples/s, final loss terms, output path).
@@ -253,38 +297,104 @@ def train(
     """
     data_dir, out = str(data_dir), Path(out_dir)
     init = str(init) if init is not None else None
-    record = dict(uris or {})
     env = distributed.detect()
     device = pick_device(cfg.train.device, env)
     distributed.init(env, device)
     torch.manual_seed(cfg.train.seed)
     fingerprint = _fingerprint(cfg, data_dir, init)
+    done = _republish_finished(env, out, fingerprint, restart)
+    if done is not None:
+        return done
+    state = prepare(cfg, data_dir, out, init, env=env, device=device, fingerprint=fingerprint, restart=restart, uris=uris)
+    bar = _Progress(state.total_steps, state.step, progress and env.is_main)
+    started = time.perf_counter()
+    state.model.train()
+    while not state.stopped(stop_after):
+        run_epoch(state, stop_after=stop_after, bar=bar)
+    bar.close()
+    return finish(state, time.perf_counter() - started, stop_after=stop_after)
+
+
+def _republish_finished(env: distributed.DistEnv, out: Path, fingerprint: str, restart: bool) -> dict | None:
+    """The summary of a finished run of this fingerprint, published again (after a kill in
+    publishing); None when there is a run to train (every rank then goes on)."""
     if env.is_main:
         artifacts.recover(out)  # a previous output a kill inside publish() left aside
     done = _finished_run(out, fingerprint) if not restart else None
     distributed.barrier()  # every rank has read the summary before the main rank publishes
-    if done is not None:
-        if env.is_main:
-            _publish_run(artifacts.staging_path(out), out)
-        distributed.barrier()
-        distributed.shutdown(env)
-        return done
+    if done is None:
+        return None
+    if env.is_main:
+        _publish_run(artifacts.staging_path(out), out)
+    distributed.barrier()
+    distributed.shutdown(env)
+    return done
 
-    catalog, train_rows = _training_rows(data_dir)
-    check_batch_fits(cfg, train_rows, data_dir)
-    if cfg.data.mine_reformulations > 0:
-        mined = mine_reformulations(
-            catalog, train_rows, group_by=cfg.data.reformulation_group, attribute=cfg.data.reformulation_attribute,
-            per_row=cfg.data.mine_reformulations, seed=cfg.train.seed,
-        )
-        mined.index = pd.RangeIndex(int(train_rows.index.max()) + 1, int(train_rows.index.max()) + 1 + len(mined))
-        train_rows = pd.concat([train_rows.assign(engagement=True), mined])
+
+def prepare(
+    cfg: RunConfig,
+    data_dir: str,
+    out: Path,
+    init: str | None,
+    *,
+    env: distributed.DistEnv,
+    device: torch.device,
+    fingerprint: str,
+    restart: bool = False,
+    uris: dict[str, str] | None = None,
+) -> TrainState:
+    """Data, staging folder, tokenizer, model + loss task, optimizer and the step to resume from."""
+    catalog, train_rows, mined = _training_data(cfg.data, cfg.train.seed, data_dir)
     dataset = EngagementDataset(data_dir, catalog, train_rows, cfg.model.image_size, cache=cfg.data.cache_images)
     if cfg.data.cache_images:
         dataset.preload()  # every bad image fails here, before a staging folder exists
+    staging, tokenizer = _staging_and_tokenizer(cfg, env, out, init, fingerprint, restart, catalog, train_rows)
+    model, cfg = _model_for(cfg, init, tokenizer)
+    if env.is_main:
+        (staging / RUN_CONFIG_FILE).write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
+    model.to(device)
+    task = TrainingTask(model, cfg.loss, use_bf16=_use_bf16(cfg.train, device))
+    sampler = _sampler_for(dataset, cfg.data, cfg.train.seed, env, data_dir)
+    total_steps = cfg.train.max_steps or max(1, math.ceil(cfg.train.epochs * len(sampler)))
+    optimizer = build_optimizer(model, cfg.train)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(cfg.train.warmup_steps, total_steps))
+    state = TrainState(
+        cfg=cfg, env=env, device=device, data_dir=data_dir, out=out, init=init, uris=dict(uris or {}),
+        fingerprint=fingerprint, staging=staging, tokenizer=tokenizer, dataset=dataset, mined=mined,
+        model=model, task=task, train_task=task, sampler=sampler,
+        collator=_collator_for(cfg, tokenizer), optimizer=optimizer, scheduler=scheduler, total_steps=total_steps,
+    )
+    latest = checkpoint.latest_checkpoint(state.ckpt_root)
+    if latest is not None:
+        state.step = checkpoint.load_checkpoint(latest, model, optimizer, scheduler, device)
+    if env.is_main:
+        _truncate_log(state.log_path, state.step)
+    state.train_task = _distributed_task(task, env, device, cfg.name)
+    return state
 
+
+def _training_data(data: DataConfig, seed: int, data_dir: str) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
+    """Catalog, training rows (with mined reformulations when configured) and what mining added."""
+    catalog, train_rows = _training_rows(data_dir)
+    check_batch_fits(data, train_rows, data_dir)
+    if data.mine_reformulations <= 0:
+        return catalog, train_rows, {"rows": 0}
+    mined = mine_reformulations(
+        catalog, train_rows, group_by=data.reformulation_group, attribute=data.reformulation_attribute,
+        per_row=data.mine_reformulations, seed=seed,
+    )
+    skipped = mined.attrs.get("skipped")
+    if skipped:
+        logger.warning("mined reformulations skipped: %s", skipped)
+        return catalog, train_rows, {"rows": 0, "skipped": skipped}
+    first = int(train_rows.index.max()) + 1
+    mined.index = pd.RangeIndex(first, first + len(mined))
+    return catalog, pd.concat([train_rows.assign(engagement=True), mined]), {"rows": len(mined)}
+
+
+def _staging_and_tokenizer(cfg: RunConfig, env, out: Path, init, fingerprint: str, restart: bool, catalog, train_rows):
+    """The main rank owns the staging folder and trains the tokenizer; the others then read."""
     init_model_tokenizer = load_model(init)[1] if init is not None else None
-    # The main rank owns the staging folder and trains the tokenizer; the others then read.
     if env.is_main:
         staging = _prepare_staging(out, fingerprint, restart)
         tokenizer = _tokenizer_for(cfg, staging, init_model_tokenizer, catalog, train_rows)
@@ -292,154 +402,162 @@ def train(
     if not env.is_main:
         staging = artifacts.staging_path(out)
         tokenizer = _tokenizer_for(cfg, staging, init_model_tokenizer, catalog, train_rows)
-    model, cfg = _model_for(cfg, init, tokenizer)
-    if env.is_main:
-        (staging / RUN_CONFIG_FILE).write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
-    model.to(device)
-    loss_fn = MultiTowerLoss(cfg.loss.pairs)
-    groups = dataset.groups(cfg.data.group_by) if cfg.data.group_by else None
+    return staging, tokenizer
+
+
+def _sampler_for(dataset: EngagementDataset, data: DataConfig, seed: int, env, data_dir: str) -> UniqueProductBatchSampler:
+    groups = dataset.groups(data.group_by) if data.group_by else None
     sampler = UniqueProductBatchSampler(
-        dataset.product_index, cfg.data.batch_size, cfg.train.seed, env.rank, env.world_size, groups, cfg.data.groups_per_batch
+        dataset.product_index, data.batch_size, seed, env.rank, env.world_size, groups, data.groups_per_batch
     )
-    steps_per_epoch = len(sampler)
-    if steps_per_epoch == 0:
-        raise DataError(Path(data_dir) / schema.INTERACTIONS_FILE, "too few training rows for one batch", detail=f"batch {cfg.data.batch_size}")
-    total_steps = cfg.train.max_steps or max(1, math.ceil(cfg.train.epochs * steps_per_epoch))
-    optimizer = build_optimizer(model, cfg.train)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(cfg.train.warmup_steps, total_steps))
+    if len(sampler) == 0:
+        raise DataError(Path(data_dir) / schema.INTERACTIONS_FILE, "too few training rows for one batch", detail=f"batch {data.batch_size}")
+    return sampler
+
+
+def _collator_for(cfg: RunConfig, tokenizer) -> Collator:
     size = cfg.model.image_size
     augment = {
         schema.QUERY_IMAGE: build_augment(cfg.data.augment, size),
         schema.PRODUCT_IMAGE: build_augment(cfg.data.augment_product, size),
     }
-    collator = Collator(cfg.model.towers, tokenizer, cfg.model.max_text_length, cfg.model.image_mean, cfg.model.image_std, augment)
+    return Collator(cfg.model.towers, tokenizer, cfg.model.max_text_length, cfg.model.image_mean, cfg.model.image_std, augment)
 
-    step = 0
-    ckpt_root = staging / "checkpoints"
-    latest = checkpoint.latest_checkpoint(ckpt_root)
-    if latest is not None:
-        step = checkpoint.load_checkpoint(latest, model, optimizer, scheduler, device)
-    log_path = staging / METRICS_LOG
-    if env.is_main:
-        _truncate_log(log_path, step)
 
-    train_model = model
-    if env.enabled:
-        if device.type == "cuda":  # batch-norm statistics over the global batch (CUDA only)
-            model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
-        elif env.is_main and distributed.uses_batch_statistics(model):
-            # torch's SyncBatchNorm rejects CPU tensors: each rank normalises its own slice.
-            print(
-                f"warning: {cfg.name}: BatchNorm layers use per-rank batch statistics on {device.type} "
-                "(SyncBatchNorm needs CUDA); the loss curve will differ slightly from one process",
-                file=sys.stderr,
-                flush=True,
-            )
-        train_model = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
-    use_bf16 = cfg.train.precision == "bf16" or (cfg.train.precision == "auto" and device.type == "cuda")
-    bar = _Progress(total_steps, step, progress and env.is_main)
-    started, samples = time.perf_counter(), 0
-    last: dict = {}
-    model.train()
-    while step < total_steps and (stop_after is None or step < stop_after):
-        epoch, offset = divmod(step, steps_per_epoch)
-        sampler.set_epoch(epoch, offset)
-        # Its own generator: making a loader must not draw from the global RNG, or a run
-        # resumed mid-epoch would see other dropout masks than the uninterrupted one.
-        loader = torch.utils.data.DataLoader(
-            dataset,
-            batch_sampler=sampler,
-            collate_fn=collator,
-            num_workers=cfg.data.num_workers,
-            generator=torch.Generator().manual_seed(cfg.train.seed * 100_003 + epoch + 10_007 * env.rank),
+def _use_bf16(train_cfg: TrainConfig, device: torch.device) -> bool:
+    return train_cfg.precision == "bf16" or (train_cfg.precision == "auto" and device.type == "cuda")
+
+
+def _distributed_task(task: TrainingTask, env: distributed.DistEnv, device: torch.device, name: str) -> torch.nn.Module:
+    """The task as the loop calls it: DDP-wrapped (with SyncBatchNorm on CUDA) when distributed."""
+    if not env.enabled:
+        return task
+    if device.type == "cuda":  # batch-norm statistics over the global batch (CUDA only)
+        task = torch.nn.SyncBatchNorm.convert_sync_batchnorm(task)
+    elif env.is_main and distributed.uses_batch_statistics(task):
+        # torch's SyncBatchNorm rejects CPU tensors: each rank normalises its own slice.
+        print(
+            f"warning: {name}: BatchNorm layers use per-rank batch statistics on {device.type} "
+            "(SyncBatchNorm needs CUDA); the loss curve will differ slightly from one process",
+            file=sys.stderr,
+            flush=True,
         )
-        if (rank_seed := distributed.rank_seed(cfg.train.seed, step, env)) is not None:
-            torch.manual_seed(rank_seed)  # this rank's augmentation + dropout stream for the next batch
-        t0 = time.perf_counter()  # a step's time includes fetching and collating its batch
-        progressed = False
-        for batch in loader:
-            progressed = True
-            batch = _to_device(batch, device)
-            with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=use_bf16):
-                out_features = train_model(batch)
-            terms = loss_fn(**{k: (v.float() if torch.is_floating_point(v) else v) for k, v in out_features.items()})
-            loss = sum(terms.values())
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.train.grad_clip) if cfg.train.grad_clip > 0 else None
-            optimizer.step()
-            scheduler.step()
-            step += 1
-            dt = time.perf_counter() - t0
-            samples += cfg.data.batch_size
-            last = {
-                "step": step,
-                "epoch": epoch,
-                "lr": scheduler.get_last_lr()[0],
-                "loss": distributed.all_reduce_mean(float(loss.detach())),
-                **{k: float(v.detach()) for k, v in terms.items()},
-                "logit_scale": float(out_features["logit_scale"].detach()),
-                "grad_norm": float(grad_norm) if grad_norm is not None else None,
-                "step_seconds": dt,
-                "samples_per_s": cfg.data.batch_size / dt if dt > 0 else 0.0,
-            }
-            if not math.isfinite(last["loss"]):
-                raise FloatingPointError(f"loss is {last['loss']} at step {step}; see {log_path}")
-            if env.is_main:
-                with log_path.open("a") as fh:
-                    fh.write(json.dumps(last) + "\n")
-            bar.update(step, last, cfg.train.log_every)
-            if env.is_main and cfg.train.checkpoint_every and step % cfg.train.checkpoint_every == 0:
-                checkpoint.save_checkpoint(ckpt_root, step, model, optimizer, scheduler)
-                faults.fault_point("train.checkpoint")
-            if step >= total_steps or (stop_after is not None and step >= stop_after):
-                break
-            if (rank_seed := distributed.rank_seed(cfg.train.seed, step, env)) is not None:
-                torch.manual_seed(rank_seed)
-            t0 = time.perf_counter()
-        if not progressed:
-            raise RuntimeError(f"the sampler yielded no batch for epoch {epoch} at offset {offset}")
-    bar.close()
-    seconds = time.perf_counter() - started
-    summary = {
-        "name": cfg.name,
-        "steps": step,
-        "total_steps": total_steps,
-        "steps_per_epoch": steps_per_epoch,
-        "global_batch": cfg.data.batch_size,
-        "world_size": env.world_size,
-        "device": str(device),
-        "seconds": seconds,
-        "samples_per_s": samples / seconds if seconds > 0 else 0.0,
-        "final": last,
-        "init": artifacts.durable_uri(record.get("init") or init) if init else None,
-        "data": artifacts.durable_uri(record.get("data") or data_dir),
-        "train_rows": len(dataset),
-        "towers": list(cfg.model.towers),
-        "loss_terms": loss_fn.term_names,
-        "code_version": code_version(),
+    return torch.nn.parallel.DistributedDataParallel(task, device_ids=[device.index] if device.type == "cuda" else None)
+
+
+def run_epoch(state: TrainState, *, stop_after: int | None = None, bar: _Progress | None = None) -> None:
+    """Train from ``state.step`` to the end of its epoch (or to the last / ``stop_after`` step)."""
+    train_cfg, env = state.cfg.train, state.env
+    epoch, offset = divmod(state.step, state.steps_per_epoch)
+    state.sampler.set_epoch(epoch, offset)
+    # Its own generator: making a loader must not draw from the global RNG, or a run
+    # resumed mid-epoch would see other dropout masks than the uninterrupted one.
+    loader = torch.utils.data.DataLoader(
+        state.dataset,
+        batch_sampler=state.sampler,
+        collate_fn=state.collator,
+        num_workers=state.cfg.data.num_workers,
+        generator=torch.Generator().manual_seed(train_cfg.seed * 100_003 + epoch + 10_007 * env.rank),
+    )
+    if (rank_seed := distributed.rank_seed(train_cfg.seed, state.step, env)) is not None:
+        torch.manual_seed(rank_seed)  # this rank's augmentation + dropout stream for the next batch
+    t0 = time.perf_counter()  # a step's time includes fetching and collating its batch
+    progressed = False
+    for batch in loader:
+        progressed = True
+        state.last = _train_step(state, batch, epoch, t0)
+        if env.is_main:
+            with state.log_path.open("a") as fh:
+                fh.write(json.dumps(state.last) + "\n")
+        if bar is not None:
+            bar.update(state.step, state.last, train_cfg.log_every)
+        if env.is_main and train_cfg.checkpoint_every and state.step % train_cfg.checkpoint_every == 0:
+            checkpoint.save_checkpoint(state.ckpt_root, state.step, state.model, state.optimizer, state.scheduler)
+            faults.fault_point("train.checkpoint")
+        if state.stopped(stop_after):
+            break
+        if (rank_seed := distributed.rank_seed(train_cfg.seed, state.step, env)) is not None:
+            torch.manual_seed(rank_seed)
+        t0 = time.perf_counter()
+    if not progressed:
+        raise RuntimeError(f"the sampler yielded no batch for epoch {epoch} at offset {offset}")
+
+
+def _train_step(state: TrainState, batch: dict, epoch: int, t0: float) -> dict:
+    """One optimizer step; its metrics record (the line the metrics log gets)."""
+    train_cfg, batch_size = state.cfg.train, state.cfg.data.batch_size
+    out = state.train_task(_to_device(batch, state.device))
+    loss = out.pop("loss")
+    logit_scale = out.pop("logit_scale")
+    state.optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    grad_clip = train_cfg.grad_clip
+    grad_norm = torch.nn.utils.clip_grad_norm_(state.model.parameters(), grad_clip) if grad_clip > 0 else None
+    state.optimizer.step()
+    state.scheduler.step()
+    state.step += 1
+    dt = time.perf_counter() - t0
+    state.samples += batch_size
+    record = {
+        "step": state.step,
+        "epoch": epoch,
+        "lr": state.scheduler.get_last_lr()[0],
+        "loss": distributed.all_reduce_mean(float(loss.detach())),
+        **{k: float(v.detach()) for k, v in out.items()},
+        "logit_scale": float(logit_scale.detach()),
+        "grad_norm": float(grad_norm) if grad_norm is not None else None,
+        "step_seconds": dt,
+        "samples_per_s": batch_size / dt if dt > 0 else 0.0,
     }
-    if stop_after is not None and step < total_steps:
+    if not math.isfinite(record["loss"]):
+        raise FloatingPointError(f"loss is {record['loss']} at step {state.step}; see {state.log_path}")
+    return record
+
+
+def finish(state: TrainState, seconds: float, *, stop_after: int | None = None) -> dict:
+    """The summary; a finished run is saved and published, a stopped one checkpointed."""
+    summary = _summary(state, seconds)
+    env = state.env
+    if stop_after is not None and state.step < state.total_steps:
         if env.is_main:  # a preemption: the state to resume from is the checkpoint
-            checkpoint.save_checkpoint(ckpt_root, step, model, optimizer, scheduler)
-        return {**summary, "published": False, "out": str(staging)}
-    summary["published"], summary["out"] = True, artifacts.durable_uri(record.get("out") or out)
+            checkpoint.save_checkpoint(state.ckpt_root, state.step, state.model, state.optimizer, state.scheduler)
+        return {**summary, "published": False, "out": str(state.staging)}
+    summary["published"], summary["out"] = True, artifacts.durable_uri(state.uris.get("out") or state.out)
     if env.is_main:
         faults.fault_point("train.save_model")
-        model.save_pretrained(staging, tokenizer=tokenizer)
-        # The drift monitor's reference window, saved with the model (vsearch.monitoring).
-        from vsearch.monitoring.reference import save_reference
-
-        save_reference(staging, data_dir, model=model, published_as=summary["out"], data_uri=summary["data"])
+        state.model.save_pretrained(state.staging, tokenizer=state.tokenizer)
         # Written last and atomically: from here on the staged run is finished, and a rerun
         # of the same command (same fingerprint) only publishes it.
-        with artifacts.staged_file(staging / SUMMARY_FILE) as tmp:
-            tmp.write_text(json.dumps({**summary, "fingerprint": fingerprint}, indent=2))
+        with artifacts.staged_file(state.staging / SUMMARY_FILE) as tmp:
+            tmp.write_text(json.dumps({**summary, "fingerprint": state.fingerprint}, indent=2))
         faults.fault_point("train.finished")
-        _publish_run(staging, out)
+        _publish_run(state.staging, state.out)
     distributed.barrier()
     distributed.shutdown(env)
     return summary
+
+
+def _summary(state: TrainState, seconds: float) -> dict:
+    cfg, init, uris = state.cfg, state.init, state.uris
+    return {
+        "name": cfg.name,
+        "steps": state.step,
+        "total_steps": state.total_steps,
+        "steps_per_epoch": state.steps_per_epoch,
+        "global_batch": cfg.data.batch_size,
+        "world_size": state.env.world_size,
+        "device": str(state.device),
+        "seconds": seconds,
+        "samples_per_s": state.samples / seconds if seconds > 0 else 0.0,
+        "final": state.last,
+        "init": artifacts.durable_uri(uris.get("init") or init) if init else None,
+        "data": artifacts.durable_uri(uris.get("data") or state.data_dir),
+        "train_rows": len(state.dataset),
+        "mined_reformulations": state.mined,
+        "towers": list(cfg.model.towers),
+        "loss_terms": state.task.term_names,
+        "code_version": code_version(),
+    }
 
 
 def _finished_run(out: Path, fingerprint: str) -> dict | None:

@@ -1,0 +1,40 @@
+"""The training task: the model and its loss joined in one module (after open_clip's ``task/``).
+
+The training loop calls ``task(batch)`` and gets the loss terms back; DDP wraps the task,
+so the loop never wires model outputs into the loss itself.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from vsearch.config import LossConfig
+from vsearch.losses import MultiTowerLoss
+from vsearch.models.multitower import MultiTowerModel
+
+
+class TrainingTask(nn.Module):
+    """Owns the MultiTowerModel and its MultiTowerLoss; ``forward(batch)`` returns the loss terms.
+
+    The model runs under bf16 autocast when ``use_bf16``; the loss always runs in float32.
+    """
+
+    def __init__(self, model: MultiTowerModel, loss: LossConfig, use_bf16: bool = False):
+        super().__init__()
+        self.model = model
+        self.loss = MultiTowerLoss(loss.pairs)
+        self.use_bf16 = use_bf16
+
+    @property
+    def term_names(self) -> list[str]:
+        return self.loss.term_names
+
+    def forward(self, batch: dict) -> dict[str, torch.Tensor]:
+        """The weighted loss terms by name (``"<pair>_loss"``), their sum as ``"loss"`` and the
+        model's ``"logit_scale"``."""
+        device_type = next(self.model.parameters()).device.type
+        with torch.autocast(device_type=device_type, dtype=torch.bfloat16, enabled=self.use_bf16):
+            features = self.model(batch)
+        terms = self.loss(**{k: (v.float() if torch.is_floating_point(v) else v) for k, v in features.items()})
+        return {**terms, "loss": sum(terms.values()), "logit_scale": features["logit_scale"]}
