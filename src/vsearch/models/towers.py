@@ -164,9 +164,15 @@ def pool(outputs, pooling: str, attention_mask: torch.Tensor | None) -> torch.Te
 class Encoder(nn.Module):
     """Backbone + pooling + projection head; returns L2-normalised features (B, D)."""
 
+    cache_frozen = True
+
     def __init__(self, backbone: nn.Module, embed_dim: int, pooling: str = "auto", projection: str = "linear"):
         super().__init__()
         self.backbone = backbone
+        # Lever of issue 23: a frozen text backbone's pooled output per distinct text, computed
+        # once (not state: neither saved nor loaded). ``Encoder.cache_frozen = False`` turns it off.
+        self._cache: dict[bytes, torch.Tensor] = {}
+        self._cache_stamp: tuple = ()
         self.pooling = resolve_pooling(backbone, pooling)
         if self.pooling != "pooler" and getattr(backbone, "pooler", None) is not None:
             # An unused pooler head would hold parameters without gradients (DDP rejects that).
@@ -194,6 +200,49 @@ class Encoder(nn.Module):
         Returns:
             (B, D) float tensor, unit L2 norm per row.
         """
-        outputs = self.backbone(**inputs)
-        pooled = pool(outputs, self.pooling, inputs.get("attention_mask"))
+        if self.cache_frozen and _frozen_text_call(self.backbone, inputs):
+            pooled = self._cached_pooled(inputs["input_ids"], inputs["attention_mask"])
+        else:
+            pooled = self._pooled(inputs)
         return F.normalize(self.proj(pooled), dim=-1)
+
+    def _pooled(self, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
+        outputs = self.backbone(**inputs)
+        return pool(outputs, self.pooling, inputs.get("attention_mask"))
+
+    def _cached_pooled(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """Pooled backbone output of a frozen eval-mode text backbone, computed once per distinct text.
+
+        Keyed by the row's unpadded token ids; the cache is dropped when any backbone weight is
+        replaced or changed in place (``load_state_dict``, ``--init``), so it never outlives the
+        weights it was computed with. Only texts not yet seen run through the backbone.
+        """
+        stamp = _weights_stamp(self.backbone)
+        if stamp != self._cache_stamp or len(self._cache) > _TEXT_CACHE_MAX:
+            self._cache, self._cache_stamp = {}, stamp
+        keys = [ids[mask.bool()].cpu().numpy().tobytes() for ids, mask in zip(input_ids, attention_mask)]
+        missing = list({k: i for i, k in enumerate(keys) if k not in self._cache}.values())
+        if missing:
+            rows = torch.tensor(missing, device=input_ids.device)
+            ids, mask = input_ids[rows], attention_mask[rows]
+            length = max(int(mask.sum(1).max()), 1)
+            with torch.no_grad():
+                pooled = self._pooled({"input_ids": ids[:, :length], "attention_mask": mask[:, :length]})
+            self._cache.update({keys[i]: row for i, row in zip(missing, pooled)})
+        return torch.stack([self._cache[k] for k in keys])
+
+
+# Distinct texts held by one encoder's cache before it is cleared (a (W,) float row each).
+_TEXT_CACHE_MAX = 500_000
+
+
+def _frozen_text_call(backbone: nn.Module, inputs: dict[str, torch.Tensor]) -> bool:
+    """A text batch through a backbone that can neither learn nor vary (eval mode: no dropout)."""
+    if "input_ids" not in inputs or "attention_mask" not in inputs or len(inputs) != 2 or backbone.training:
+        return False
+    return not any(p.requires_grad for p in backbone.parameters())
+
+
+def _weights_stamp(backbone: nn.Module) -> tuple:
+    """Identity of the current weights: storage and in-place version of every tensor."""
+    return tuple((t.data_ptr(), t._version) for t in (*backbone.parameters(), *backbone.buffers()))

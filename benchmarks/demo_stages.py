@@ -1,0 +1,112 @@
+"""Where `make demo`'s training time goes: the demo's three training stages, timed per lever.
+
+Runs image_only, three_tower and four_tower (init from three_tower) on the demo's dataset
+(synth preset ``default``, seed 0, as vsearch.demo) once per lever setting, and prints JSON:
+per stage seconds, samples/s, seconds inside the image tower and the text tower (forward),
+in dataset item loading (decode/resize/augment/tokenize), the rest (loss, backward, optimizer),
+and the machine's load before and after.
+
+    .venv/bin/python benchmarks/demo_stages.py --steps 20 --levers none,text_cache
+    .venv/bin/python benchmarks/demo_stages.py --full --levers none,all
+
+Levers: ``none`` (all off), ``text_cache`` (frozen text tower output cached per distinct
+text), ``all``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import tempfile
+import time
+from collections import defaultdict
+from pathlib import Path
+
+import torch
+
+from vsearch.config import load_config
+from vsearch.data import dataset as dataset_module
+from vsearch.data.synth import generate
+from vsearch.models import towers
+from vsearch.training.loop import train
+
+STAGES = [("image_only", "image_only", None), ("three_tower", "three_tower", None), ("four_tower", "four_tower", "three_tower")]
+LEVERS = {"none": {"text_cache": False}, "text_cache": {"text_cache": True}, "all": {"text_cache": True}}
+
+
+class _Clock:
+    """Seconds spent inside wrapped callables, by label."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = defaultdict(float)
+
+    def wrap(self, owner, attr: str, label_of):
+        original = getattr(owner, attr)
+
+        def timed(inner_self, *args, **kwargs):
+            t0 = time.perf_counter()
+            try:
+                return original(inner_self, *args, **kwargs)
+            finally:
+                self.seconds[label_of(args, kwargs)] += time.perf_counter() - t0
+
+        setattr(owner, attr, timed)
+        return original
+
+
+def _run_stages(data: Path, work: Path, steps: int | None, lever: dict, clock: _Clock) -> dict:
+    towers.Encoder.cache_frozen = lever["text_cache"]
+    results, model_dirs = {}, {}
+    for name, preset, init in STAGES:
+        overrides = ["train.seed=0"] + ([f"train.max_steps={steps}"] if steps else [])
+        cfg = load_config(preset, overrides)
+        clock.seconds.clear()
+        t0 = time.perf_counter()
+        summary = train(cfg, data, work / name, init=model_dirs.get(init), restart=True)
+        seconds = time.perf_counter() - t0
+        model_dirs[name] = work / name
+        parts = {k: round(v, 2) for k, v in clock.seconds.items()}
+        parts["other_loss_backward_optimizer_setup"] = round(seconds - sum(clock.seconds.values()), 2)
+        results[name] = {
+            "steps": summary["steps"],
+            "seconds": round(seconds, 2),
+            "train_samples_per_s": round(summary["samples_per_s"], 1),
+            "parts_seconds": parts,
+            "final": summary.get("final"),
+        }
+    results["total_seconds"] = round(sum(r["seconds"] for r in results.values() if isinstance(r, dict)), 2)
+    return results
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--steps", type=int, default=20, help="time N steps per stage")
+    parser.add_argument("--full", action="store_true", help="whole stages (the demo's epochs)")
+    parser.add_argument("--levers", default="none,all", help=f"comma list of {sorted(LEVERS)}")
+    parser.add_argument("--data", default=None, help="existing demo dataset (default: generate into a temp dir)")
+    parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    clock = _Clock()
+    clock.wrap(towers.Encoder, "forward", lambda a, kw: "text_tower_s" if "input_ids" in kw else "image_tower_s")
+    clock.wrap(dataset_module.EngagementDataset, "__getitem__", lambda a, kw: "dataset_items_s")
+    with tempfile.TemporaryDirectory() as tmp:
+        data = Path(args.data) if args.data else Path(tmp) / "data"
+        if not args.data:
+            generate(data, "default", seed=0, overwrite=True)
+        report = {"load_before": os.getloadavg(), "cpus": os.cpu_count(), "torch_threads": torch.get_num_threads()}
+        report["steps_per_stage"] = "full" if args.full else args.steps
+        for name in args.levers.split(","):
+            report[name] = _run_stages(data, Path(tmp) / name, None if args.full else args.steps, LEVERS[name], clock)
+        base = report.get("none")
+        for name in args.levers.split(","):
+            if base and name != "none":
+                report[name]["speedup_vs_none"] = round(base["total_seconds"] / report[name]["total_seconds"], 3)
+        report["load_after"] = os.getloadavg()
+    print(json.dumps(report, indent=2))
+
+
+if __name__ == "__main__":
+    main()
