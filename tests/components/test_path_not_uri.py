@@ -29,7 +29,8 @@ from kfp.dsl import HTML, Artifact, Dataset, Markdown, Metrics, Model
 # The module's pipeline runs in the first test's setup: 27 s idle, 110 s measured at load 3.5
 # (imports of Evidently, Feast and GX, 40 artifact downloads from moto): past the 300 s default
 # guard on a busier machine.
-pytestmark = pytest.mark.timeout(600)
+# A whole pod-by-pod pipeline run against loopback S3 (about 40-110 s): integration tier, not the fast one.
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]
 
 ARTIFACT_TYPES = {cls.schema_title: cls for cls in (Artifact, Dataset, HTML, Markdown, Metrics, Model)}
 
