@@ -218,4 +218,5 @@ def main(argv: list[str] | None = None) -> int:
     print(f"  {env}vsearch train --config four_tower --data {args.out} --init models/three_tower --out models/four_tower{group}")
     print(f"  {env}vsearch evaluate --data {args.out} --out reports/{Path(args.out).name} --model image_only=models/image_only"
           " --model three_tower=models/three_tower --model four_tower=models/four_tower")
+    print(f"  or all of it as the demo's pipeline: {env}vsearch pipeline run-local training-import --param data_uri={args.out}")
     return 0
