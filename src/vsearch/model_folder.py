@@ -22,4 +22,4 @@ TOKENIZER_DIR = "tokenizer"
 RUN_CONFIG_FILE = "run_config.yaml"
 SUMMARY_FILE = "train_summary.json"
 METRICS_LOG = "metrics.jsonl"
-REFERENCE_DIR = "drift_reference"
+REFERENCE_DIR = "drift_reference"  # only in models trained before build_drift_reference (read, never written)

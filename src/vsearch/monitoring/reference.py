@@ -280,19 +280,11 @@ def build_reference(model_dir: str | os.PathLike, data_dir: str | os.PathLike, o
     return build_snapshot(data_dir, out_dir, model_dir=model_dir, record_model_dir=model_uri, data_uri=data_uri, **sizes)
 
 
-def save_reference(model_dir: str | os.PathLike, data_dir: str | os.PathLike, *, model=None,
-                   published_as: str | os.PathLike | None = None, **kwargs) -> dict:
-    """Save a drift reference snapshot inside a model folder (``<model_dir>/drift_reference``).
-
-    The training loop's former snapshot, kept while it still calls this; the reference is
-    now its own artifact (`build_reference`).
-    """
-    return build_snapshot(data_dir, Path(model_dir) / REFERENCE_DIR, model=model, model_dir=model_dir,
-                          record_model_dir=published_as, **kwargs)
-
-
 def load_snapshot(path: str | os.PathLike) -> tuple[dict, pd.DataFrame, pd.DataFrame]:
-    """Read a snapshot folder, or a model folder that holds ``drift_reference`` (DataError if absent)."""
+    """Read a snapshot folder, or a model folder that holds ``drift_reference`` (DataError if absent).
+
+    Models trained before the reference became its own step (issue 22) carry it in their folder.
+    """
     path = Path(path)
     if not (path / SNAPSHOT_FILE).is_file() and (path / REFERENCE_DIR / SNAPSHOT_FILE).is_file():
         path = path / REFERENCE_DIR
