@@ -32,6 +32,14 @@ def kfp_server(monkeypatch, tmp_path):
     server.stop()
 
 
+@pytest.fixture()
+def model(default_package):
+    """``--package <model.yaml>``: the default-config package, compiled once per session. Tests
+    that are not about compiling submit it (``submit model`` compiles for 2-5 s each time); the
+    NAME path is test_submit_uploads_pipeline_and_version_then_runs_it's (and a --set override's)."""
+    return ["--package", str(default_package("model"))]
+
+
 def _run(capsys, argv):
     code = main(argv)
     captured = capsys.readouterr()
@@ -42,7 +50,7 @@ def _filter(req):
     return json.loads(req.query["filter"])["predicates"]
 
 
-def test_submit_uploads_pipeline_and_version_then_runs_it(kfp_server, capsys, tmp_path):
+def test_submit_uploads_pipeline_and_version_then_runs_it(kfp_server, capsys, default_package):
     code, out, _ = _run(capsys, ["submit", "model", "--host", kfp_server.url, "--experiment", "weekly",
                                  "--run-name", "first", "--param", "seed=3", "--param", "preset=tiny"])
     assert code == 0
@@ -67,6 +75,7 @@ def test_submit_uploads_pipeline_and_version_then_runs_it(kfp_server, capsys, tm
     assert filename == "model.yaml"
     docs = list(yaml.safe_load_all(data))
     assert docs[0]["pipelineInfo"]["name"] == "vsearch-model" and "platforms" in docs[1]
+    assert data == default_package("model").read_bytes()  # NAME sends what the other tests' --package sends
     version_name = f"vsearch-model-{hashlib.sha256(data).hexdigest()[:12]}"
     assert _filter(reqs[5]) == [{"operation": "EQUALS", "key": "display_name", "stringValue": version_name}]
     assert reqs[6].query == {"name": version_name, "pipelineid": out["pipeline_id"]}
@@ -82,8 +91,8 @@ def test_submit_uploads_pipeline_and_version_then_runs_it(kfp_server, capsys, tm
     assert kfp_server.versions[out["version_id"]]["display_name"] == version_name
 
 
-def test_resubmitting_reuses_experiment_pipeline_and_version_and_a_change_adds_a_version(kfp_server, capsys):
-    base = ["submit", "model", "--host", kfp_server.url, "--run-name", "r"]
+def test_resubmitting_reuses_experiment_pipeline_and_version_and_a_change_adds_a_version(kfp_server, capsys, model):
+    base = ["submit", *model, "--host", kfp_server.url, "--run-name", "r"]
     code, first, _ = _run(capsys, base)
     assert code == 0
     n = len(kfp_server.requests)
@@ -97,7 +106,8 @@ def test_resubmitting_reuses_experiment_pipeline_and_version_and_a_change_adds_a
     assert again["run_id"] != first["run_id"]
 
     n = len(kfp_server.requests)
-    code, changed, _ = _run(capsys, base + ["--set", "image=registry.example/vsearch:0.2.0"])
+    code, changed, _ = _run(capsys, ["submit", "model", "--host", kfp_server.url, "--run-name", "r",
+                                     "--set", "image=registry.example/vsearch:0.2.0"])
     assert code == 0
     assert "POST /pipelines/upload_version" in [r.route for r in kfp_server.requests[n:]]
     assert "POST /pipelines/upload" not in [r.route for r in kfp_server.requests[n:]]
@@ -108,8 +118,8 @@ def test_resubmitting_reuses_experiment_pipeline_and_version_and_a_change_adds_a
                                                                                               GPU_IMAGE}
 
 
-def test_schedule_creates_a_cron_recurring_run_on_the_pipeline_version(kfp_server, capsys):
-    code, out, _ = _run(capsys, ["schedule", "model", "--host", kfp_server.url, "--cron", "0 0 3 * * 1",
+def test_schedule_creates_a_cron_recurring_run_on_the_pipeline_version(kfp_server, capsys, model):
+    code, out, _ = _run(capsys, ["schedule", *model, "--host", kfp_server.url, "--cron", "0 0 3 * * 1",
                                  "--param", "preset=default"])
     assert code == 0
     routes = kfp_server.routes()
@@ -132,8 +142,8 @@ def test_schedule_creates_a_cron_recurring_run_on_the_pipeline_version(kfp_serve
     assert out["deleted_recurring_run_ids"] == []
 
 
-def test_schedule_update_recreates_the_recurring_run_and_deletes_the_old_one(kfp_server, capsys):
-    args = ["schedule", "model", "--host", kfp_server.url, "--schedule-name", "retrain"]
+def test_schedule_update_recreates_the_recurring_run_and_deletes_the_old_one(kfp_server, capsys, model):
+    args = ["schedule", *model, "--host", kfp_server.url, "--schedule-name", "retrain"]
     code, first, _ = _run(capsys, args + ["--cron", "0 0 3 * * 1"])
     assert code == 0
     other = kfp_server.recurring_runs[first["recurring_run_id"]].copy()  # a schedule of another name stays
@@ -154,8 +164,8 @@ def test_schedule_update_recreates_the_recurring_run_and_deletes_the_old_one(kfp
     assert second["version_id"] == first["version_id"]  # same YAML: no new version
 
 
-def test_namespace_skips_healthz_and_scopes_the_experiment(kfp_server, capsys):
-    code, out, _ = _run(capsys, ["submit", "model", "--host", kfp_server.url, "--namespace", "team-a", "--run-name", "r"])
+def test_namespace_skips_healthz_and_scopes_the_experiment(kfp_server, capsys, model):
+    code, out, _ = _run(capsys, ["submit", *model, "--host", kfp_server.url, "--namespace", "team-a", "--run-name", "r"])
     assert code == 0
     routes = kfp_server.routes(skip_healthz=False)
     assert "GET /healthz" not in routes
@@ -167,10 +177,8 @@ def test_namespace_skips_healthz_and_scopes_the_experiment(kfp_server, capsys):
     assert upload.query["namespace"] == "team-a"
 
 
-def test_submit_of_a_precompiled_package_sends_that_file(kfp_server, capsys, tmp_path):
-    assert main(["compile", "--out", str(tmp_path / "build"), "--name", "model-import"]) == 0
-    capsys.readouterr()
-    package = tmp_path / "build" / "model-import.yaml"
+def test_submit_of_a_precompiled_package_sends_that_file(kfp_server, capsys, default_package):
+    package = default_package("model-import")
     code, out, _ = _run(capsys, ["submit", "--package", str(package), "--host", kfp_server.url, "--run-name", "r",
                                  "--param", "data_uri=s3://bucket/data"])
     assert code == 0 and out["pipeline"] == "vsearch-model-import"
@@ -190,16 +198,16 @@ def test_bad_requests_fail_before_any_network_call(kfp_server, capsys, tmp_path)
     assert kfp_server.requests == []
 
 
-def test_unreachable_server_is_one_line_and_exit_1(kfp_server, capsys):
+def test_unreachable_server_is_one_line_and_exit_1(kfp_server, capsys, model):
     url = kfp_server.url
     kfp_server.stop()
-    assert main(["submit", "model", "--host", url, "--run-name", "r"]) == 1
+    assert main(["submit", *model, "--host", url, "--run-name", "r"]) == 1
     err = capsys.readouterr().err.strip().splitlines()
     assert err[-1].startswith("vsearch pipeline submit: error: cannot reach KFP")
 
 
-def test_no_host_is_a_config_error(kfp_server, capsys):
-    assert vsearch_main(["pipeline", "submit", "model"]) == 2
+def test_no_host_is_a_config_error(kfp_server, capsys, model):
+    assert vsearch_main(["pipeline", "submit", *model]) == 2
     assert "KF_PIPELINES_ENDPOINT" in capsys.readouterr().err
 
 
@@ -216,7 +224,7 @@ def test_other_crons_are_refused(cron):
 
 @pytest.mark.parametrize("how", ["service_account", "cookie"])
 def test_without_a_token_env_the_projected_service_account_token_or_a_cookie_is_sent(kfp_server, capsys, tmp_path,
-                                                                                    monkeypatch, how):
+                                                                                    monkeypatch, how, model):
     """Issue 21 item 2: in the cluster (recurring-run CronJob) no Authorization header was sent."""
     monkeypatch.delenv("VSEARCH_KFP_TOKEN")
     if how == "service_account":
@@ -226,7 +234,7 @@ def test_without_a_token_env_the_projected_service_account_token_or_a_cookie_is_
     else:
         monkeypatch.setenv("KF_PIPELINES_SA_TOKEN_PATH", str(tmp_path / "absent"))
         monkeypatch.setenv("VSEARCH_KFP_COOKIE", "authservice_session=s3ss10n")
-    code, _, _ = _run(capsys, ["submit", "model", "--host", kfp_server.url, "--experiment", "weekly", "--run-name", "r"])
+    code, _, _ = _run(capsys, ["submit", *model, "--host", kfp_server.url, "--experiment", "weekly", "--run-name", "r"])
     assert code == 0
     reqs = [r for r in kfp_server.requests if r.path != "/apis/v2beta1/healthz"]
     if how == "service_account":
@@ -235,15 +243,15 @@ def test_without_a_token_env_the_projected_service_account_token_or_a_cookie_is_
         assert reqs and all("authservice_session=s3ss10n" in r.headers.get("cookie", "") for r in reqs)
 
 
-def test_params_are_checked_against_the_pipelines_inputs_before_any_request(kfp_server, capsys):
+def test_params_are_checked_against_the_pipelines_inputs_before_any_request(kfp_server, capsys, model):
     """Issue 21 item 6: `sed=3` and `preset=on` were sent as-is (a typo, and YAML's boolean 'on')."""
     for argv, expected in ((["--param", "sed=3"], "no such input"), (["--param", "seed=three"], "not a valid NUMBER_INTEGER"),
                            (["--param", "train_overrides=x: 1"], "not a valid LIST")):
-        code = vsearch_main(["pipeline", "submit", "model", "--host", kfp_server.url, *argv])
+        code = vsearch_main(["pipeline", "submit", *model, "--host", kfp_server.url, *argv])
         err = capsys.readouterr().err
         assert code == 2 and expected in err and len(err.strip().splitlines()) == 1, err
     assert kfp_server.requests == []  # refused before anything was sent
-    code, _, _ = _run(capsys, ["submit", "model", "--host", kfp_server.url, "--param", "preset=on", "--param", "seed=3",
+    code, _, _ = _run(capsys, ["submit", *model, "--host", kfp_server.url, "--param", "preset=on", "--param", "seed=3",
                                "--param", "train_overrides=[train.max_steps=2]"])
     assert code == 0
     run = next(r for r in kfp_server.requests if r.method == "POST" and r.path.endswith("/runs"))
@@ -252,7 +260,7 @@ def test_params_are_checked_against_the_pipelines_inputs_before_any_request(kfp_
 
 
 @pytest.mark.parametrize("final,code", [("SUCCEEDED", 0), ("FAILED", 1)])
-def test_submit_wait_follows_the_run_and_prints_its_url(monkeypatch, tmp_path, capsys, final, code):
+def test_submit_wait_follows_the_run_and_prints_its_url(monkeypatch, tmp_path, capsys, final, code, model):
     """Issue 21 item 6: no --wait and no run URL after submit."""
     for var in ("KF_PIPELINES_ENDPOINT", "KF_PIPELINES_UI_ENDPOINT"):
         monkeypatch.delenv(var, raising=False)
@@ -260,7 +268,7 @@ def test_submit_wait_follows_the_run_and_prints_its_url(monkeypatch, tmp_path, c
     monkeypatch.setenv("VSEARCH_KFP_TOKEN", TOKEN)
     server = FakeKFP(run_states=("RUNNING", "RUNNING", final)).start()
     try:
-        got = main(["submit", "model", "--host", server.url, "--run-name", "r", "--wait", "60", "--poll-seconds", "0.01"])
+        got = main(["submit", *model, "--host", server.url, "--run-name", "r", "--wait", "60", "--poll-seconds", "0.01"])
         captured = capsys.readouterr()
         out = json.loads(captured.out)
         assert got == code and out["state"] == final
@@ -270,7 +278,7 @@ def test_submit_wait_follows_the_run_and_prints_its_url(monkeypatch, tmp_path, c
         server.stop()
 
 
-def test_multi_user_server_refuses_anonymous_calls_and_the_client_sends_credentials(monkeypatch, tmp_path, capsys):
+def test_multi_user_server_refuses_anonymous_calls_and_the_client_sends_credentials(monkeypatch, tmp_path, capsys, model):
     """The fake now enforces auth in multi-user mode (it accepted anonymous calls, which hid item 2)."""
     for var in ("KF_PIPELINES_ENDPOINT", "VSEARCH_KFP_TOKEN", "VSEARCH_KFP_COOKIE"):
         monkeypatch.delenv(var, raising=False)
@@ -278,21 +286,21 @@ def test_multi_user_server_refuses_anonymous_calls_and_the_client_sends_credenti
     monkeypatch.setenv("KF_PIPELINES_SA_TOKEN_PATH", str(tmp_path / "absent"))
     server = FakeKFP(multi_user=True).start()
     try:
-        assert main(["submit", "model", "--host", server.url, "--namespace", "team", "--run-name", "r"]) == 1
+        assert main(["submit", *model, "--host", server.url, "--namespace", "team", "--run-name", "r"]) == 1
         assert "401" in capsys.readouterr().err
         monkeypatch.setenv("VSEARCH_KFP_TOKEN", TOKEN)
-        assert main(["submit", "model", "--host", server.url, "--namespace", "team", "--run-name", "r"]) == 0
+        assert main(["submit", *model, "--host", server.url, "--namespace", "team", "--run-name", "r"]) == 0
     finally:
         server.stop()
 
 
-def test_schedule_is_idempotent_an_unchanged_schedule_is_neither_deleted_nor_recreated(kfp_server, capsys, tmp_path):
+def test_schedule_is_idempotent_an_unchanged_schedule_is_neither_deleted_nor_recreated(kfp_server, capsys, tmp_path,
+                                                                                        default_package):
     """Issue 21 item 6: the daily scheduler CronJob deleted and recreated the recurring run every day."""
     build = tmp_path / "build"
-    assert main(["compile", "--out", str(build / "a"), "--name", "model-import"]) == 0
     assert main(["compile", "--out", str(build / "b"), "--name", "model-import", "--set", "image=registry.example/v:2"]) == 0
     capsys.readouterr()
-    args = ["schedule", "--package", str(build / "a" / "model-import.yaml"), "--host", kfp_server.url,
+    args = ["schedule", "--package", str(default_package("model-import")), "--host", kfp_server.url,
             "--schedule-name", "weekly", "--cron", "0 0 3 * * 1", "--param", "data_uri=s3://vsearch-data/latest",
             "--param", "train_overrides=[train.max_steps=2]", "--service-account", "pipeline-runner"]
     code, first, _ = _run(capsys, args)
@@ -324,8 +332,8 @@ def test_schedule_is_idempotent_an_unchanged_schedule_is_neither_deleted_nor_rec
         assert [r.route for r in kfp_server.requests[n:] if r.method in ("POST", "DELETE")] == []
 
 
-def test_schedule_keeps_one_matching_recurring_run_and_deletes_duplicates(kfp_server, capsys):
-    args = ["schedule", "model", "--host", kfp_server.url, "--schedule-name", "retrain", "--cron", "0 0 3 * * 1"]
+def test_schedule_keeps_one_matching_recurring_run_and_deletes_duplicates(kfp_server, capsys, model):
+    args = ["schedule", *model, "--host", kfp_server.url, "--schedule-name", "retrain", "--cron", "0 0 3 * * 1"]
     code, first, _ = _run(capsys, args)
     assert code == 0
     duplicate = {**kfp_server.recurring_runs[first["recurring_run_id"]], "recurring_run_id": "rec-dup"}

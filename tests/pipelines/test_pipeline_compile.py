@@ -25,9 +25,17 @@ TRAIN_TASKS = {"train-model": "Train image-only baseline", "train-model-2": "Tra
 
 @pytest.fixture(scope="module")
 def compiled(tmp_path_factory):
+    """Every pipeline as `vsearch pipeline compile` writes it (the golden test's subject)."""
     out = tmp_path_factory.mktemp("build")
     assert main(["compile", "--out", str(out)]) == 0
     return {p.stem: p for p in out.glob("*.yaml")}
+
+
+@pytest.fixture(scope="module")
+def packages(default_package):
+    """Every pipeline compiled in-process with the default config (tests/conftest.py: once per
+    session, shared with the other pipeline tests); read-only."""
+    return {name: default_package(name) for name in sorted(PIPELINES)}
 
 
 def _tasks(spec: dict) -> dict[str, dict]:
@@ -51,23 +59,23 @@ def test_compile_writes_every_pipeline_and_matches_the_golden_files(compiled):
         assert path.read_text() == golden.read_text(), f"{name}.yaml differs from {golden}; if intended, run: {REGEN}"
 
 
-def test_compiled_documents_parse_strictly_into_pipeline_and_platform_specs(compiled):
-    for name, path in compiled.items():
+def test_compiled_documents_parse_strictly_into_pipeline_and_platform_specs(packages, tmp_path):
+    for name, path in packages.items():
         spec, platform = check_package(path)
         assert spec.pipeline_info.name == f"vsearch-{name}"
         assert platform is not None and "kubernetes" in platform.platforms
         assert len(load_documents(path)) == 2
     # The strict check is not a formality: an unknown field anywhere is refused.
-    docs = load_documents(compiled["model"])
+    docs = load_documents(packages["model"])
     docs[1]["platforms"]["kubernetes"]["deploymentSpec"]["executors"]["exec-train-model"]["gpuCount"] = 1
-    broken = compiled["model"].with_name("broken.yaml")
+    broken = tmp_path / "broken.yaml"
     broken.write_text(yaml.safe_dump_all(docs))
     with pytest.raises(ValueError, match="gpuCount"):
         check_package(broken)
 
 
-def test_gpu_tolerations_secrets_retries_and_display_names_are_wired(compiled):
-    spec, platform = load_documents(compiled["model"])
+def test_gpu_tolerations_secrets_retries_and_display_names_are_wired(packages):
+    spec, platform = load_documents(packages["model"])
     tasks = _tasks(spec)
     executors = spec["deploymentSpec"]["executors"]
     k8s = platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
@@ -111,11 +119,11 @@ def _accelerator_tasks(spec: dict) -> dict[str, bool]:
             for label, e in spec["deploymentSpec"]["executors"].items() if "container" in e}
 
 
-def test_every_task_with_an_accelerator_runs_the_gpu_image_and_requires_cuda(compiled):
+def test_every_task_with_an_accelerator_runs_the_gpu_image_and_requires_cuda(packages):
     """Issue 21 item 1: train_model and embed_shard held a GPU on the CPU-torch image, and
     ``train.device: auto`` then trained on the CPU without a word."""
     pipelines_with_gpus = set()
-    for name, path in compiled.items():
+    for name, path in packages.items():
         spec, _ = load_documents(path)
         for label, gpu in _accelerator_tasks(spec).items():
             container = spec["deploymentSpec"]["executors"][label]["container"]
@@ -185,7 +193,7 @@ def _step_caching(spec: dict) -> dict[str, tuple[str, bool]]:
     return out
 
 
-def test_lookups_never_use_the_cache(compiled, tmp_path):
+def test_lookups_never_use_the_cache(packages, tmp_path):
     cfg = load_pipeline_config()
     # What reads or changes the outside world (the data behind a fixed URI, the champion, Milvus,
     # the online store, a webhook) is a look-up.
@@ -193,7 +201,7 @@ def test_lookups_never_use_the_cache(compiled, tmp_path):
             "index_embeddings", "write_rollout_config", "trigger_retraining", "materialize_features",
             "notify_run"} <= set(cfg.no_cache_steps)
     steps = {}
-    for name, package in compiled.items():
+    for name, package in packages.items():
         for task, (step, cached) in _step_caching(load_documents(package)[0]).items():
             steps[step] = task
             assert cached == (step not in cfg.no_cache_steps), (name, task, step, cached)
@@ -225,12 +233,15 @@ def test_bad_pipeline_configs_are_refused_with_the_file_named(tmp_path, capsys):
             load_pipeline_config(None, [override])
 
 
-def test_compiling_is_deterministic_and_leaves_no_temporary_files(tmp_path):
-    cfg = load_pipeline_config()
-    first = compile_all(cfg, tmp_path / "a")
-    second = compile_all(cfg, tmp_path / "b")
-    assert [p.read_bytes() for p in first] == [p.read_bytes() for p in second]
-    assert sorted(p.name for p in (tmp_path / "a").iterdir()) == sorted(f"{n}.yaml" for n in PIPELINES)
+def test_compiling_is_deterministic_and_leaves_no_temporary_files(compiled, packages):
+    """Two separate compiles of every pipeline (the CLI's and the in-process one of
+    ``default_package``) are byte for byte the same, and each folder holds only the packages:
+    no ``.<name>.*.yaml`` temporary file is left. (A failing golden test with this one passing
+    means a stale golden file; with this one failing, a nondeterministic compile.)"""
+    expected = sorted(f"{n}.yaml" for n in PIPELINES)
+    for folder in {compiled["model"].parent, packages["model"].parent}:
+        assert sorted(p.name for p in folder.iterdir()) == expected, folder
+    assert {n: p.read_bytes() for n, p in compiled.items()} == {n: p.read_bytes() for n, p in packages.items()}
 
 
 def test_the_example_cluster_config_compiles(tmp_path):

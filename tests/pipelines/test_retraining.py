@@ -19,17 +19,15 @@ from kfp.dsl import Markdown
 from components.fingerprint_data import fingerprint_data
 from components.trigger_retraining import trigger_retraining
 from pipelines.cli import main
-from pipelines.compiler import compile_pipeline, load_documents
-from pipelines.config import PipelineConfig
+from pipelines.compiler import load_documents
 from vsearch.monitoring.retrain import decide_retraining
 from vsearch.schema import DataError
 
 
 @pytest.fixture(scope="module")
-def compiled(tmp_path_factory):
-    out = tmp_path_factory.mktemp("build")
-    return {name: load_documents(compile_pipeline(name, PipelineConfig(), out))[0]
-            for name in ("training-import", "model-import", "monitoring")}
+def compiled(default_package):
+    """The default-config packages (tests/conftest.py: compiled once per session, what the goldens hold)."""
+    return {name: load_documents(default_package(name))[0] for name in ("training-import", "model-import", "monitoring")}
 
 
 def _all_tasks(spec: dict) -> dict[str, dict]:

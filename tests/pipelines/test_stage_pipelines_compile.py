@@ -18,10 +18,9 @@ GPU = {"resourceType": "nvidia.com/gpu", "resourceCount": "1", "type": "nvidia.c
 
 
 @pytest.fixture(scope="module")
-def compiled(tmp_path_factory):
-    out = tmp_path_factory.mktemp("build")
-    paths = compile_all(load_pipeline_config(), out, ["training", "training-import", "backfill", "monitoring"])
-    return {p.stem: load_documents(p) for p in paths}
+def compiled(default_package):
+    """The default-config packages (tests/conftest.py: compiled once per session, what the goldens hold)."""
+    return {name: load_documents(default_package(name)) for name in ("training", "training-import", "backfill", "monitoring")}
 
 
 def _all_tasks(spec: dict) -> dict[str, dict]:
