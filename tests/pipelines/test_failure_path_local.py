@@ -15,8 +15,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from pipelines.compiler import compile_pipeline, load_documents
-from pipelines.config import PipelineConfig, load_pipeline_config
+from pipelines.compiler import load_documents
+from pipelines.config import load_pipeline_config
 from pipelines.local import TINY_PARAMS, run_local
 
 
@@ -45,6 +45,7 @@ def webhook():
         server.shutdown()
 
 
+@pytest.mark.timeout(900)  # a whole pipeline run under kfp.local: past the 300 s default on a shared machine
 @pytest.mark.integration
 def test_bad_data_publishes_the_report_stops_before_training_and_the_exit_step_reports_failure(
         tmp_path, tiny_data, webhook, monkeypatch):
@@ -80,8 +81,8 @@ def test_bad_data_publishes_the_report_stops_before_training_and_the_exit_step_r
 
 
 @pytest.mark.parametrize("name", ["training", "training-import", "model", "model-import"])
-def test_the_pipelines_body_runs_inside_an_exit_handler_whose_step_reads_the_webhook_secret(tmp_path, name):
-    spec, platform = (load_documents(compile_pipeline(name, PipelineConfig(), tmp_path)) + [{}])[:2]
+def test_the_pipelines_body_runs_inside_an_exit_handler_whose_step_reads_the_webhook_secret(default_package, name):
+    spec, platform = (load_documents(default_package(name)) + [{}])[:2]
     root = spec["root"]["dag"]["tasks"]
     assert set(root) == {"exit-handler-1", "notify-run"}  # nothing runs outside the handler
     notify = root["notify-run"]

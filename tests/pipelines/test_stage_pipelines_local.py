@@ -89,12 +89,23 @@ def test_pipeline_demo_takes_the_branch_the_gate_decides_and_keeps_every_artifac
     assert summary["monitoring"]["retraining_due"] is True
     assert json.loads((out / "drift" / "drift.json").read_text())["drift"] is True and (out / "drift" / "index.html").is_file()
 
-    # Not blessed (no thresholds: fails closed), on the same data through the import entry point:
-    # nothing is indexed or rolled out, and the run says why.
+
+# The rejected branch run end to end: no other test gets that far (test_failure_path_local.py
+# stops before training; tests/integration's imported-catalog run does not assert a branch).
+# Its own test (it was the tail of the demo test's 219 s at load): 60-90 s of task start-ups.
+@pytest.mark.timeout(900)
+@pytest.mark.slow
+@pytest.mark.integration
+def test_a_rejected_candidate_through_the_import_pipeline_indexes_nothing_and_says_why(tmp_path, tiny_data):
+    """Not blessed (no thresholds: fails closed), on the tiny preset's data (what the demo's
+    synth-data step makes) through the import entry point: nothing is indexed or rolled out,
+    and the run says why."""
     cfg = load_pipeline_config(None, ["retry.num_retries=0"])
-    params = {**TINY_PARAMS["training-import"], "data_uri": str(_uri(manifest, "synth-data", "data")),
+    params = {**TINY_PARAMS["training-import"], "data_uri": str(tiny_data),
               "gate_config": _gate(tmp_path, "none", NO_CHECKS), "milvus_uri": str(tmp_path / "unused.db")}
+    files = sorted(p.relative_to(tiny_data) for p in tiny_data.rglob("*"))
     rejected = run_local("training-import", cfg, tmp_path / "runs-rejected", params, expect=sorted(REJECTED_BRANCH))
+    assert sorted(p.relative_to(tiny_data) for p in tiny_data.rglob("*")) == files  # the session's data stays as it was
     ran = set(rejected["tasks"])
     assert REJECTED_BRANCH <= ran and not BLESSED_BRANCH & ran
     assert rejected["tasks"]["gate-model"]["parameters"]["Output"] is False
@@ -103,6 +114,7 @@ def test_pipeline_demo_takes_the_branch_the_gate_decides_and_keeps_every_artifac
     assert not (tmp_path / "unused.db").exists()
 
 
+@pytest.mark.timeout(900)  # a whole pipeline run, like the two above
 @pytest.mark.slow
 @pytest.mark.integration
 def test_backfill_pipeline_runs_every_shard_then_swaps_the_alias(tmp_path, tiny_data, tiny_models):
