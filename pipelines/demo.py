@@ -177,10 +177,11 @@ def next_steps(out: Path, summary: dict) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from vsearch.data.synth import add_benchmark_arguments
+
     parser = argparse.ArgumentParser(prog="vsearch pipeline demo", description=__doc__.splitlines()[0])
     parser.add_argument("--out", required=True, help="run folder")
-    parser.add_argument("--preset", default="default", help="benchmark preset (tiny, default, holdout)")
-    parser.add_argument("--seed", type=int, default=0)
+    add_benchmark_arguments(parser)
     parser.add_argument("--tiny", action="store_true", help="tiny configs and a few steps (smoke run)")
     parser.add_argument("--no-monitoring", action="store_true", help="skip the monitoring pipeline")
     args = parser.parse_args(argv)

@@ -169,8 +169,7 @@ def run_release(out: str | Path, data_dir: str | Path, eval_dir: str | Path, mod
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="vsearch demo", description=__doc__.splitlines()[0])
     parser.add_argument("--out", required=True, help="run folder (data, models, eval, metrics.json, report.html)")
-    parser.add_argument("--preset", default="default", help="benchmark preset (tiny, default, holdout)")
-    parser.add_argument("--seed", type=int, default=0)
+    synth.add_benchmark_arguments(parser)
     parser.add_argument("overrides", nargs="*", help="dotted config overrides applied to every model (e.g. train.max_steps=20)")
     args = parser.parse_args(argv)
     artifacts.check_out(args.out, ours=("timings.json", METRICS_FILE))

@@ -32,13 +32,13 @@ images), `jobs` (rendering in-process or in a pool), `planning` (products, texts
 interaction log) and `generator` (`generate` and the CLI). Import from this package.
 """
 
-from vsearch.data.synth.config import CATALOG_IMAGE_DIR, CONFIG_FILE, GENERATOR_VERSION, PRESETS, QUERY_IMAGE_DIR, SynthConfig
+from vsearch.data.synth.config import CATALOG_IMAGE_DIR, CONFIG_FILE, GENERATOR_VERSION, PRESETS, QUERY_IMAGE_DIR, SynthConfig, add_benchmark_arguments
 from vsearch.data.synth.generator import generate, main
 from vsearch.data.synth.rendering import render_catalog_image, render_query_image
 from vsearch.data.synth.world import BRANDS, CATEGORIES, COLOURS, PATTERNS, Brand, Category, Colour, Pattern
 
 __all__ = [
     "BRANDS", "CATALOG_IMAGE_DIR", "CATEGORIES", "COLOURS", "CONFIG_FILE", "GENERATOR_VERSION", "PATTERNS", "PRESETS",
-    "QUERY_IMAGE_DIR", "Brand", "Category", "Colour", "Pattern", "SynthConfig", "generate", "main",
+    "QUERY_IMAGE_DIR", "Brand", "Category", "Colour", "Pattern", "SynthConfig", "add_benchmark_arguments", "generate", "main",
     "render_catalog_image", "render_query_image",
 ]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import math
 from dataclasses import dataclass
 
@@ -183,6 +184,13 @@ PRESETS: dict[str, SynthConfig] = {
         brightness_jitter=0.3, contrast_jitter=0.3, colour_cast=0.12, noise_std_max=8.0, blur_radius_max=0.8,
     ),
 }
+
+
+def add_benchmark_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--preset`` and ``--seed`` of a run that generates its benchmark (``vsearch demo`` and
+    ``vsearch pipeline demo`` take the same two)."""
+    parser.add_argument("--preset", default="default", help="benchmark preset (tiny, default, holdout)")
+    parser.add_argument("--seed", type=int, default=0)
 
 
 def _split_counts(n: int, fractions: tuple[float, float, float]) -> tuple[int, int, int]:
