@@ -51,12 +51,15 @@ class Column:
     description: str = ""
 
 
-CATALOG_COLUMNS = (
-    Column("product_id", "string", description="Unique product id."),
-    Column("image_uri", "string", description="Catalog image, relative to the data folder or an fsspec URL."),
-    Column("title", "string", description="Product title as shown in the catalog."),
-    Column("category", "string", description="Product category (used for cross-category false positives)."),
+# The product's columns: the catalog holds one row per product, the product history (below) one
+# row per product version. Name, then its description in the catalog and in the history.
+_PRODUCT_FIELDS = (
+    ("product_id", "Unique product id.", "Product id (the Feast entity key)."),
+    ("image_uri", "Catalog image, relative to the data folder or an fsspec URL.", "Catalog image of this product version."),
+    ("title", "Product title as shown in the catalog.", "Title of this product version."),
+    ("category", "Product category (used for cross-category false positives).", "Category of this product version."),
 )
+CATALOG_COLUMNS = tuple(Column(name, "string", description=catalog) for name, catalog, _ in _PRODUCT_FIELDS)
 INTERACTION_COLUMNS = (
     Column("query_id", "string", description="Unique id of the search event."),
     Column("query_image_uri", "string", description="The street photo the user searched with."),
@@ -71,11 +74,7 @@ REFORMULATION_COLUMNS = (
     Column("product_id", "string", description="The product the reformulated query should find."),
 )
 
-PRODUCT_HISTORY_COLUMNS = (
-    Column("product_id", "string", description="Product id (the Feast entity key)."),
-    Column("image_uri", "string", description="Catalog image of this product version."),
-    Column("title", "string", description="Title of this product version."),
-    Column("category", "string", description="Category of this product version."),
+PRODUCT_HISTORY_COLUMNS = tuple(Column(name, "string", description=version) for name, _, version in _PRODUCT_FIELDS) + (
     Column("event_timestamp", "timestamp", description="When this version became effective (UTC)."),
 )
 # Optional columns: checked when present. A training set built point-in-time carries, per
