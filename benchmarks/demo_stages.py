@@ -10,7 +10,8 @@ and the machine's load before and after.
     .venv/bin/python benchmarks/demo_stages.py --full --levers none,all
 
 Levers: ``none`` (all off), ``text_cache`` (frozen text tower output cached per distinct
-text), ``all``.
+text), ``bf16`` (``train.precision=bf16``: bf16 autocast with channels_last image towers; the
+loss stays float32), ``all``.
 """
 
 from __future__ import annotations
@@ -32,7 +33,13 @@ from vsearch.models import towers
 from vsearch.training.loop import train
 
 STAGES = [("image_only", "image_only", None), ("three_tower", "three_tower", None), ("four_tower", "four_tower", "three_tower")]
-LEVERS = {"none": {"text_cache": False}, "text_cache": {"text_cache": True}, "all": {"text_cache": True}}
+LEVERS = {
+    "none": {"text_cache": False, "set": []},
+    "text_cache": {"text_cache": True, "set": []},
+    # bf16 autocast (the loss stays float32) with channels_last image towers (training/task.py).
+    "bf16": {"text_cache": False, "set": ["train.precision=bf16"]},
+    "all": {"text_cache": True, "set": ["train.precision=bf16"]},
+}
 
 
 class _Clock:
@@ -59,7 +66,7 @@ def _run_stages(data: Path, work: Path, steps: int | None, lever: dict, clock: _
     towers.Encoder.cache_frozen = lever["text_cache"]
     results, model_dirs = {}, {}
     for name, preset, init in STAGES:
-        overrides = ["train.seed=0"] + ([f"train.max_steps={steps}"] if steps else [])
+        overrides = ["train.seed=0", *lever["set"]] + ([f"train.max_steps={steps}"] if steps else [])
         cfg = load_config(preset, overrides)
         clock.seconds.clear()
         t0 = time.perf_counter()

@@ -1,3 +1,4 @@
+import copy
 import json
 
 import torch
@@ -62,3 +63,25 @@ def test_the_summary_says_how_many_reformulations_were_mined_or_why_none(tiny_da
 def test_train_leaves_the_drift_reference_to_its_own_step(tiny_models):
     # build_drift_reference (a pipeline step of its own) writes it, not train().
     assert not (tiny_models["three_tower"] / REFERENCE_DIR).exists()
+
+
+def test_under_bf16_the_image_towers_run_channels_last_and_save_as_they_train(tiny_data, tmp_path):
+    from vsearch.models.multitower import MultiTowerModel
+
+    cfg = load_config("tiny")
+    batch, tokenizer = _batch(cfg, tiny_data)
+    torch.manual_seed(0)
+    model = build_model(cfg.model, tokenizer).eval()
+    fp32 = TrainingTask(copy.deepcopy(model), cfg.loss)(batch)
+    task = TrainingTask(model, cfg.loss, use_bf16=True)
+    convs = [p for p in model.image_encoder.parameters() if p.dim() == 4]
+    assert convs and all(p.is_contiguous(memory_format=torch.channels_last) for p in convs)
+    out = task(batch)
+    # bf16 rounding only: the same loss to about 1e-2 (the layout changes no value).
+    torch.testing.assert_close(out["loss"].detach(), fp32["loss"].detach(), rtol=3e-2, atol=0)
+    out["loss"].backward()
+    assert all(p.grad is not None for p in convs)
+    model.save_pretrained(tmp_path / "model", tokenizer)
+    loaded = MultiTowerModel.from_pretrained(tmp_path / "model").state_dict()
+    for name, value in model.state_dict().items():
+        assert torch.equal(loaded[name], value), name

@@ -28,3 +28,14 @@ def require_cuda() -> None:
     build = f"CUDA {torch.version.cuda} build" if torch.version.cuda else "CPU-only build: not the GPU image"
     raise ConfigError(f"{REQUIRE_CUDA_ENV}=1 (this step was given an accelerator) but torch {torch.__version__} "
                       f"({build}) sees no CUDA device: refusing to run on the CPU")
+
+
+def fast_bf16() -> bool:
+    """True where bf16 autocast trains faster than fp32: a CUDA device, or a CPU that computes
+    bf16 natively (avx512_bf16 or AMX tiles). Elsewhere oneDNN emulates bf16, slower than fp32."""
+    import torch
+
+    if torch.cuda.is_available():
+        return True
+    native = (getattr(torch.cpu, "_is_avx512_bf16_supported", None), getattr(torch.cpu, "_is_amx_tile_supported", None))
+    return any(check is not None and check() for check in native)
