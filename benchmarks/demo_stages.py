@@ -29,10 +29,10 @@ import torch
 from vsearch.config import load_config
 from vsearch.data import dataset as dataset_module
 from vsearch.data.synth import generate
+from vsearch.demo import MODELS as STAGES  # (name, preset, init): the demo's three trainings
 from vsearch.models import towers
 from vsearch.training.loop import train
 
-STAGES = [("image_only", "image_only", None), ("three_tower", "three_tower", None), ("four_tower", "four_tower", "three_tower")]
 LEVERS = {
     "none": {"text_cache": False, "set": []},
     "text_cache": {"text_cache": True, "set": []},
