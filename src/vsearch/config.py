@@ -166,10 +166,14 @@ def clip(value: Any, limit: int = 60) -> str:
     return text if len(text) <= limit else f"{text[: limit - 12]}...({len(text)} chars)"
 
 
-def _build(cls: type, raw: Any, where: str) -> Any:
-    """Build dataclass ``cls`` from plain YAML data: unknown keys and values of the wrong type
-    are refused with one line naming ``where`` and the key; nested dataclass fields (and lists
-    of them) are built from their type hints."""
+def build_typed(cls: type[T], raw: Any, where: str) -> T:
+    """Dataclass ``cls`` from plain data (YAML, a JSON record), as `load_typed` builds it:
+    unknown keys and values of the wrong type are refused with one line naming ``where`` and
+    the key; nested dataclass fields (and lists of them) are built from their type hints.
+
+    A null value (``key:`` with nothing after it, ``key=null``) means "not set": an Optional
+    field takes None, any other field its default, and a field without one is a ConfigError.
+    """
     if not dataclasses.is_dataclass(cls):
         return raw
     if isinstance(raw, cls):
@@ -183,11 +187,22 @@ def _build(cls: type, raw: Any, where: str) -> Any:
     if unknown:
         raise ConfigError(f"{where}: unknown key(s) {sorted(unknown)} for {cls.__name__}")
     hints = typing.get_type_hints(cls)
-    kwargs = {key: _coerce(value, hints[key], f"{where}.{key}") for key, value in raw.items()}
+    kwargs = {key: _coerce(value, hints[key], f"{where}.{key}") for key, value in raw.items()
+              if not _null_means_default(cls, key, value, hints[key], where)}
     try:
         return cls(**kwargs)
     except TypeError as err:
         raise ConfigError(f"{where}: {err}") from err
+
+
+def _null_means_default(cls: type, key: str, value: Any, hint: Any, where: str) -> bool:
+    """True when field ``key`` of ``cls`` is null and not Optional: it takes its default."""
+    if value is not None or type(None) in typing.get_args(hint):
+        return False
+    spec = next(f for f in dataclasses.fields(cls) if f.name == key)
+    if spec.default is dataclasses.MISSING and spec.default_factory is dataclasses.MISSING:
+        raise ConfigError(f"{where}.{key}: a value is required, got null")
+    return True
 
 
 # int takes a float too: a RunConfig range check (`_check_ranges`) names a fractional one itself.
@@ -204,12 +219,10 @@ def _coerce(value: Any, hint: Any, where: str) -> Any:
         options = [a for a in args if a is not type(None)]
         return _coerce(value, options[0], where) if len(options) == 1 else value
     if dataclasses.is_dataclass(hint):
-        return _build(hint, value, where)
-    if value is None:
-        return value
+        return build_typed(hint, value, where)
     base = origin or hint
     if base in (list, tuple) and args and dataclasses.is_dataclass(args[0]) and isinstance(value, list):
-        return base(_build(args[0], v, f"{where}[{i}]") for i, v in enumerate(value))
+        return base(build_typed(args[0], v, f"{where}[{i}]") for i, v in enumerate(value))
     try:
         if base is float and isinstance(value, (str, int)) and not isinstance(value, bool):
             return float(value)
@@ -223,11 +236,20 @@ def _coerce(value: Any, hint: Any, where: str) -> Any:
     return value
 
 
-def _deep_merge(base: dict, over: dict) -> dict:
+def deep_merge(base: dict, over: dict, cls: type | None = None) -> dict:
+    """``over`` laid on ``base``, the one merge rule of ``base:`` presets and config files:
+    mappings merge key by key at every depth, anything else (lists, scalars, null) replaces.
+
+    Given the dataclass ``cls`` the mappings describe, only its sections (dataclass fields)
+    merge; a field typed as a plain dict (a node selector, backbone kwargs) is one value that
+    ``over`` replaces whole, so a file can drop a default key rather than only add to it.
+    """
+    hints = typing.get_type_hints(cls) if cls is not None and dataclasses.is_dataclass(cls) else {}
     out = dict(base)
     for key, value in over.items():
-        if isinstance(value, dict) and isinstance(out.get(key), dict):
-            out[key] = _deep_merge(out[key], value)
+        section = hints.get(key) if hints else None
+        if isinstance(value, dict) and isinstance(out.get(key), dict) and (not hints or dataclasses.is_dataclass(section)):
+            out[key] = deep_merge(out[key], value, section)
         else:
             out[key] = value
     return out
@@ -237,9 +259,13 @@ def preset_names() -> list[str]:
     return sorted(p.name[:-5] for p in resources.files("vsearch.configs").iterdir() if p.name.endswith(".yaml"))
 
 
-def _load_raw(name_or_path: str | os.PathLike, seen: tuple[str, ...] = ()) -> dict:
+def read_config(name_or_path: str | os.PathLike, cls: type | None = None, seen: tuple[str, ...] = ()) -> dict:
+    """The mapping of a preset name or YAML path as `load_typed` reads it (``base:`` resolved
+    by `deep_merge`, for dataclass ``cls`` when given), before overrides and types. An existing file is read as a file whatever its name;
+    otherwise a name with a ``.yaml``/``.yml`` suffix or a path separator is a missing file,
+    and a bare name is a preset of ``vsearch/configs``."""
     text_path = str(name_or_path)
-    if text_path.endswith((".yaml", ".yml")) or os.sep in text_path:
+    if text_path.endswith((".yaml", ".yml")) or os.sep in text_path or Path(text_path).is_file():
         path = Path(text_path)
         if not path.is_file():
             raise ConfigError(f"{path}: config file not found")
@@ -256,7 +282,7 @@ def _load_raw(name_or_path: str | os.PathLike, seen: tuple[str, ...] = ()) -> di
         raise ConfigError(f"{text_path}: top level must be a mapping")
     base = raw.pop("base", None)
     if base:
-        raw = _deep_merge(_load_raw(base, seen + (text_path,)), raw)
+        raw = deep_merge(read_config(base, cls, seen + (text_path,)), raw, cls)
     return raw
 
 
@@ -282,19 +308,7 @@ def load_typed(cls: type[T], name_or_path: str | os.PathLike, overrides: list[st
     """The one config loader: a preset name of ``vsearch/configs`` or a YAML path (``base:``
     extends another preset), then dotted ``key=value`` overrides, into dataclass ``cls``.
     Every failure is a one-line ConfigError naming the file and the key."""
-    return build_typed(cls, apply_overrides(_load_raw(name_or_path), overrides), str(name_or_path))
-
-
-def read_config(name_or_path: str | os.PathLike) -> dict:
-    """The mapping of a preset name or YAML path as `load_typed` reads it (``base:`` resolved),
-    before overrides and types."""
-    return _load_raw(name_or_path)
-
-
-def build_typed(cls: type[T], raw: Any, where: str) -> T:
-    """Dataclass ``cls`` from plain data (YAML, a JSON record), as `load_typed` builds it:
-    unknown keys and wrong types refused in one line naming ``where`` and the key."""
-    return _build(cls, raw, where)
+    return build_typed(cls, apply_overrides(read_config(name_or_path, cls), overrides), str(name_or_path))
 
 
 def load_config(name_or_path: str | os.PathLike, overrides: list[str] | tuple[str, ...] = ()) -> RunConfig:
@@ -305,7 +319,7 @@ def load_config(name_or_path: str | os.PathLike, overrides: list[str] | tuple[st
 
 
 def config_from_dict(raw: dict) -> RunConfig:
-    cfg = _build(RunConfig, raw, "config")
+    cfg = build_typed(RunConfig, raw, "config")
     validate(cfg)
     return cfg
 

@@ -168,3 +168,48 @@ def test_stage_config_presets_equal_their_dataclass_defaults():
 
     assert load_drift_config() == DriftConfig()
     assert load_rollout_defaults() == RolloutDefaults()
+
+
+def test_a_null_value_means_the_default_in_every_typed_config(tmp_path):
+    """``key:`` with nothing after it (YAML null) takes the field's default, an Optional field
+    None; a null for a field without a default is one line naming the key."""
+    from vsearch.config import LossPair, RunConfig
+    from vsearch.rollout.writer import load_rollout_defaults
+
+    path = tmp_path / "run.yaml"
+    path.write_text("base: tiny\nloss:\n  pairs:\ndata:\n  batch_size:\neval:\n  fusion_text_weight:\n")
+    cfg = load_config(path)
+    assert cfg.loss.pairs == [LossPair("query_image", "product_image")] == RunConfig().loss.pairs
+    assert cfg.data.batch_size == RunConfig().data.batch_size and cfg.eval.fusion_text_weight is None
+    assert load_config("tiny", ["train.lr=null"]).train.lr == RunConfig().train.lr
+    assert load_rollout_defaults(None, ["kserve.service_account=null"]).kserve.service_account is None  # Optional: None, not the default
+    with pytest.raises(ConfigError, match=r"^config.loss.pairs\[0\].b: a value is required, got null$"):
+        from vsearch.config import config_from_dict
+
+        config_from_dict({"loss": {"pairs": [{"a": "query_image", "b": None}]}})
+
+
+def test_an_existing_file_is_read_as_a_file_whatever_its_suffix(tmp_path, monkeypatch):
+    (tmp_path / "run.cfg").write_text("base: tiny\ntrain: {lr: 0.5}\n")
+    (tmp_path / "tiny_image_only").write_text("base: tiny\nname: mine\n")
+    monkeypatch.chdir(tmp_path)
+    assert load_config("run.cfg").train.lr == 0.5
+    assert load_config(tmp_path / "run.cfg").train.lr == 0.5
+    assert load_config("tiny_image_only").name == "mine"  # a file here, named like a preset: the file
+    with pytest.raises(ConfigError, match="missing.yaml: config file not found"):
+        load_config("missing.yaml")
+
+
+def test_a_base_preset_merges_sections_and_replaces_plain_mappings(tmp_path):
+    """`vsearch.config.deep_merge`, the one merge rule: dataclass sections merge key by key at
+    every depth; a dict-typed field (backbone kwargs) is one value, replaced whole."""
+    from vsearch.config import RunConfig, deep_merge
+
+    path = tmp_path / "mine.yaml"
+    path.write_text("base: tiny\nmodel:\n  image:\n    kwargs: {embedding_size: 16, hidden_sizes: [16, 32], depths: [1, 1]}\n")
+    tiny, mine = load_config("tiny"), load_config(path)
+    assert mine.model.image.kwargs == {"embedding_size": 16, "hidden_sizes": [16, 32], "depths": [1, 1]}  # no layer_type leaks in
+    assert mine.model.image.type == tiny.model.image.type and mine.model.text == tiny.model.text
+    assert deep_merge({"a": {"b": 1, "c": 2}}, {"a": {"b": 3}}) == {"a": {"b": 3, "c": 2}}  # untyped: every mapping merges
+    merged = deep_merge({"model": {"image": {"kwargs": {"x": 1}, "type": "vit"}}}, {"model": {"image": {"kwargs": {"y": 2}}}}, RunConfig)
+    assert merged == {"model": {"image": {"kwargs": {"y": 2}, "type": "vit"}}}

@@ -30,9 +30,8 @@ import dataclasses
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
 
-from vsearch.config import ConfigError, build_typed
+from vsearch.config import ConfigError
 from vsearch.evaluation.metrics import METRIC_DIRECTIONS
 
 AGAINST = ("baseline", "champion", "value")
@@ -130,14 +129,6 @@ def validate_check(check: Check, where: str = "check") -> None:
             raise ConfigError(f"{where}: max_regression must be >= 0 (use min_improvement to demand a gain)")
         if check.min is not None or check.max is not None:
             raise ConfigError(f"{where}: min/max belong to value checks")
-
-
-def gate_config_from_dict(raw: Any, where: str = "gate config") -> GateConfig:
-    """Build a `GateConfig` from YAML data (`vsearch.config.build_typed`: unknown keys and wrong
-    types refused; a null value takes the default), then `validate_gate_config`."""
-    if isinstance(raw, Mapping):
-        raw = {key: value for key, value in raw.items() if value is not None}
-    return validate_gate_config(build_typed(GateConfig, raw, where), where)
 
 
 def validate_gate_config(cfg: GateConfig, where: str = "gate config") -> GateConfig:
