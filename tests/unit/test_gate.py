@@ -8,6 +8,7 @@ import math
 import numpy as np
 import pandas as pd
 import pytest
+import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -109,9 +110,35 @@ def test_mean_gain_that_is_not_significant_does_not_bless_a_first_deployment():
     assert old.blessed and not new.blessed
     assert "CI lower bound" in new.reason and "-0.020" in new.reason
     assert G.load_gate_config("gate").without_champion == R.DEFAULT_WITHOUT_CHAMPION
-    assert R.gate_config_from_dict({"without_champion": []}).without_champion == ()
+
+
+def _gate_file(folder, raw: dict | str, name: str = "gate_test.yaml"):
+    """A gate YAML file holding ``raw`` (a mapping, or the file's text)."""
+    path = folder / name
+    path.write_text(raw if isinstance(raw, str) else yaml.safe_dump(raw))
+    return path
+
+
+def test_without_champion_checks_are_configurable_and_never_against_a_champion(tmp_path):
+    assert G.load_gate_config(_gate_file(tmp_path, {"without_champion": []})).without_champion == ()
     with pytest.raises(ConfigError, match="without_champion"):
-        R.gate_config_from_dict({"without_champion": [{"metric": "mrr", "against": "champion", "max_regression": 0.1}]})
+        G.load_gate_config(_gate_file(tmp_path, {"without_champion": [{"metric": "mrr", "against": "champion", "max_regression": 0.1}]}))
+
+
+def test_an_empty_key_in_a_gate_file_takes_its_default(tmp_path):
+    """``checks:`` with nothing after it is YAML null: the default, not a TypeError."""
+    cfg = G.load_gate_config(_gate_file(tmp_path, "checks:\nwithout_champion:\nn_boot:\n"))
+    assert (cfg.checks, cfg.without_champion, cfg.n_boot) == ((), R.DEFAULT_WITHOUT_CHAMPION, R.GateConfig().n_boot)
+    cfg = G.load_gate_config("gate", ["without_champion=null"])
+    assert cfg.without_champion == R.DEFAULT_WITHOUT_CHAMPION
+
+
+def test_a_gate_file_without_a_yaml_suffix_is_read_as_a_file(tmp_path, monkeypatch):
+    _gate_file(tmp_path, {"n_boot": 300}, name="mygate")
+    monkeypatch.chdir(tmp_path)
+    assert G.load_gate_config("mygate").n_boot == 300
+    with pytest.raises(ConfigError, match="unknown config preset 'nogate'"):
+        G.load_gate_config("nogate")
 
 
 @settings(max_examples=300, deadline=None)
@@ -205,9 +232,9 @@ def test_no_champion_judges_value_and_baseline_only_and_says_so():
         ({"chekcs": []}, "unknown key"),
     ],
 )
-def test_bad_gate_configs_are_rejected(raw, message):
+def test_bad_gate_configs_are_rejected(tmp_path, raw, message):
     with pytest.raises(ConfigError, match=message):
-        R.gate_config_from_dict(raw)
+        G.load_gate_config(_gate_file(tmp_path, raw))
 
 
 def test_default_preset_loads_and_guards_every_metric_against_the_champion():
@@ -308,6 +335,10 @@ def test_cli_exit_codes_and_no_champion(tmp_path, evals, capsys):
     cfg.write_text("checks: []\n")
     assert main(["gate", "--candidate", str(evals), "--candidate-name", "cand", "--config", str(cfg), "--out", str(tmp_path / "g3")]) == 1
     assert "no thresholds configured" in capsys.readouterr().out
+    # --set: dotted overrides of the gate config, checked like the file's own values.
+    assert main(["gate", "--candidate", str(evals), "--candidate-name", "cand", "--config", str(cfg),
+                 "--set", "n_boot=10", "--out", str(tmp_path / "g6")]) == 2
+    assert "n_boot >= 100" in capsys.readouterr().err and not (tmp_path / "g6").exists()
     # Bad input: one line, exit 2, nothing written.
     assert main(["gate", "--candidate", str(tmp_path / "nope"), "--out", str(tmp_path / "g4")]) == 2
     err = capsys.readouterr().err
@@ -403,4 +434,6 @@ def test_gate_config_loads_through_the_one_loader_with_base_overrides_and_typed_
     with pytest.raises(ConfigError, match="n_boot >= 100"):
         G.load_gate_config("gate", ["n_boot=10"])
     with pytest.raises(ConfigError, match=r"checks\[0\]: unknown key"):
-        R.gate_config_from_dict({"checks": [{"metric": "recall@1", "against": "value", "min": 0.1, "typo": 1}]})
+        G.load_gate_config(_gate_file(tmp_path, {"checks": [{"metric": "recall@1", "against": "value", "min": 0.1, "typo": 1}]}))
+    with pytest.raises(ConfigError, match=r"checks\[0\]\.metric: a value is required, got null"):
+        G.load_gate_config(_gate_file(tmp_path, {"checks": [{"metric": None, "against": "value", "min": 0.1}]}))

@@ -396,7 +396,7 @@ def format_checks(blessing: Blessing) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``vsearch gate --candidate EVAL_DIR [--candidate-name N] [--champion DIR] [--registry URI] --out DIR``.
+    """``vsearch gate --candidate EVAL_DIR [--candidate-name N] [--champion DIR] [--registry URI] [--set K=V] --out DIR``.
 
     Exit status: 0 blessed, 1 not blessed (blessing.json is written either way), 2 bad input.
     """
@@ -409,6 +409,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--champion-name", help="the champion's model name inside an evaluation folder")
     parser.add_argument("--registry", help="champion registry (folder or fsspec URI): its champion is used when --champion is not given")
     parser.add_argument("--config", default="gate", help="gate preset name or YAML path (default: gate)")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="gate config override, repeatable, e.g. --set n_boot=2000")
     parser.add_argument("--out", required=True, help="folder for blessing.json and report.html")
     args = parser.parse_args(argv)
     from vsearch import artifacts
@@ -416,7 +418,7 @@ def main(argv: list[str] | None = None) -> int:
     # Never over an input: --out inside the evaluation, the champion or the registry is refused.
     artifacts.check_out(args.out, [args.candidate, args.champion, args.registry], ours=(BLESSING_FILE, GATE_REPORT_FILE))
     blessing = run_gate(
-        args.candidate, args.out, load_gate_config(args.config), candidate_name=args.candidate_name,
+        args.candidate, args.out, load_gate_config(args.config, args.overrides), candidate_name=args.candidate_name,
         champion=args.champion, champion_name=args.champion_name, registry=args.registry,
     )
     print(format_checks(blessing))
