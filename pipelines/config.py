@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from components.image import GPU_IMAGE, IMAGE
-from vsearch.config import ConfigError, apply_overrides, build_typed, read_config
+from vsearch.config import ConfigError, apply_overrides, build_typed, deep_merge, read_config
 from vsearch.training.trainjob import SecretEnv as SecretKeyEnv
 from vsearch.training.trainjob import Toleration, is_env_name, validate_tolerations  # one definition for pipeline steps and TrainJob pods
 from vsearch.training.device import REQUIRE_CUDA_ENV
@@ -264,8 +264,9 @@ def _validate_trainjob(cfg: PipelineConfig, where: str) -> None:
 
 
 def load_pipeline_config(path: str | os.PathLike | None = None, overrides: list[str] | tuple[str, ...] = ()) -> PipelineConfig:
-    """The built-in config, updated by a YAML file (optional: its sections merge key by key,
-    lists and scalars replace) and dotted overrides; typed and checked by `vsearch.config`'s
+    """The built-in config, updated by a YAML file (optional; merged by `vsearch.config.deep_merge`:
+    sections key by key at every depth, lists, scalars and plain mappings such as
+    ``gpu.node_selector`` replace) and dotted overrides; typed and checked by `vsearch.config`'s
     loader (unknown keys and wrong types: one line naming the file and the key)."""
     raw = dataclasses.asdict(PipelineConfig())
     where = "pipeline config"
@@ -273,8 +274,7 @@ def load_pipeline_config(path: str | os.PathLike | None = None, overrides: list[
         where = str(path)
         if not Path(path).is_file():
             raise ConfigError(f"{where}: pipeline config file not found")
-        for key, value in read_config(path).items():
-            raw[key] = {**raw[key], **value} if isinstance(value, dict) and isinstance(raw.get(key), dict) else value
+        raw = deep_merge(raw, read_config(path, PipelineConfig), PipelineConfig)
     cfg = build_typed(PipelineConfig, apply_overrides(raw, list(overrides)), where)
     validate(cfg, where)
     return cfg

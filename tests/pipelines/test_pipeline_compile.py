@@ -233,6 +233,21 @@ def test_bad_pipeline_configs_are_refused_with_the_file_named(tmp_path, capsys):
             load_pipeline_config(None, [override])
 
 
+def test_a_pipeline_config_file_is_a_file_whatever_its_name_and_merges_by_the_one_rule(tmp_path, monkeypatch):
+    """``--config pipe.cfg`` in the working folder is that file (not a preset name); its sections
+    merge into the built-in config key by key (`vsearch.config.deep_merge`), a plain mapping
+    (``gpu.node_selector``) and a list replace."""
+    (tmp_path / "pipe.cfg").write_text("gpu: {accelerator_limit: 2, node_selector: {pool: gpu}}\n"
+                                       "resources: {cpu_request: '3'}\nretry: {steps: [train_model]}\n")
+    monkeypatch.chdir(tmp_path)
+    cfg, default = load_pipeline_config("pipe.cfg"), load_pipeline_config()
+    assert (cfg.gpu.accelerator_limit, cfg.gpu.node_selector, cfg.gpu.tolerations) == (2, {"pool": "gpu"}, default.gpu.tolerations)
+    assert (cfg.resources.cpu_request, cfg.resources.steps) == ("3", default.resources.steps)
+    assert cfg.retry.steps == ["train_model"] and cfg.retry.num_retries == default.retry.num_retries
+    with pytest.raises(ConfigError, match="nope.cfg: pipeline config file not found"):
+        load_pipeline_config("nope.cfg")
+
+
 def test_compiling_is_deterministic_and_leaves_no_temporary_files(compiled, packages):
     """Two separate compiles of every pipeline (the CLI's and the in-process one of
     ``default_package``) are byte for byte the same, and each folder holds only the packages:
