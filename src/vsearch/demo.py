@@ -106,8 +106,7 @@ def run_demo(out: str | os.PathLike, preset: str = "default", seed: int = 0, ove
 
 
 def run_release(out: str | Path, data_dir: str | Path, eval_dir: str | Path, model_dirs: dict[str, str | Path],
-                references: dict[str, str | Path], preset: str = "default", seed: int = 0,
-                drift_overrides: list[str] | tuple[str, ...] = ()) -> dict:
+                references: dict[str, str | Path], preset: str = "default", seed: int = 0) -> dict:
     """Run the release steps of the demo; returns a JSON-able summary (also ``release/summary.json``).
 
     ``references``: each model's drift reference (`vsearch.monitoring.reference.build_reference`)."""
@@ -155,7 +154,7 @@ def run_release(out: str | Path, data_dir: str | Path, eval_dir: str | Path, mod
     if not (same / "synth_config.json").is_file():
         synth.generate(same, preset, seed=seed + 1, overwrite=True)
     shifted_copy(data_dir, shifted)
-    drift_cfg = load_drift_config("drift", drift_overrides)
+    drift_cfg = load_drift_config("drift")
     model = Path(model_dirs["four_tower"])
     summary["drift"] = {}
     for label, window in (("same_distribution", same), ("shifted", shifted)):
