@@ -534,16 +534,15 @@ def test_config_map_references_resolve(overlay):
     assert refs and refs <= names, f"{overlay}: dangling ConfigMap references {sorted(refs - names)}"
 
 
-def test_feast_config_is_the_feature_repo_one(monkeypatch):
+def test_feast_config_is_the_feature_repo_one():
     """The cluster's copy is feature_repo's with three keys read from the pods' environment."""
     from vsearch.features import repo as feature_repo
 
     cluster = (K8S / "base" / "feast" / "feature_store.yaml").read_text()
     shipped = yaml.safe_load((ROOT / "feature_repo" / "feature_store.yaml").read_text())
-    monkeypatch.setenv("VSEARCH_FEAST_PROJECT", shipped["project"])
-    monkeypatch.setenv("VSEARCH_FEAST_REGISTRY", shipped["registry"]["path"])
-    monkeypatch.setenv("VSEARCH_FEAST_ONLINE_STORE", yaml.safe_dump(shipped["online_store"], default_flow_style=True).strip())
-    assert feature_repo.resolve(cluster, env={}) == shipped
+    pod_env = {"VSEARCH_FEAST_PROJECT": shipped["project"], "VSEARCH_FEAST_REGISTRY": shipped["registry"]["path"],
+               "VSEARCH_FEAST_ONLINE_STORE": yaml.safe_dump(shipped["online_store"], default_flow_style=True).strip()}
+    assert feature_repo.resolve(cluster, env=pod_env) == shipped
     assert all(f"${{{var}}}" in cluster for var in feature_repo.ENV_KEYS)
     data = one(render("overlays/prod"), "ConfigMap", next(
         d["metadata"]["name"] for d in render("overlays/prod") if d["kind"] == "ConfigMap" and d["metadata"]["name"].startswith("feast-repo")))

@@ -3,6 +3,7 @@ from the schema, described and tagged), the product feature frame."""
 
 from __future__ import annotations
 
+import os
 import shutil
 
 import pandas as pd
@@ -36,13 +37,26 @@ def test_feature_store_yaml_is_plain_feast_config_that_the_environment_overrides
     # own loader does (feast.repo_config.load_repo_config); one left unset is refused, not kept as text.
     from feast.repo_config import load_repo_config
 
-    monkeypatch.setenv("VSEARCH_FEAST_PROJECT", "shop")
-    cluster = text.replace("project: vsearch", "project: ${VSEARCH_FEAST_PROJECT}")
-    assert feature_repo.resolve(cluster, env={})["project"] == "shop"
+    monkeypatch.setenv("SHOP_PROJECT", "shop")
+    monkeypatch.setenv("SHOP_STORE", "shop.db")
+    cluster = text.replace("project: vsearch", "project: ${SHOP_PROJECT}").replace("data/online.db", "$SHOP_STORE")
+    assert feature_repo.resolve(cluster)["project"] == "shop"  # default env: the process environment
+    assert feature_repo.resolve(cluster)["online_store"]["path"] == "shop.db"
     (tmp_path / "feast.yaml").write_text(cluster)
-    assert load_repo_config(tmp_path, tmp_path / "feast.yaml").project == "shop"  # Feast reads it the same way
+    feast = load_repo_config(tmp_path, tmp_path / "feast.yaml")  # Feast reads it the same way
+    assert (feast.project, feast.online_store.path) == ("shop", "shop.db")
     with pytest.raises(ConfigError, match=r"\$\{NOPE\} is not set"):
         feature_repo.resolve("x: ${NOPE}", env={})
+
+
+def test_variables_are_expanded_from_the_env_given_not_the_process_environment(monkeypatch):
+    monkeypatch.delenv("X", raising=False)
+    monkeypatch.setenv("Y", "from-process")
+    env = {"X": "shop", "Z": "z"}
+    assert feature_repo.resolve("project: ${X}\npath: $Z/${X}.db\ncost: 5$\n", env=env) == {"project": "shop", "path": "z/shop.db", "cost": "5$"}
+    assert "X" not in os.environ
+    with pytest.raises(ConfigError, match=r"\$\{Y\} is not set"):
+        feature_repo.resolve("project: ${Y}", env=env)  # an env given is the whole environment
 
 
 def test_config_loads_with_paths_relative_to_the_working_repo(tmp_path):

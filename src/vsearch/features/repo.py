@@ -7,7 +7,7 @@ valid since ``CATALOG_EPOCH``), and an applied registry.
 
 ``feature_store.yaml`` is a plain Feast config (``feast plan`` works in ``feature_repo/`` as
 shipped); ``load_config`` reads it as ``resolve`` says: ``${VAR}``s (the cluster's copy has
-them) expanded as Feast's own loader does, then the ``ENV_KEYS`` variables that are set
+them) expanded by the rule of Feast's own loader, then the ``ENV_KEYS`` variables that are set
 override their keys (the cluster's registry and online store).
 
 Why not Feast's loaders themselves (feast 0.67): ``feast.repo_config.load_repo_config`` builds
@@ -26,6 +26,7 @@ import os
 import re
 import shutil
 import sys
+from collections.abc import Mapping
 from pathlib import Path
 
 import pandas as pd
@@ -50,6 +51,7 @@ FEATURES = ("title", "image_uri", "category")
 # Without a product history the catalog is taken as valid since this instant (before any click).
 CATALOG_EPOCH = pd.Timestamp("1970-01-01", tz="UTC")
 _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")  # one left after expansion: not set
+_EXPANDABLE = re.compile(r"\$(\w+|\{[^}]*\})", re.ASCII)  # os.path.expandvars' (posixpath) pattern
 
 
 def _quiet_feast() -> None:
@@ -76,11 +78,11 @@ def definitions_dir(start: str | os.PathLike | None = None) -> Path:
     return path
 
 
-def resolve(text: str, env: dict[str, str] | None = None) -> dict:
-    """``feature_store.yaml`` text as vsearch configures Feast: ``${VAR}``s expanded from the
-    process environment exactly as Feast's ``load_repo_config`` does (``os.path.expandvars``),
-    then each ``ENV_KEYS`` variable set (non-empty) in ``env`` (default: the process
-    environment) overrides its key.
+def resolve(text: str, env: Mapping[str, str] | None = None) -> dict:
+    """``feature_store.yaml`` text as vsearch configures Feast: ``$VAR`` and ``${VAR}`` expanded
+    from ``env`` (default: the process environment) by the rule of Feast's ``load_repo_config``
+    (``os.path.expandvars``, which reads only the process environment), then each ``ENV_KEYS``
+    variable set (non-empty) in ``env`` overrides its key.
 
     Raises:
         ConfigError: a ``${VAR}`` left unset (Feast would keep it as text), or an online store
@@ -89,7 +91,7 @@ def resolve(text: str, env: dict[str, str] | None = None) -> dict:
     import yaml
 
     env = os.environ if env is None else env
-    expanded = os.path.expandvars(text)
+    expanded = _expand_vars(text, env)
     unset = _VAR.search(expanded)
     if unset:
         raise ConfigError(f"{CONFIG_FILE}: ${{{unset.group(1)}}} is not set")
@@ -105,6 +107,16 @@ def resolve(text: str, env: dict[str, str] | None = None) -> dict:
             target = target.setdefault(key, {})
         target[keys[-1]] = value
     return raw
+
+
+def _expand_vars(text: str, env: Mapping[str, str]) -> str:
+    """``text`` with each ``$VAR`` / ``${VAR}`` set in ``env`` replaced, the others kept as they
+    are: ``os.path.expandvars``' rule over any mapping instead of the process environment."""
+    def value(match: re.Match) -> str:
+        name = match.group(1).strip("{}")
+        return env[name] if name in env else match.group(0)
+
+    return _EXPANDABLE.sub(value, text) if "$" in text else text
 
 
 def load_config(repo_dir: str | os.PathLike):
