@@ -52,7 +52,7 @@ def train_model(
                                   out_dir=model.path, run_id=model.uri, init=init)
     else:
         # restart: a retried attempt starts clean rather than resuming another pod's leftovers.
-        # Records (summary, drift reference) name the artifacts' URIs, not this pod's mount paths.
+        # Records (the train summary) name the artifacts' URIs, not this pod's mount paths.
         uris = {"data": data.uri, "out": model.uri, **({"init": init_model.uri} if init_model is not None else {})}
         summary = train(cfg, data.path, model.path, init=init, restart=True, uris=uris)
     model.metadata.update(

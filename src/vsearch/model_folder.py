@@ -9,7 +9,10 @@ indexing, monitoring, the gate and the TrainJob launcher read it. A model folder
     run_config.yaml       the whole run config it was trained with
     train_summary.json    steps, losses, timings, fingerprint and code version
     metrics.jsonl         one line of training metrics per logged step
-    drift_reference/      the drift monitor's reference snapshot (``monitoring.reference``)
+
+The drift reference is not part of it: ``build_drift_reference`` writes it as its own artifact
+(``monitoring.reference.build_reference``). Folders trained before that step may still hold a
+``drift_reference/`` (``REFERENCE_DIR``), which the drift monitor still reads.
 """
 
 from __future__ import annotations

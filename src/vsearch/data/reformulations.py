@@ -47,7 +47,7 @@ def mine_reformulations(
     Returns:
         DataFrame with the interaction columns plus ``engagement`` (False), ``query_id``
         suffixed ``~r<k>``; empty when no product has a sibling. Both columns are optional in
-        the data contract (schema.OPTIONAL_CATALOG_COLUMNS): when the catalog lacks one, the
+        the data contract (schema.CONFIGURED_CATALOG_COLUMNS): when the catalog lacks one, the
         result is empty and ``attrs["skipped"]`` says which column and which config key, so
         the 4-tower model trains on engagement rows only and the training log says why.
     """

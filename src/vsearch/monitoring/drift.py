@@ -277,7 +277,8 @@ def detect_drift(reference: str | os.PathLike, current: str | os.PathLike, out_d
     """Compare ``current`` with ``reference`` and publish drift.json (+ HTML) to ``out_dir``.
 
     Args:
-        reference: a snapshot folder, or a model folder holding ``drift_reference``.
+        reference: a reference snapshot folder (``build_drift_reference``'s artifact); a model
+            folder with ``drift_reference/`` inside, the older layout, is still read.
         current: a snapshot folder, or a data folder: then it is snapshotted here with
             ``model`` (default: the reference's model), the same way as the reference.
         since, until: window of the current data folder (event_timestamp, ISO).
@@ -386,7 +387,8 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(meta))
         return 0
     parser = argparse.ArgumentParser(prog="vsearch drift", description="Evidently drift report: exit 0 (no drift) or 3 (drift).")
-    parser.add_argument("--reference", required=True, help="snapshot folder, or a model folder with drift_reference/")
+    parser.add_argument("--reference", required=True, help="reference snapshot folder (build_drift_reference's output; "
+                        "a model folder with drift_reference/, the older layout, is still read)")
     parser.add_argument("--current", required=True, help="snapshot folder, or a data folder (snapshotted with --model)")
     parser.add_argument("--out", required=True, help="folder for drift.json and the HTML reports (replaced atomically)")
     parser.add_argument("--model", help="model that embeds a current data folder (default: the reference's model)")
