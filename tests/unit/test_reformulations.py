@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pandas as pd
 import pytest
 import torch
@@ -73,9 +75,11 @@ def test_the_report_notes_a_model_trained_without_mined_rows(tmp_path):
     from vsearch.evaluation.evaluate import training_notes
 
     reason = "no mined reformulation rows: catalog has no column 'design_id' (set data.reformulation_group ...)"
-    (tmp_path / "four_tower").mkdir()
-    (tmp_path / "four_tower" / model_folder.SUMMARY_FILE).write_text(f'{{"mined_reformulations": "{reason}"}}')
-    (tmp_path / "three_tower").mkdir()
-    (tmp_path / "three_tower" / model_folder.SUMMARY_FILE).write_text('{"steps": 3}')
-    models = {"four_tower": str(tmp_path / "four_tower"), "three_tower": str(tmp_path / "three_tower")}
-    assert training_notes(models) == [f"four_tower: {reason}"]
+    # train() records {"rows", "skipped"} (vsearch.training.loop); a model that mined rows has no "skipped".
+    summaries = {"four_tower": {"mined_reformulations": {"rows": 0, "skipped": reason}},
+                 "three_tower": {"steps": 3, "mined_reformulations": {"rows": 0}},
+                 "four_tower_mined": {"mined_reformulations": {"rows": 120}}}
+    for name, summary in summaries.items():
+        (tmp_path / name).mkdir()
+        (tmp_path / name / model_folder.SUMMARY_FILE).write_text(json.dumps(summary))
+    assert training_notes({name: str(tmp_path / name) for name in summaries}) == [f"four_tower: {reason}"]

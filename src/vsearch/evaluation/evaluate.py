@@ -296,8 +296,8 @@ def training_notes(models: dict[str, str]) -> list[str]:
         summary_path = Path(path) / model_folder.SUMMARY_FILE
         if not summary_path.is_file():
             continue
-        mined = json.loads(summary_path.read_text()).get("mined_reformulations")
-        reason = mined.get("skipped") if isinstance(mined, dict) else mined if isinstance(mined, str) else None
+        mined = json.loads(summary_path.read_text()).get("mined_reformulations")  # {"rows", "skipped"?}
+        reason = mined.get("skipped") if isinstance(mined, dict) else None
         if reason:
             notes.append(f"{name}: {reason}")
     return notes
