@@ -96,6 +96,25 @@ def _exit_code(exc: BaseException | None) -> int:
     return 1
 
 
+def _installed(names: set[str]) -> list[str]:
+    """The modules among ``names`` that come from the standard library, the installed packages
+    or vsearch: what the server may import for later tasks (not a task's own files, which
+    another module of the same name could shadow in the server)."""
+    import sysconfig
+
+    paths = sysconfig.get_paths()
+    roots = {os.path.realpath(paths[key]) + os.sep for key in ("stdlib", "platstdlib", "purelib", "platlib")}
+    vsearch = sys.modules.get("vsearch")
+    if vsearch is not None and getattr(vsearch, "__file__", None):
+        roots.add(os.path.realpath(os.path.dirname(vsearch.__file__)) + os.sep)
+    keep = []
+    for name in sorted(names):
+        origin = getattr(sys.modules.get(name), "__file__", None)
+        if name != "__main__" and origin and os.path.realpath(origin).startswith(tuple(roots)):
+            keep.append(name)
+    return keep
+
+
 def _run_task(report_fd: int, request: dict, out_fd: int) -> None:
     """In the forked child: become the task's process, run it, report its exit code and the
     modules it imported on ``report_fd``, exit."""
@@ -124,7 +143,7 @@ def _run_task(report_fd: int, request: dict, out_fd: int) -> None:
         for stream in (sys.stdout, sys.stderr):
             with contextlib.suppress(Exception):
                 stream.flush()
-        learnt = sorted(m for m in set(sys.modules) - before if "ephemeral_component" not in m and m != "__main__")
+        learnt = _installed(set(sys.modules) - before)
         with contextlib.suppress(OSError), open(report_fd, "w") as report:
             json.dump({"code": code, "modules": learnt}, report)
         os._exit(code & 0xFF)

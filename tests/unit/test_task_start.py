@@ -26,11 +26,16 @@ def probe(n: int, mode: str = "ok") -> str:
     if mode == "exit":
         sys.exit(3)
     before = "colorsys" in sys.modules
+    own_before = "probe_own_module" in sys.modules
     if mode == "import":
         import colorsys  # noqa: F401 - the import is the point
 
+        sys.path.insert(0, os.environ["VSEARCH_PROBE_DIR"])
+        import probe_own_module  # noqa: F401
+
     return json.dumps({"n": n * 2, "env": os.environ.get("VSEARCH_PROBE"), "cwd": os.getcwd(),
-                       "runtime": os.environ.get("_KFP_RUNTIME"), "colorsys_before": before})
+                       "runtime": os.environ.get("_KFP_RUNTIME"), "colorsys_before": before,
+                       "own_before": own_before})
 
 
 def _command(out_dir, n: int, mode: str = "ok") -> list[str]:
@@ -55,6 +60,14 @@ def server(tmp_path, monkeypatch):
     """Start the server inside the test: it takes tasks whose environment is the one it started
     with, and pytest changes PYTEST_CURRENT_TEST between a fixture's setup and the test."""
     monkeypatch.setenv("VSEARCH_PROBE", "from-the-run")
+    (tmp_path / "lib").mkdir()
+    (tmp_path / "lib" / "probe_own_module.py").write_text("VALUE = 1\n")
+    monkeypatch.setenv("VSEARCH_PROBE_DIR", str(tmp_path / "lib"))
+    # Another module of that name, on the server's own path: importing "the same" module there
+    # would give later tasks the wrong one.
+    (tmp_path / "shadow").mkdir()
+    (tmp_path / "shadow" / "probe_own_module.py").write_text("VALUE = 2\n")
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [os.environ.get("PYTHONPATH"), str(tmp_path / "shadow")])))
     return lambda: task_server.serving(str(tmp_path), preload=("kfp.dsl.executor_main",))
 
 
@@ -93,7 +106,8 @@ def test_a_forked_task_gives_what_its_own_interpreter_gives(tmp_path, server, ca
     cold_printed = capfd.readouterr().out
     assert code == cold == 0
     assert _output(tmp_path / "warm") == _output(tmp_path / "cold") == {
-        "n": 42, "env": "from-the-run", "cwd": os.getcwd(), "runtime": "true", "colorsys_before": False}
+        "n": 42, "env": "from-the-run", "cwd": os.getcwd(), "runtime": "true", "colorsys_before": False,
+        "own_before": False}
     assert "probe says 21" in printed and "probe says 21" in cold_printed
     assert "Wrote executor output file" in printed
 
@@ -109,7 +123,9 @@ def test_a_failing_task_keeps_its_exit_code_and_traceback(tmp_path, server, capf
     assert not (tmp_path / "warm" / "executor_output.json").exists()
 
 
-def test_a_task_starts_with_what_an_earlier_task_imported(tmp_path, server):
+def test_a_task_starts_with_what_an_earlier_task_imported_from_the_installed_packages(tmp_path, server):
+    """The first task imports colorsys (standard library) and a module of its own (from a folder
+    it put on sys.path): the server imports colorsys for the next tasks, never the task's own."""
     with server() as path:
         assert _warm(path, _command(tmp_path / "first", 1, "import"))[0] == 0
         assert _output(tmp_path / "first")["colorsys_before"] is False
@@ -117,6 +133,7 @@ def test_a_task_starts_with_what_an_earlier_task_imported(tmp_path, server):
             time.sleep(0.25)
             assert _warm(path, _command(tmp_path / f"next-{attempt}", 2))[0] == 0
             if _output(tmp_path / f"next-{attempt}")["colorsys_before"]:
+                assert _output(tmp_path / f"next-{attempt}")["own_before"] is False
                 break
         else:
             pytest.fail("the server never imported what the first task imported")
