@@ -5,11 +5,10 @@ components call. (Named *_pipeline: tests/unit/test_data_import.py holds the sam
 
 from __future__ import annotations
 
-import importlib.util
 import json
-from pathlib import Path
 
 import pytest
+from helpers.import_source import write_catalog_source
 
 from vsearch import model_folder
 from vsearch.cli import main as vsearch
@@ -23,14 +22,10 @@ from vsearch.validation.validate import validate_dataset
 
 pytestmark = pytest.mark.integration
 
-_spec = importlib.util.spec_from_file_location("data_import_source", Path(__file__).parents[1] / "unit" / "test_data_import.py")
-_source = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(_source)
-
 
 @pytest.mark.timeout(900)
 def test_an_imported_catalog_validates_trains_evaluates_and_indexes(tmp_path):
-    source = _source.write_catalog_source(tmp_path / "src", n_designs=8)
+    source = write_catalog_source(tmp_path / "src", n_designs=8)
     data = tmp_path / "data"
     assert vsearch(["data", "import", "--images", str(source["images"]), "--catalog", str(source["catalog"]),
                     "--engagement", str(source["engagement"]), "--out", str(data), "--variant-group", "parent"]) == 0
@@ -64,7 +59,7 @@ def test_an_imported_catalog_runs_through_the_training_pipeline_locally(tmp_path
     """The same KFP training pipeline the demo runs (its import variant, ``data_uri``), under
     kfp.local with the tiny configs: validate, Feast training set, three models, evaluate, gate
     (53 s measured at 2 cores)."""
-    source = _source.write_catalog_source(tmp_path / "src", n_designs=8)
+    source = write_catalog_source(tmp_path / "src", n_designs=8)
     data = tmp_path / "data"
     assert vsearch(["data", "import", "--images", str(source["images"]), "--catalog", str(source["catalog"]),
                     "--engagement", str(source["engagement"]), "--out", str(data), "--variant-group", "parent"]) == 0

@@ -2,51 +2,15 @@
 
 from __future__ import annotations
 
-import csv
 import json
 
 import pandas as pd
 import pytest
-from PIL import Image, ImageDraw
+from helpers.import_source import write_catalog_source
 
 from vsearch import schema
 from vsearch.cli import main as vsearch
 from vsearch.data.importer import assign_splits, import_dataset
-
-COLOURS = {"red": (200, 30, 30), "blue": (30, 30, 200), "green": (30, 160, 30)}
-
-
-def _picture(size: tuple[int, int], rgb: tuple, design: int, view: int) -> Image.Image:
-    """A distinct image per (colour, design, view): a colour field with a design mark."""
-    image = Image.new("RGB", size, rgb)
-    x, y = 2 + 3 * design, 2 + 5 * view
-    ImageDraw.Draw(image).rectangle((x, y, x + 8 + design, y + 6), fill=(250 - 20 * design, 240, 20 * view))
-    return image
-
-
-def write_catalog_source(root, n_designs: int = 6, queries_per_product: int = 2) -> dict:
-    """An image folder and CSV tables as a user would have them: 3 colours per design."""
-    images = root / "photos"
-    (images / "catalog").mkdir(parents=True)
-    (images / "street").mkdir()
-    catalog, clicks = [], []
-    for d in range(n_designs):
-        for colour, rgb in COLOURS.items():
-            pid = f"p{d}-{colour}"
-            _picture((40, 40), rgb, d, 0).save(images / "catalog" / f"{pid}.png")
-            catalog.append({"product_id": pid, "image_path": f"catalog/{pid}.png", "title": f"{colour} mug {d}",
-                            "category": ["mug", "shirt"][d % 2], "colour": colour, "parent": f"d{d}"})
-            for q in range(queries_per_product):
-                _picture((48, 48), tuple(c // (q + 2) for c in rgb), d, q + 1).save(images / "street" / f"{pid}-{q}.jpg")
-                clicks.append({"query_image_path": f"street/{pid}-{q}.jpg", "product_id": pid,
-                               "timestamp": f"2026-0{1 + q}-1{d % 9}T10:00:00Z", "query_text": ""})
-    paths = {"images": images, "catalog": root / "catalog.csv", "engagement": root / "clicks.csv"}
-    for path, rows in ((paths["catalog"], catalog), (paths["engagement"], clicks)):
-        with open(path, "w", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=list(rows[0]))
-            writer.writeheader()
-            writer.writerows(rows)
-    return paths
 
 
 @pytest.fixture
