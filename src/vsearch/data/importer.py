@@ -34,6 +34,14 @@ REFORMULATIONS_IN = ("query_image_path", "reformulation_text", "product_id")
 IMAGES_DIR = "images"
 
 
+def _refuse_first(bad: pd.Series, path: str | os.PathLike, rule: str, values: pd.Series) -> None:
+    """DataError at the first row where ``bad`` (R,) is True: the file, that row (0-based data
+    row), the rule and the row's value from ``values`` (R,); nothing when no row is bad."""
+    if bad.any():
+        row = int(bad.to_numpy().nonzero()[0][0])
+        raise DataError(path, rule, row, repr(values.iloc[row])[:120])
+
+
 def read_table(path: str | os.PathLike, required: tuple[str, ...]) -> pd.DataFrame:
     """A CSV (header row) or JSONL file as strings; DataError if unreadable or a column is missing."""
     path = Path(path)
@@ -98,10 +106,7 @@ def assign_splits(keys: pd.Series, seed: int, val: float, test: float) -> pd.Ser
 
 def _catalog(path: Path, root: Path, group: str, reference: bool):
     df = read_table(path, CATALOG_IN + ((group,) if group else ()))
-    dup = df["product_id"].duplicated()
-    if dup.any():
-        row = int(dup.to_numpy().nonzero()[0][0])
-        raise DataError(path, "duplicate product_id", row, repr(df["product_id"].iloc[row]))
+    _refuse_first(df["product_id"].duplicated(), path, "duplicate product_id", df["product_id"])
     uris, copies = _image_uris(root, df["image_path"], path, reference)
     catalog = df.drop(columns=["image_path"]).assign(image_uri=uris)
     first = [c.name for c in schema.CATALOG_COLUMNS]
@@ -110,21 +115,13 @@ def _catalog(path: Path, root: Path, group: str, reference: bool):
 
 def _engagement(path: Path, root: Path, known: set, reference: bool):
     df = read_table(path, ENGAGEMENT_IN)
-    unknown = ~df["product_id"].isin(known)
-    if unknown.any():
-        row = int(unknown.to_numpy().nonzero()[0][0])
-        raise DataError(path, "clicked product_id not in the catalog", row, repr(df["product_id"].iloc[row]))
+    _refuse_first(~df["product_id"].isin(known), path, "clicked product_id not in the catalog", df["product_id"])
     stamps = pd.to_datetime(df["timestamp"], errors="coerce", utc=True, format="mixed")
-    bad = stamps.isna() | schema.timestamp_out_of_range(stamps)
-    if bad.any():
-        row = int(bad.to_numpy().nonzero()[0][0])
-        raise DataError(path, "timestamp is not an ISO date/time between 1970 and now", row, repr(df["timestamp"].iloc[row]))
+    _refuse_first(stamps.isna() | schema.timestamp_out_of_range(stamps), path,
+                 "timestamp is not an ISO date/time between 1970 and now", df["timestamp"])
     uris, copies = _image_uris(root, df["query_image_path"], path, reference)
     query_ids = df["query_id"].astype(str) if "query_id" in df.columns else pd.Series([f"q{i}" for i in range(len(df))])
-    dup = query_ids.duplicated()
-    if dup.any():
-        row = int(dup.to_numpy().nonzero()[0][0])
-        raise DataError(path, "duplicate query_id", row, repr(query_ids.iloc[row]))
+    _refuse_first(query_ids.duplicated(), path, "duplicate query_id", query_ids)
     texts = df["query_text"].fillna("").astype(str) if "query_text" in df.columns else ""
     return pd.DataFrame({"query_id": query_ids, "query_image_uri": uris, "query_text": texts,
                          "product_id": df["product_id"], "event_timestamp": stamps}), copies
@@ -134,10 +131,7 @@ def _reformulations(path: Path | None, root: Path, known: set, reference: bool):
     if path is None:
         return pd.DataFrame({c.name: pd.Series(dtype=str) for c in schema.REFORMULATION_COLUMNS}), {}
     df = read_table(path, REFORMULATIONS_IN)
-    unknown = ~df["product_id"].isin(known)
-    if unknown.any():
-        row = int(unknown.to_numpy().nonzero()[0][0])
-        raise DataError(path, "target product_id not in the catalog", row, repr(df["product_id"].iloc[row]))
+    _refuse_first(~df["product_id"].isin(known), path, "target product_id not in the catalog", df["product_id"])
     uris, copies = _image_uris(root, df["query_image_path"], path, reference)
     return pd.DataFrame({"query_image_uri": uris, "reformulation_text": df["reformulation_text"],
                          "product_id": df["product_id"]}), copies
