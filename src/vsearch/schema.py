@@ -168,11 +168,12 @@ def allowed_uri_prefixes() -> tuple[str, ...]:
     return tuple(out)
 
 
-def uri_problem(uri) -> str | None:
+def uri_problem(uri, *, extra_prefixes: tuple[str, ...] = ()) -> str | None:
     """Why ``uri`` can never be read (a lexical check, no file system or network), or None.
 
     The rule in words: not a non-empty string; control or bidi characters; an absolute local
-    path; a ``..`` segment; a URL whose prefix configuration does not allow.
+    path; a ``..`` segment; a URL whose prefix configuration (or ``extra_prefixes``, each
+    ending with "/", allowed for this call only) does not allow.
     """
     if not isinstance(uri, str) or not uri:
         return "URI must be a non-empty string"
@@ -187,8 +188,8 @@ def uri_problem(uri) -> str | None:
     if ".." in re.split(r"[\\/]", unquote(path)):
         return "URI resolves outside the data folder"
     if match is not None:
-        lowered = match.group(1).lower() + uri[match.end(1):]
-        if not any(lowered.startswith(p.split("://", 1)[0].lower() + "://" + p.split("://", 1)[1]) for p in allowed_uri_prefixes()):
+        lowered, prefixes = match.group(1).lower() + uri[match.end(1):], allowed_uri_prefixes() + tuple(extra_prefixes)
+        if not any(lowered.startswith(p.split("://", 1)[0].lower() + "://" + p.split("://", 1)[1]) for p in prefixes):
             return f"URL not allowed (scheme/bucket not in {ALLOWED_URI_PREFIXES_ENV})"
     return None
 
@@ -319,8 +320,9 @@ def _check_column(df: pd.DataFrame, col: Column, path: Path) -> None:
             raise DataError(path, f"column '{col.name}' must be one of {list(col.allowed)}", row, repr(series.iloc[row]))
 
 
-def read_manifest(data_dir: str | os.PathLike, name: str) -> pd.DataFrame:
-    """Read one manifest (``catalog.parquet`` ...) and enforce its schema.
+def read_manifest(data_dir: str | os.PathLike, name: str, *, extra_prefixes: tuple[str, ...] = ()) -> pd.DataFrame:
+    """Read one manifest (``catalog.parquet`` ...) and enforce its schema (``extra_prefixes``:
+    URL prefixes allowed besides the configured ones, see ``uri_problem``).
 
     Raises:
         DataError: missing or unreadable file, missing column, wrong type, empty required
@@ -365,7 +367,7 @@ def read_manifest(data_dir: str | os.PathLike, name: str) -> pd.DataFrame:
     for uri_col in URI_COLUMNS.get(name, ()):
         # Lexical check of every row (cheap, no I/O); symlink escapes are caught when resolving.
         for row, uri in enumerate(df[uri_col]):
-            problem = uri_problem(uri)
+            problem = uri_problem(uri, extra_prefixes=extra_prefixes)
             if problem is not None:
                 raise DataError(path, f"column '{uri_col}': {problem}", row, repr(uri)[:120])
     key = UNIQUE_KEYS.get(name)
@@ -377,17 +379,19 @@ def read_manifest(data_dir: str | os.PathLike, name: str) -> pd.DataFrame:
     return df
 
 
-def read_dataset(data_dir: str | os.PathLike) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
-    """Read catalog, interactions and reformulations, checking cross-file references.
+def read_dataset(data_dir: str | os.PathLike, *,
+                 extra_prefixes: tuple[str, ...] = ()) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """Read catalog, interactions and reformulations, checking cross-file references
+    (``extra_prefixes``: URL prefixes allowed besides the configured ones, see ``uri_problem``).
 
     Returns:
         (catalog, interactions, reformulations); reformulations may be empty.
     """
-    catalog = read_manifest(data_dir, CATALOG_FILE)
-    interactions = read_manifest(data_dir, INTERACTIONS_FILE)
+    catalog = read_manifest(data_dir, CATALOG_FILE, extra_prefixes=extra_prefixes)
+    interactions = read_manifest(data_dir, INTERACTIONS_FILE, extra_prefixes=extra_prefixes)
     ref_path = Path(data_dir) / REFORMULATIONS_FILE
     if ref_path.exists():
-        reformulations = read_manifest(data_dir, REFORMULATIONS_FILE)
+        reformulations = read_manifest(data_dir, REFORMULATIONS_FILE, extra_prefixes=extra_prefixes)
     else:
         reformulations = pd.DataFrame({c.name: pd.Series(dtype=object) for c in REFORMULATION_COLUMNS})
     known = set(catalog["product_id"])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 
 import pandas as pd
 import pytest
@@ -11,6 +12,7 @@ from helpers.import_source import write_catalog_source
 from vsearch import schema
 from vsearch.cli import main as vsearch
 from vsearch.data.importer import assign_splits, import_dataset
+from vsearch.schema import DataError
 
 
 @pytest.fixture
@@ -93,3 +95,17 @@ def test_the_command_prints_what_to_run_next(tmp_path, source, capsys):
     printed = capsys.readouterr().out
     assert f"vsearch train --config three_tower --data {out}" in printed
     assert "data.reformulation_group=parent" in printed and f"vsearch data validate --data {out}" in printed
+
+
+def test_referenced_images_are_checked_without_touching_the_environment(tmp_path, source, monkeypatch):
+    """The importer allows the referenced folder for its own contract check only (a keyword
+    down to schema.uri_problem), not by editing the process-wide $VSEARCH_ALLOWED_URI_PREFIXES."""
+    monkeypatch.delenv(schema.ALLOWED_URI_PREFIXES_ENV, raising=False)
+    out = tmp_path / "data"
+    import_dataset(source["images"], source["catalog"], source["engagement"], out, reference=True)
+    assert schema.ALLOWED_URI_PREFIXES_ENV not in os.environ
+    with pytest.raises(DataError, match="URL not allowed"):
+        schema.read_dataset(out)
+    catalog, _, _ = schema.read_dataset(out, extra_prefixes=(source["images"].resolve().as_uri() + "/",))
+    assert catalog["image_uri"].str.startswith("file://").all()
+    assert schema.ALLOWED_URI_PREFIXES_ENV not in os.environ

@@ -139,17 +139,9 @@ def _reformulations(path: Path | None, root: Path, known: set, reference: bool):
 
 def _check_contract(staging: Path, referenced_root: Path | None) -> None:
     """The contract's own checks (types, empty titles, leakage) before publishing; referenced
-    images are file:// URLs, readable once their root is an allowed prefix (as it must be later)."""
-    saved = os.environ.get(schema.ALLOWED_URI_PREFIXES_ENV)
-    if referenced_root is not None:
-        os.environ[schema.ALLOWED_URI_PREFIXES_ENV] = ",".join(filter(None, [saved, referenced_root.as_uri() + "/"]))
-    try:
-        schema.read_dataset(staging)
-    finally:
-        if saved is None:
-            os.environ.pop(schema.ALLOWED_URI_PREFIXES_ENV, None)
-        else:
-            os.environ[schema.ALLOWED_URI_PREFIXES_ENV] = saved
+    images are file:// URLs under their root, allowed for this check only (later readers need
+    the root in $VSEARCH_ALLOWED_URI_PREFIXES, as the command prints)."""
+    schema.read_dataset(staging, extra_prefixes=(referenced_root.as_uri() + "/",) if referenced_root else ())
 
 
 def import_dataset(images: str | os.PathLike, catalog: str | os.PathLike, engagement: str | os.PathLike,
