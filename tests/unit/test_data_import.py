@@ -97,6 +97,33 @@ def test_the_command_prints_what_to_run_next(tmp_path, source, capsys):
     assert "data.reformulation_group=parent" in printed and f"vsearch data validate --data {out}" in printed
 
 
+@pytest.mark.parametrize("table, row, column, value", [
+    ("catalog", 2, "title", None),
+    ("catalog", 4, "category", "missing"),  # a JSON line without the key
+    ("catalog", 1, "product_id", "  "),
+    ("engagement", 3, "query_id", None),
+    ("engagement", 0, "timestamp", None),
+])
+def test_a_null_or_blank_required_jsonl_cell_is_refused_not_read_as_nan(tmp_path, source, capsys, table, row, column, value):
+    rows = pd.read_csv(source[table], dtype=str, keep_default_na=False).to_dict("records")
+    if table == "engagement":
+        rows = [{**r, "query_id": f"q{i}"} for i, r in enumerate(rows)]
+    if value == "missing":
+        del rows[row][column]
+    else:
+        rows[row][column] = value
+    jsonl = tmp_path / f"{table}.jsonl"
+    jsonl.write_text("\n".join(json.dumps(r) for r in rows))
+    out = tmp_path / "data"
+    argv = ["data", "import", "--images", str(source["images"]), "--out", str(out),
+            "--catalog", str(jsonl if table == "catalog" else source["catalog"]),
+            "--engagement", str(jsonl if table == "engagement" else source["engagement"])]
+    assert vsearch(argv) == 2
+    (err,) = capsys.readouterr().err.strip().splitlines()
+    assert f"{jsonl}, row {row}: column '{column}' must not be null or blank" in err
+    assert not out.exists()
+
+
 def test_referenced_images_are_checked_without_touching_the_environment(tmp_path, source, monkeypatch):
     """The importer allows the referenced folder for its own contract check only (a keyword
     down to schema.uri_problem), not by editing the process-wide $VSEARCH_ALLOWED_URI_PREFIXES."""

@@ -12,7 +12,8 @@ Writes ``catalog.parquet``, ``interactions.parquet``, ``reformulations.parquet``
 ``--reference``, ``images/`` (copies) into ``--out``, atomically (``vsearch.artifacts.staged``:
 a failed import leaves ``--out`` as it was). Splits are assigned by product, or by variant
 group when one is given, with a fixed seed. Every bad row ends the import with one line
-naming the file, the row (0-based data row) and the rule, exit status 2.
+naming the file, the row (0-based data row) and the rule, exit status 2: also a null or
+blank cell in a required column.
 """
 
 from __future__ import annotations
@@ -42,8 +43,15 @@ def _refuse_first(bad: pd.Series, path: str | os.PathLike, rule: str, values: pd
         raise DataError(path, rule, row, repr(values.iloc[row])[:120])
 
 
-def read_table(path: str | os.PathLike, required: tuple[str, ...]) -> pd.DataFrame:
-    """A CSV (header row) or JSONL file as strings; DataError if unreadable or a column is missing."""
+def _blank(values: pd.Series) -> pd.Series:
+    """True where a cell is null (JSON null, a missing key) or blank text ("" / spaces)."""
+    return values.map(lambda v: not v.strip() if isinstance(v, str) else bool(pd.api.types.is_scalar(v) and pd.isna(v)))
+
+
+def read_table(path: str | os.PathLike, required: tuple[str, ...], optional: tuple[str, ...] = ()) -> pd.DataFrame:
+    """A CSV (header row) or JSONL file; the ``required`` columns, and the ``optional`` ones
+    present, as strings. DataError if unreadable, a required column is missing, or one of those
+    cells is null or blank (before the text conversion would turn a null into "nan")."""
     path = Path(path)
     try:
         if path.suffix.lower() in (".jsonl", ".ndjson", ".json"):
@@ -55,7 +63,11 @@ def read_table(path: str | os.PathLike, required: tuple[str, ...]) -> pd.DataFra
     missing = [c for c in required if c not in df.columns]
     if missing:
         raise DataError(path, f"missing required column(s) {missing}")
-    return df.astype({c: str for c in required}).reset_index(drop=True)
+    df = df.reset_index(drop=True)
+    text = [c for c in required + optional if c in df.columns]
+    for column in text:
+        _refuse_first(_blank(df[column]), path, f"column '{column}' must not be null or blank", df[column])
+    return df.astype({c: str for c in text})
 
 
 def image_source(root: Path, value: str, table: Path, row: int) -> Path:
@@ -114,13 +126,13 @@ def _catalog(path: Path, root: Path, group: str, reference: bool):
 
 
 def _engagement(path: Path, root: Path, known: set, reference: bool):
-    df = read_table(path, ENGAGEMENT_IN)
+    df = read_table(path, ENGAGEMENT_IN, optional=("query_id",))
     _refuse_first(~df["product_id"].isin(known), path, "clicked product_id not in the catalog", df["product_id"])
     stamps = pd.to_datetime(df["timestamp"], errors="coerce", utc=True, format="mixed")
     _refuse_first(stamps.isna() | schema.timestamp_out_of_range(stamps), path,
                  "timestamp is not an ISO date/time between 1970 and now", df["timestamp"])
     uris, copies = _image_uris(root, df["query_image_path"], path, reference)
-    query_ids = df["query_id"].astype(str) if "query_id" in df.columns else pd.Series([f"q{i}" for i in range(len(df))])
+    query_ids = df["query_id"] if "query_id" in df.columns else pd.Series([f"q{i}" for i in range(len(df))])
     _refuse_first(query_ids.duplicated(), path, "duplicate query_id", query_ids)
     texts = df["query_text"].fillna("").astype(str) if "query_text" in df.columns else ""
     return pd.DataFrame({"query_id": query_ids, "query_image_uri": uris, "query_text": texts,
