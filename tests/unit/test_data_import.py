@@ -7,7 +7,7 @@ import os
 
 import pandas as pd
 import pytest
-from helpers.import_source import write_catalog_source
+from helpers.import_source import write_catalog_source, write_csv
 
 from vsearch import schema
 from vsearch.cli import main as vsearch
@@ -97,6 +97,11 @@ def test_the_command_prints_what_to_run_next(tmp_path, source, capsys):
     assert "data.reformulation_group=parent" in printed and f"vsearch data validate --data {out}" in printed
 
 
+def _splits_of(out) -> dict:
+    interactions = pd.read_parquet(out / schema.INTERACTIONS_FILE)
+    return dict(zip(interactions["product_id"], interactions["split"]))
+
+
 @pytest.mark.parametrize("table, row, column, value", [
     ("catalog", 2, "title", None),
     ("catalog", 4, "category", "missing"),  # a JSON line without the key
@@ -122,6 +127,22 @@ def test_a_null_or_blank_required_jsonl_cell_is_refused_not_read_as_nan(tmp_path
     (err,) = capsys.readouterr().err.strip().splitlines()
     assert f"{jsonl}, row {row}: column '{column}' must not be null or blank" in err
     assert not out.exists()
+
+
+def test_a_blank_variant_group_makes_the_product_its_own_group(tmp_path, source):
+    """A standalone product (no parent) is not one big group of all standalone products: that
+    group would put them all in one split and make unrelated products "siblings" when mining."""
+    rows = pd.read_csv(source["catalog"], dtype=str, keep_default_na=False)
+    standalone = rows["parent"].isin(["d0", "d1", "d2", "d3"])
+    rows.loc[standalone, "parent"] = ""
+    write_csv(source["catalog"], rows.to_dict("records"))
+    out = tmp_path / "data"
+    import_dataset(source["images"], source["catalog"], source["engagement"], out, variant_group="parent")
+    catalog = pd.read_parquet(out / schema.CATALOG_FILE)
+    assert catalog.loc[standalone, "parent"].equals(catalog.loc[standalone, "product_id"])
+    assert set(catalog.loc[~standalone, "parent"]) == {"d4", "d5"}
+    splits = _splits_of(out)
+    assert len({splits[p] for p in catalog.loc[standalone, "product_id"]}) > 1
 
 
 def test_referenced_images_are_checked_without_touching_the_environment(tmp_path, source, monkeypatch):

@@ -11,7 +11,9 @@ Inputs (CSV with a header, or JSON Lines; image paths relative to ``--images``):
 Writes ``catalog.parquet``, ``interactions.parquet``, ``reformulations.parquet`` and, unless
 ``--reference``, ``images/`` (copies) into ``--out``, atomically (``vsearch.artifacts.staged``:
 a failed import leaves ``--out`` as it was). Splits are assigned by product, or by variant
-group when one is given, with a fixed seed. Every bad row ends the import with one line
+group when one is given, with a fixed seed. A product whose variant-group cell is blank (or
+null) is its own group: its product_id is written into that column (a standalone product, or
+the main variant of a group named after it). Every bad row ends the import with one line
 naming the file, the row (0-based data row) and the rule, exit status 2: also a null or
 blank cell in a required column.
 """
@@ -117,7 +119,11 @@ def assign_splits(keys: pd.Series, seed: int, val: float, test: float) -> pd.Ser
 
 
 def _catalog(path: Path, root: Path, group: str, reference: bool):
-    df = read_table(path, CATALOG_IN + ((group,) if group else ()))
+    df = read_table(path, CATALOG_IN)
+    if group:
+        if group not in df.columns:
+            raise DataError(path, f"missing the --variant-group column {group!r}")
+        df[group] = df[group].mask(_blank(df[group]), df["product_id"]).astype(str)  # blank: its own group
     _refuse_first(df["product_id"].duplicated(), path, "duplicate product_id", df["product_id"])
     uris, copies = _image_uris(root, df["image_path"], path, reference)
     catalog = df.drop(columns=["image_path"]).assign(image_uri=uris)
