@@ -7,7 +7,7 @@ import os
 
 import pandas as pd
 import pytest
-from helpers.import_source import write_catalog_source, write_csv
+from helpers.import_source import write_catalog_source, write_csv, write_reformulations
 
 from vsearch import schema
 from vsearch.cli import main as vsearch
@@ -100,6 +100,39 @@ def test_the_command_prints_what_to_run_next(tmp_path, source, capsys):
 def _splits_of(out) -> dict:
     interactions = pd.read_parquet(out / schema.INTERACTIONS_FILE)
     return dict(zip(interactions["product_id"], interactions["split"]))
+
+
+@pytest.mark.parametrize("group", ["", "parent"])
+def test_reformulation_targets_and_photos_go_to_test_by_product_or_variant_group(tmp_path, source, group):
+    """Photo of p<d>-red (clicked in the log) + "in blue" -> p<d>-blue, for designs 0 and 1: the
+    contract refuses a reformulation whose target or photo is in train (schema.reformulation_leaks)."""
+    refs = write_reformulations(tmp_path, range(2))
+    out = tmp_path / "data"
+    result = import_dataset(source["images"], source["catalog"], source["engagement"], out,
+                            reformulations=refs, variant_group=group)
+    catalog, interactions, reformulations = schema.read_dataset(out)
+    assert result["reformulations"] == len(reformulations) == 2
+    held = {f"p{d}-{c}" for d in range(2) for c in (["red", "blue"] if not group else ["red", "blue", "green"])}
+    splits = _splits_of(out)
+    assert {splits[p] for p in held} == {"test"} and "train" in splits.values()
+    assert set(reformulations["query_image_uri"]) <= set(interactions["query_image_uri"])  # one copy of each photo
+    again = tmp_path / "again"  # same seed, same splits
+    import_dataset(source["images"], source["catalog"], source["engagement"], again, reformulations=refs, variant_group=group)
+    assert _splits_of(again) == splits
+
+
+def test_reformulations_that_leave_nothing_to_train_on_are_refused_naming_the_users_row(tmp_path, source, capsys):
+    refs = write_reformulations(tmp_path, range(6))  # every design's group is evaluated: no group left for train
+    out = tmp_path / "data"
+    argv = ["data", "import", "--images", str(source["images"]), "--catalog", str(source["catalog"]),
+            "--engagement", str(source["engagement"]), "--reformulations", str(refs), "--variant-group", "parent",
+            "--out", str(out)]
+    assert vsearch(argv) == 2
+    (err,) = capsys.readouterr().err.strip().splitlines()
+    assert f"{refs}, row 5: reformulation targets and photos" in err and "leave no clicked product for the train split" in err
+    assert not out.exists()
+    assert vsearch(argv[:-4] + ["--out", str(out)]) == 0  # by product the same rows leave the green ones to train
+    assert "train" in _splits_of(out).values()
 
 
 @pytest.mark.parametrize("table, row, column, value", [

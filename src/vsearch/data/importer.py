@@ -13,9 +13,11 @@ Writes ``catalog.parquet``, ``interactions.parquet``, ``reformulations.parquet``
 a failed import leaves ``--out`` as it was). Splits are assigned by product, or by variant
 group when one is given, with a fixed seed. A product whose variant-group cell is blank (or
 null) is its own group: its product_id is written into that column (a standalone product, or
-the main variant of a group named after it). Every bad row ends the import with one line
-naming the file, the row (0-based data row) and the rule, exit status 2: also a null or
-blank cell in a required column.
+the main variant of a group named after it). Reformulations are evaluation queries: each
+target, and each product clicked with a reformulation's photo, goes to the test split with its
+variant group (``schema.reformulation_leaks``: never train). Every bad row ends the import
+with one line naming the file, the row (0-based data row) and the rule, exit status 2: also
+a null or blank cell in a required column.
 """
 
 from __future__ import annotations
@@ -103,19 +105,47 @@ def _image_uris(root: Path, values: pd.Series, table: Path, reference: bool) -> 
     return uris, ({} if reference else copies)
 
 
-def assign_splits(keys: pd.Series, seed: int, val: float, test: float) -> pd.Series:
+def assign_splits(keys: pd.Series, seed: int, val: float, test: float, held: tuple | list = ()) -> pd.Series:
     """``train | val | test`` per row, by distinct key (product or variant group), seeded.
 
-    At least one key goes to val and to test when there are three or more keys.
+    At least one key goes to val and to test when there are three or more keys. Keys in
+    ``held`` (those the reformulations evaluate on) all go to test, before the seeded draw
+    fills the rest of the test share; val then takes its share, leaving train at least one key.
     """
-    distinct = np.array(sorted(keys.unique()))
-    order = np.random.default_rng(seed).permutation(len(distinct))
+    distinct = sorted(keys.unique())
+    held = set(held)
+    rest = np.array([k for k in distinct if k not in held], dtype=object)
+    order = np.random.default_rng(seed).permutation(len(rest))
     n_test = max(1, round(test * len(distinct))) if len(distinct) >= 3 else 0
     n_val = max(1, round(val * len(distinct))) if len(distinct) >= 3 else 0
-    split = np.array(["train"] * len(distinct), dtype=object)
-    split[order[:n_test]] = "test"
-    split[order[n_test:n_test + n_val]] = "val"
-    return keys.map(dict(zip(distinct, split)))
+    n_more = max(0, n_test - len(held))
+    n_val = max(0, min(n_val, len(rest) - n_more - 1))
+    split = dict.fromkeys(distinct, "train") | dict.fromkeys(held, "test")
+    split |= dict.fromkeys(rest[order[:n_more]], "test") | dict.fromkeys(rest[order[n_more:n_more + n_val]], "val")
+    return keys.map(split)
+
+
+def _held_out_keys(reformulations: pd.DataFrame, interactions: pd.DataFrame, key_of: pd.Series, path) -> list:
+    """The split keys the reformulations keep out of train, in row order: each target's, and
+    those of the products clicked with its photo (``schema.reformulation_leaks``' two rules).
+
+    Args:
+        reformulations, interactions: the contract's columns (URIs as the importer writes them).
+        key_of: product_id -> split key (the product itself, or its variant group).
+        path: the user's reformulations file, named by the error.
+
+    Raises:
+        DataError: the first row by which every clicked key is held out (no training data left).
+    """
+    clicked_keys = interactions["product_id"].map(key_of)
+    photo_keys = clicked_keys.groupby(interactions["query_image_uri"]).agg(list).to_dict()
+    clicked, held = set(clicked_keys), {}
+    for row, (photo, target) in enumerate(zip(reformulations["query_image_uri"], reformulations["product_id"])):
+        held.update(dict.fromkeys([key_of[target], *photo_keys.get(photo, [])]))
+        if clicked and clicked <= held.keys():
+            raise DataError(path, "reformulation targets and photos (with their variant groups) leave no clicked "
+                            "product for the train split", row, repr(target)[:120])
+    return list(held)
 
 
 def _catalog(path: Path, root: Path, group: str, reference: bool):
@@ -182,8 +212,10 @@ def import_dataset(images: str | os.PathLike, catalog: str | os.PathLike, engage
     known = set(cat["product_id"])
     inter, more = _engagement(Path(engagement), root, known, reference)
     refs, most = _reformulations(Path(reformulations) if reformulations else None, root, known, reference)
-    keys = cat.set_index("product_id")[variant_group or "product_id"] if variant_group else cat.set_index("product_id").index.to_series()
-    product_split = assign_splits(keys.astype(str), seed, val_share, test_share)
+    products = cat.set_index("product_id")
+    keys = (products[variant_group] if variant_group else products.index.to_series()).astype(str)
+    held = _held_out_keys(refs, inter, keys, reformulations)
+    product_split = assign_splits(keys, seed, val_share, test_share, held)
     inter["split"] = inter["product_id"].map(product_split)
     with artifacts.staged(out) as staging:
         for source, uri in {**copies, **more, **most}.items():
