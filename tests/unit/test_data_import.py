@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 
 import pandas as pd
 import pytest
 from helpers.import_source import write_catalog_source, write_csv, write_reformulations
 
+from pipelines.cli import _params as run_local_params
 from vsearch import schema
 from vsearch.cli import main as vsearch
+from vsearch.config import load_config
 from vsearch.data.importer import assign_splits, import_dataset
 from vsearch.schema import DataError
 
@@ -95,6 +98,12 @@ def test_the_command_prints_what_to_run_next(tmp_path, source, capsys):
     printed = capsys.readouterr().out
     assert f"vsearch train --config three_tower --data {out}" in printed
     assert "data.reformulation_group=parent" in printed and f"vsearch data validate --data {out}" in printed
+    # the pipeline route trains the 4-tower with the same group (else it mines no rows)
+    (line,) = [ln for ln in printed.splitlines() if "run-local training-import" in ln]
+    words = shlex.split(line.split("pipeline: ", 1)[1])
+    params = run_local_params([words[i + 1] for i, w in enumerate(words) if w == "--param"])
+    assert params["data_uri"] == str(out) and params["train_overrides"] == ["data.reformulation_group=parent"]
+    assert load_config("four_tower", params["train_overrides"]).data.reformulation_group == "parent"
 
 
 def _splits_of(out) -> dict:

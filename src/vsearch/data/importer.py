@@ -23,7 +23,9 @@ a null or blank cell in a required column.
 from __future__ import annotations
 
 import argparse
+import json
 import os
+import shlex
 import shutil
 from pathlib import Path
 
@@ -247,6 +249,9 @@ def main(argv: list[str] | None = None) -> int:
           f"reformulations into {result['out']} (products per split: {result['splits']})")
     env = f"{schema.ALLOWED_URI_PREFIXES_ENV}={Path(args.images).resolve().as_uri()}/ " if args.reference else ""
     group = f" data.reformulation_group={args.variant_group}" if args.variant_group else ""
+    # the pipeline trains all three models with train_overrides: only the 4-tower preset mines rows by the group
+    overrides = json.dumps([f"data.reformulation_group={args.variant_group}"]) if args.variant_group else ""
+    pipeline_group = f" --param {shlex.quote('train_overrides=' + overrides)}" if overrides else ""
     print("next:")
     print(f"  {env}vsearch data validate --data {args.out} --out {args.out}-validation")
     print(f"  {env}vsearch train --config image_only --data {args.out} --out models/image_only")
@@ -254,5 +259,6 @@ def main(argv: list[str] | None = None) -> int:
     print(f"  {env}vsearch train --config four_tower --data {args.out} --init models/three_tower --out models/four_tower{group}")
     print(f"  {env}vsearch evaluate --data {args.out} --out reports/{Path(args.out).name} --model image_only=models/image_only"
           " --model three_tower=models/three_tower --model four_tower=models/four_tower")
-    print(f"  or all of it as the demo's pipeline: {env}vsearch pipeline run-local training-import --param data_uri={args.out}")
+    print(f"  or all of it as the demo's pipeline: {env}vsearch pipeline run-local training-import --param data_uri={args.out}"
+          f"{pipeline_group}")
     return 0
