@@ -86,10 +86,17 @@ def podman_env() -> dict[str, str]:
 
 
 def podman(*args: str, capture: bool = False) -> str:
+    """Run podman; with ``capture`` its output is returned and a failure's BuildError carries
+    podman's last error line (its other stderr lines still reach the terminal)."""
     cmd = ["podman", *args]
-    proc = subprocess.run(cmd, env=podman_env(), text=True, stdout=subprocess.PIPE if capture else None)
+    pipe = subprocess.PIPE if capture else None
+    proc = subprocess.run(cmd, env=podman_env(), text=True, stdout=pipe, stderr=pipe)
+    lines = (proc.stderr or "").strip().splitlines()
     if proc.returncode != 0:
-        raise BuildError(f"{' '.join(cmd[:3])} ... exited with {proc.returncode}")
+        sys.stderr.write("".join(f"{line}\n" for line in lines[:-1]))
+        said = f": {lines[-1].removeprefix('Error: ')}" if lines else ""
+        raise BuildError(f"{' '.join(cmd[:3])} ... exited with {proc.returncode}{said}")
+    sys.stderr.write("".join(f"{line}\n" for line in lines))
     return (proc.stdout or "").strip()
 
 
@@ -271,7 +278,8 @@ def prune_older(built: dict) -> list[str]:
             if ref != entry["ref"] and not ref.endswith(":<none>"):
                 try:
                     podman("rmi", ref, capture=True)
-                except BuildError:  # in use by a container: it stays, the build still stands
+                except BuildError as err:  # e.g. in use by a container: it stays, the build still stands
+                    print(f"kept {ref}: {err}")
                     continue
                 removed.append(ref)
     return removed
