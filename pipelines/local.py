@@ -42,6 +42,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+from pipelines import task_server
 from pipelines.compiler import compile_pipeline, load_documents
 from pipelines.config import PipelineConfig
 from vsearch.config import ConfigError
@@ -155,11 +156,7 @@ def podman_api(workdir: str | os.PathLike, timeout: float = 60.0) -> Iterator[st
             time.sleep(0.2)
         yield host
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        task_server.stop_process(proc)
 
 
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
@@ -325,8 +322,6 @@ def _warm_tasks(workdir: str) -> Iterator[None]:
     pandas imported once, a fork per task) instead of a fresh interpreter each; a task the server
     does not take runs as kfp.local would run it."""
     from kfp.local import subprocess_task_handler
-
-    from pipelines import task_server
 
     original = subprocess_task_handler.run_local_subprocess
 

@@ -221,12 +221,17 @@ def serving(workdir: str, preload: Sequence[str] = PRELOAD) -> Iterator[str]:
     try:
         yield path
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop_process(proc)
+
+
+def stop_process(proc: subprocess.Popen, timeout: float = 10.0) -> None:
+    """Terminate ``proc``; kill it if it has not ended after ``timeout`` seconds."""
+    proc.terminate()
+    try:
+        proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
 
 
 def run_task(path: str, request: dict, env: dict, on_line) -> int | None:
