@@ -236,7 +236,8 @@ def _print_record(record: dict | None) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``vsearch registry show | history | promote --blessing PATH [--model DIR] | rollback`` (``--store URI``)."""
+    """``vsearch registry [--store URI] show | history | promote --blessing PATH [--model DIR] [--reference SNAPSHOT]
+    [--expected-version N] | rollback [--reason TEXT] [--expected-version N]``."""
     import argparse
 
     parser = argparse.ArgumentParser(prog="vsearch registry", description="Champion registry (JSON records in an fsspec store).")
