@@ -3,7 +3,9 @@
 The very YAML that would be submitted to Kubeflow is compiled, loaded back and run. Two runners:
 
 - ``subprocess`` (default): each task in a subprocess of this Python environment
-  (``use_venv=False``: the project's venv plays the project image);
+  (``use_venv=False``: the project's venv plays the project image), forked from a warm
+  ``pipelines.task_server`` that has imported torch, transformers and pandas once (the task's
+  own command, inputs and environment; ``warm=False``: a fresh interpreter per task);
 - ``container``: each task in its compiled image with its compiled command
   (``kfp.local.DockerRunner``), through podman's Docker-compatible API (``podman_api``), with
   no network and as the image's non-root user, as in a restricted pod.
