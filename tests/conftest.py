@@ -8,6 +8,11 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("DO_NOT_TRACK", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# One intra-op thread, here and in every subprocess a test starts (kfp.local tasks, CLI runs):
+# the test models are tiny, and with two OpenMP threads on a machine whose other core is busy
+# the workers spin-wait on each other. Measured on the 2-core machine at load 4-5: a MobileNetV2
+# step (batch 8, 128 px) took 0.24-0.54 s on one thread and 2.5-4.2 s on two.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 import pytest
 import torch
