@@ -1,9 +1,11 @@
 """Typed configuration: dataclasses loaded from named YAML presets plus dotted overrides.
 
-A preset lives in ``vsearch/configs/<name>.yaml`` (or any YAML path). A preset may name a
-``base:`` preset it extends. Overrides are ``section.key=value`` strings parsed as YAML
-scalars (``train.lr=3e-4``, ``loss.pairs=[...]``). Each stage receives only the
-sub-config it needs (``ModelConfig``, ``LossConfig`` ...), never the whole tree.
+A preset lives in ``vsearch/configs/<name>.yaml`` (or any YAML file: an existing file is read
+as a file whatever its name). A preset may name a ``base:`` preset it extends (`deep_merge`).
+Overrides are ``section.key=value`` strings parsed as YAML scalars (``train.lr=3e-4``,
+``loss.pairs=[...]``). A null value (``key:`` with nothing after it) is the field's default
+(`build_typed`). Each stage receives only the sub-config it needs (``ModelConfig``,
+``LossConfig`` ...), never the whole tree.
 """
 
 from __future__ import annotations
