@@ -35,7 +35,8 @@ import traceback
 from collections.abc import Iterator, Sequence
 
 # Imported before the first task: what the torch tasks all need (the rest is learnt per task).
-PRELOAD = ("kfp.dsl.executor_main", "numpy", "pandas", "pyarrow.parquet", "yaml", "PIL.Image", "torch",
+# (kfp.dsl.executor_main itself runs as __main__: imported beforehand, runpy would warn.)
+PRELOAD = ("kfp.dsl.executor", "kfp.dsl.kfp_config", "numpy", "pandas", "pyarrow.parquet", "yaml", "PIL.Image", "torch",
            "transformers", "transformers.modeling_utils")
 EXECUTOR_MODULE = "kfp.dsl.executor_main"
 REFUSED = -1000  # exit "code" of a task the server would not run
@@ -110,14 +111,14 @@ def _installed(names: set[str]) -> list[str]:
     keep = []
     for name in sorted(names):
         origin = getattr(sys.modules.get(name), "__file__", None)
-        if name != "__main__" and origin and os.path.realpath(origin).startswith(tuple(roots)):
+        if name not in ("__main__", EXECUTOR_MODULE) and origin and os.path.realpath(origin).startswith(tuple(roots)):
             keep.append(name)
     return keep
 
 
 def _run_task(report_fd: int, request: dict, out_fd: int) -> None:
-    """In the forked child: become the task's process, run it, report its exit code and the
-    modules it imported on ``report_fd``, exit."""
+    """In the forked child: become the task's process, run it, write the modules it imported
+    to ``report_fd``, exit with its exit code."""
     os.dup2(out_fd, 1)
     os.dup2(out_fd, 2)
     os.close(out_fd)
@@ -145,7 +146,7 @@ def _run_task(report_fd: int, request: dict, out_fd: int) -> None:
                 stream.flush()
         learnt = _installed(set(sys.modules) - before)
         with contextlib.suppress(OSError), open(report_fd, "w") as report:
-            json.dump({"code": code, "modules": learnt}, report)
+            json.dump({"modules": learnt}, report)
         os._exit(code & 0xFF)
 
 
@@ -163,29 +164,30 @@ def _serve_one(listener: socket.socket, env: dict) -> list[str]:
             return []
         sys.stdout.flush()
         sys.stderr.flush()
-        report_r, report_w = os.pipe()
+        # The child's report goes to a file, read once the child has ended (a pipe would wait
+        # for any grandchild that inherited it).
+        report_fd, report_path = tempfile.mkstemp(prefix="vsearch-task-", suffix=".json")
         pid = os.fork()
         if pid == 0:
             listener.close()
             conn.close()
-            os.close(report_r)
             try:
-                _run_task(report_w, request, fds[0])
+                _run_task(report_fd, request, fds[0])
             finally:
                 os._exit(1)  # (only if setting up the task failed: _run_task exits itself)
         os.close(fds[0])
-        os.close(report_w)
-        with open(report_r) as report:
-            text = report.read()
+        os.close(report_fd)
         _, status = os.waitpid(pid, 0)
-        code = os.waitstatus_to_exitcode(status)
         try:
-            reply = json.loads(text)
-        except ValueError:
-            reply = None
-        # A child killed before it could report: its signal as a negative code, as subprocess gives.
-        _send(conn, {"code": code if reply is None or code < 0 else reply["code"], "modules": []})
-        return list(reply["modules"]) if reply else []
+            with open(report_path) as report:
+                learnt = list(json.load(report)["modules"])
+        except (OSError, ValueError, KeyError):
+            learnt = []  # (a child killed before it could report)
+        finally:
+            os.unlink(report_path)
+        # The exit status a process of its own would have: a killed one's signal as a negative code.
+        _send(conn, {"code": os.waitstatus_to_exitcode(status), "modules": []})
+        return learnt
 
 
 def serve(path: str, preload: Sequence[str]) -> None:
