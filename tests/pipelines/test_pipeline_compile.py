@@ -11,13 +11,14 @@ import yaml
 
 from components.image import GPU_IMAGE, IMAGE
 from pipelines.cli import main
-from pipelines.compiler import PIPELINES, check_package, compile_all, load_documents
+from pipelines.compiler import PIPELINES, check_package, load_documents
 from pipelines.config import load_pipeline_config
 from vsearch.cli import main as vsearch_main
 from vsearch.config import ConfigError
 from vsearch.training.device import REQUIRE_CUDA_ENV
 
 GOLDEN = Path(__file__).parent / "golden"
+EXAMPLE = Path(__file__).parents[2] / "pipelines" / "configs" / "cluster.example.yaml"
 REGEN = ".venv/bin/python -m vsearch.cli pipeline compile --out tests/pipelines/golden"
 TRAIN_TASKS = {"train-model": "Train image-only baseline", "train-model-2": "Train 3-tower",
                "train-model-3": "Train 4-tower (from 3-tower)"}
@@ -29,6 +30,16 @@ def compiled(tmp_path_factory):
     out = tmp_path_factory.mktemp("build")
     assert main(["compile", "--out", str(out)]) == 0
     return {p.stem: p for p in out.glob("*.yaml")}
+
+
+@pytest.fixture(scope="module")
+def example_uncached(tmp_path_factory):
+    """Every pipeline as ``vsearch pipeline compile --config <the example cluster config> --set
+    caching=false`` writes it. One compile serves the example-config test and the caching-off
+    check: caching is one switch, and the example's ``caching: true`` is the default's."""
+    out = tmp_path_factory.mktemp("example-uncached")
+    assert main(["compile", "--out", str(out), "--config", str(EXAMPLE), "--set", "caching=false"]) == 0
+    return out
 
 
 @pytest.fixture(scope="module")
@@ -193,7 +204,7 @@ def _step_caching(spec: dict) -> dict[str, tuple[str, bool]]:
     return out
 
 
-def test_lookups_never_use_the_cache(packages, tmp_path):
+def test_lookups_never_use_the_cache(packages, example_uncached):
     cfg = load_pipeline_config()
     # What reads or changes the outside world (the data behind a fixed URI, the champion, Milvus,
     # the online store, a webhook) is a look-up.
@@ -209,9 +220,10 @@ def test_lookups_never_use_the_cache(packages, tmp_path):
     # nothing protects nothing), and some steps do use the cache.
     assert set(cfg.no_cache_steps) <= set(steps), sorted(set(cfg.no_cache_steps) - set(steps))
     assert {"synth_data", "train_model", "evaluate_model"} <= set(steps) - set(cfg.no_cache_steps)
-    # caching off: no step uses the cache.
-    assert main(["compile", "--out", str(tmp_path), "--set", "caching=false"]) == 0
-    for package in tmp_path.glob("*.yaml"):
+    # caching off: no step of any pipeline uses the cache.
+    uncached = sorted(example_uncached.glob("*.yaml"))
+    assert sorted(p.stem for p in uncached) == sorted(PIPELINES)
+    for package in uncached:
         assert not any(cached for _, cached in _step_caching(load_documents(package)[0]).values()), package.name
 
 
@@ -259,12 +271,15 @@ def test_compiling_is_deterministic_and_leaves_no_temporary_files(compiled, pack
     assert {n: p.read_bytes() for n, p in compiled.items()} == {n: p.read_bytes() for n, p in packages.items()}
 
 
-def test_the_example_cluster_config_compiles(tmp_path):
-    example = Path(__file__).parents[2] / "pipelines" / "configs" / "cluster.example.yaml"
-    cfg = load_pipeline_config(example)
+def test_the_example_cluster_config_compiles(example_uncached):
+    cfg = load_pipeline_config(EXAMPLE)
     assert cfg.image == "registry.example.com/ml/vsearch:0.1.0-python3.11"
     assert cfg.gpu_image == "registry.example.com/ml/vsearch-gpu:0.1.0-cuda13.0"
     assert cfg.gpu.node_selector == {"cloud.google.com/gke-accelerator": "nvidia-l4"}
     assert cfg.gpu.accelerator_limit == 1 and cfg.gpu.memory_limit == "48G"
-    for path in compile_all(cfg, tmp_path):
+    assert cfg.caching  # the compile below turns it off: the one difference, checked by test_lookups_never_use_the_cache
+    # Every pipeline, no temporary file left, each strictly valid and built from the example's images.
+    assert sorted(p.name for p in example_uncached.iterdir()) == sorted(f"{n}.yaml" for n in PIPELINES)
+    for path in example_uncached.iterdir():
         check_package(path)
+        assert cfg.image in path.read_text(), path.name
