@@ -60,6 +60,11 @@ class MultiTowerModel(nn.Module):
             if text_backbone is not None
             else None
         )
+        # A frozen backbone gets no gradient, however the model was made: built from a config or
+        # loaded (a 4-tower starts from a saved 3-tower, whose frozen MiniLM was loaded trainable).
+        for encoder, backbone_cfg in ((self.image_encoder, cfg.image), (self.text_encoder, cfg.text)):
+            if encoder is not None and backbone_cfg.freeze:
+                encoder.backbone.requires_grad_(False)
         self.logit_scale = nn.Parameter(torch.tensor(float(cfg.init_logit_scale)))
         self.pad_token_id = pad_token_id
         self.towers = list(cfg.towers)

@@ -109,9 +109,7 @@ def build_backbone(cfg: BackboneConfig, side: str) -> nn.Module:
         model = AutoModel.from_config(hf_config)
     else:
         raise ValueError(f"{side} backbone: set `pretrained` or `type`")
-    if cfg.freeze:
-        model.requires_grad_(False)
-    return model
+    return model  # ``freeze`` is applied by MultiTowerModel, for built and loaded models alike
 
 
 def backbone_width(model: nn.Module) -> int:
