@@ -18,6 +18,8 @@ def test_benchmark_arguments_defaults_and_types():
     assert vars(parser.parse_args(["--preset", "tiny", "--seed", "7"])) == {"preset": "tiny", "seed": 7}
     with pytest.raises(SystemExit):
         parser.parse_args(["--seed", "x"])
+    with pytest.raises(SystemExit):
+        parser.parse_args(["--preset", "defualt"])
 
 
 def _help(main, capsys) -> str:
@@ -33,5 +35,20 @@ def test_both_demos_list_the_same_benchmark_options(capsys):
     from vsearch.demo import main as demo
 
     for text in (_help(demo, capsys), _help(pipeline_demo, capsys)):
-        assert "--out OUT [--preset PRESET] [--seed SEED]" in text
-        assert "--preset PRESET benchmark preset (tiny, default, holdout)" in text
+        # Every generator preset, and only those: a misspelt one is refused by argparse.
+        assert "--out OUT [--preset {default,holdout,large,tiny}] [--seed SEED]" in text
+
+
+def test_the_demo_trains_in_bf16_only_where_the_processor_computes_it_natively(monkeypatch):
+    import torch
+
+    from pipelines import demo
+    from vsearch.training import device
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    for avx512_bf16, amx, fast in ((False, False, False), (True, False, True), (False, True, True)):
+        monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda v=avx512_bf16: v)
+        monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda v=amx: v)
+        assert device.fast_bf16() is fast
+        assert demo._precision("fast") == ("bf16" if fast else None)  # None: the presets' own auto (fp32 on CPU)
+    assert (demo._precision("auto"), demo._precision("fp32"), demo._precision("bf16")) == (None, "fp32", "bf16")

@@ -189,7 +189,7 @@ PRESETS: dict[str, SynthConfig] = {
 def add_benchmark_arguments(parser: argparse.ArgumentParser) -> None:
     """``--preset`` and ``--seed`` of a run that generates its benchmark (``vsearch demo`` and
     ``vsearch pipeline demo`` take the same two)."""
-    parser.add_argument("--preset", default="default", help="benchmark preset (tiny, default, holdout)")
+    parser.add_argument("--preset", default="default", choices=sorted(PRESETS), help="benchmark preset")
     parser.add_argument("--seed", type=int, default=0)
 
 
