@@ -146,3 +146,32 @@ def test_a_task_with_another_environment_is_refused_and_does_not_run(tmp_path, s
         code, printed = _warm(path, _command(tmp_path / "other", 1), env={**_env(), "VSEARCH_PROBE": "changed"})
     assert code is None and printed == ""
     assert not (tmp_path / "other" / "executor_output.json").exists()
+
+
+@dsl.component(base_image="python:3.11", install_kfp_package=False)
+def interpreter(step: int) -> str:
+    import sys
+
+    return f"{step}: " + " ".join(sys.orig_argv)
+
+
+@pytest.mark.parametrize("warm", [True, False])
+def test_a_local_run_forks_its_tasks_from_the_server_unless_told_not_to(tmp_path, warm):
+    from kfp import compiler
+
+    from pipelines.local import run_package
+
+    @dsl.pipeline(name="probe-warm")
+    def chain():
+        first = interpreter(step=1)
+        second = interpreter(step=2).after(first)
+        interpreter(step=3).after(second)
+
+    package = tmp_path / "probe.yaml"
+    compiler.Compiler().compile(chain, str(package))
+    manifest = run_package(package, tmp_path / "runs", warm=warm)
+    ran = sorted(task["parameters"]["Output"] for task in manifest["tasks"].values())
+    assert [line.split(":")[0] for line in ran] == ["1", "2", "3"]
+    # The first task may start before the server listens; the later ones find it up.
+    in_server = ["pipelines.task_server" in line for line in ran]
+    assert (in_server[1] and in_server[2]) if warm else not any(in_server)
