@@ -70,13 +70,11 @@ def task_request(full_command: Sequence[str]) -> dict | None:
     """{source, args} when ``full_command`` is kfp's lightweight-component command (``sh -ec``,
     the script that writes ``$0`` to ephemeral_component.py and runs kfp.dsl.executor_main with
     ``"$@"``, for this interpreter); None for any other command."""
-    if len(full_command) < 4 or list(full_command[:2]) != ["sh", "-ec"]:
-        return None
-    script = " ".join(full_command[2].split())
-    expected = ('program_path=$(mktemp -d) printf "%s" "$0" > "$program_path/ephemeral_component.py" '
-                f'_KFP_RUNTIME=true {sys.executable} -m {EXECUTOR_MODULE} --component_module_path '
-                '"$program_path/ephemeral_component.py" "$@"')
-    if script != expected:
+    gap = " " * 25  # (kfp's line continuations)
+    expected = ('program_path=$(mktemp -d)\n\nprintf "%s" "$0" > "$program_path/ephemeral_component.py"\n'
+                f'_KFP_RUNTIME=true {sys.executable} -m {EXECUTOR_MODULE}{gap}--component_module_path{gap}'
+                f'"$program_path/ephemeral_component.py"{gap}"$@"\n')
+    if len(full_command) < 4 or list(full_command[:3]) != ["sh", "-ec", expected]:
         return None
     return {"source": full_command[3], "args": list(full_command[4:])}
 

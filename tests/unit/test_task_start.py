@@ -97,6 +97,8 @@ def test_the_task_command_kfp_compiles_is_recognised_and_others_are_not(tmp_path
     assert task_server.task_request([command[0], command[1], command[2].replace(sys.executable, "python3"),
                                      *command[3:]]) is None
     assert task_server.task_request(["python3", "-m", "kfp.dsl.executor_main"]) is None
+    # Same words, other lines: another shell program (the assignment would prefix printf).
+    assert task_server.task_request(["sh", "-ec", command[2].replace(")\n\nprintf", ") printf"), *command[3:]]) is None
 
 
 def test_a_forked_task_gives_what_its_own_interpreter_gives(tmp_path, server, capfd):
