@@ -49,21 +49,40 @@ def tiny_models(tmp_path_factory, tiny_data):
 
 
 @pytest.fixture(scope="session")
-def default_package(tmp_path_factory):
-    """``default_package(name)``: the path of pipeline ``name`` compiled with the default
-    compile-time config (``load_pipeline_config()``, what the goldens hold), compiled once per
-    session on first use. A compile costs 2-5 s a pipeline (more on a loaded machine), and a
-    dozen tests only read the default packages: read-only, copy before changing one."""
-    from pipelines.compiler import compile_pipeline
-    from pipelines.config import load_pipeline_config
+def cli_compile():
+    """``cli_compile(out, *args)``: run ``vsearch pipeline compile --out OUT *ARGS`` in its own
+    interpreter (the goldens' regenerate command) and return ``out``. Not in-process: KFP's task
+    setters (set_cpu_request, set_accelerator_type ...) each call ``inspect.stack()``, whose
+    cost grows with the stack depth and the number of loaded modules; inside this session a
+    compile of the six pipelines took 14-42 s of CPU, in a fresh interpreter 3.5 s."""
+    import subprocess
+    import sys
+    from pathlib import Path
 
+    def compile_(out, *args: str):
+        cmd = [sys.executable, "-m", "vsearch.cli", "pipeline", "compile", "--out", str(out), *args]
+        done = subprocess.run(cmd, cwd=Path(__file__).parents[1], capture_output=True, text=True, timeout=600)
+        assert done.returncode == 0, f"{' '.join(cmd[1:])} exited {done.returncode}:\n{done.stderr[-3000:]}"
+        return out
+
+    return compile_
+
+
+@pytest.fixture(scope="session")
+def default_package(tmp_path_factory, cli_compile):
+    """``default_package(name)``: the path of pipeline ``name`` as ``vsearch pipeline compile``
+    writes it with the default compile-time config (what the goldens hold); all the pipelines
+    are compiled once per session, on first use (see ``cli_compile``). A dozen tests only read
+    the default packages: read-only, copy before changing one."""
     out = tmp_path_factory.mktemp("default-packages")
-    paths: dict = {}
+    compiled: list = []
 
     def package(name: str):
-        if name not in paths:
-            paths[name] = compile_pipeline(name, load_pipeline_config(), out)
-        return paths[name]
+        if not compiled:
+            compiled.append(cli_compile(out))
+        path = out / f"{name}.yaml"
+        assert path.is_file(), f"no pipeline {name!r} in {sorted(p.name for p in out.iterdir())}"
+        return path
 
     return package
 

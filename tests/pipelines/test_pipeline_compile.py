@@ -25,27 +25,25 @@ TRAIN_TASKS = {"train-model": "Train image-only baseline", "train-model-2": "Tra
 
 
 @pytest.fixture(scope="module")
-def compiled(tmp_path_factory):
-    """Every pipeline as `vsearch pipeline compile` writes it (the golden test's subject)."""
-    out = tmp_path_factory.mktemp("build")
-    assert main(["compile", "--out", str(out)]) == 0
+def compiled(tmp_path_factory, cli_compile):
+    """Every pipeline as `vsearch pipeline compile` writes it (the golden test's subject), a
+    compile of its own: test_compiling_is_deterministic compares it with ``default_package``."""
+    out = cli_compile(tmp_path_factory.mktemp("build"))
     return {p.stem: p for p in out.glob("*.yaml")}
 
 
 @pytest.fixture(scope="module")
-def example_uncached(tmp_path_factory):
+def example_uncached(tmp_path_factory, cli_compile):
     """Every pipeline as ``vsearch pipeline compile --config <the example cluster config> --set
     caching=false`` writes it. One compile serves the example-config test and the caching-off
     check: caching is one switch, and the example's ``caching: true`` is the default's."""
-    out = tmp_path_factory.mktemp("example-uncached")
-    assert main(["compile", "--out", str(out), "--config", str(EXAMPLE), "--set", "caching=false"]) == 0
-    return out
+    return cli_compile(tmp_path_factory.mktemp("example-uncached"), "--config", str(EXAMPLE), "--set", "caching=false")
 
 
 @pytest.fixture(scope="module")
 def packages(default_package):
-    """Every pipeline compiled in-process with the default config (tests/conftest.py: once per
-    session, shared with the other pipeline tests); read-only."""
+    """Every pipeline compiled with the default config (tests/conftest.py: once per session,
+    shared with the other pipeline tests); read-only."""
     return {name: default_package(name) for name in sorted(PIPELINES)}
 
 
@@ -261,8 +259,8 @@ def test_a_pipeline_config_file_is_a_file_whatever_its_name_and_merges_by_the_on
 
 
 def test_compiling_is_deterministic_and_leaves_no_temporary_files(compiled, packages):
-    """Two separate compiles of every pipeline (the CLI's and the in-process one of
-    ``default_package``) are byte for byte the same, and each folder holds only the packages:
+    """Two separate compiles of every pipeline (``compiled`` and ``default_package``, each the CLI
+    in its own interpreter) are byte for byte the same, and each folder holds only the packages:
     no ``.<name>.*.yaml`` temporary file is left. (A failing golden test with this one passing
     means a stale golden file; with this one failing, a nondeterministic compile.)"""
     expected = sorted(f"{n}.yaml" for n in PIPELINES)
