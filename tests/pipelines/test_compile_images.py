@@ -26,22 +26,18 @@ def _record(tmp_path, gpu_target: str):
     return path
 
 
-def test_compile_uses_the_built_cpu_image_and_the_full_gpu_image(tmp_path, capsys):
-    out = tmp_path / "out"
-    assert main(["pipeline", "compile", "--out", str(out), "--name", "training", "--images", str(_record(tmp_path, "runtime")),
-                 "--set", "gpu.enabled=true"]) == 0
+def test_compile_uses_the_built_cpu_image_and_the_full_gpu_image(tmp_path, cli_compile):
+    out = cli_compile(tmp_path / "out", "--name", "training", "--images", str(_record(tmp_path, "runtime")), "--set", "gpu.enabled=true")
     images = _images(out / "training.yaml")
     assert set(images.values()) == {"localhost/vsearch:0123456789abcdef", "localhost/vsearch-gpu:fedcba9876543210"}
     assert images["exec-train-model"] == "localhost/vsearch-gpu:fedcba9876543210"
     assert images["exec-evaluate-model"] == "localhost/vsearch:0123456789abcdef"
 
 
-def test_a_resolve_only_gpu_record_leaves_the_configured_gpu_image(tmp_path):
+def test_a_resolve_only_gpu_record_leaves_the_configured_gpu_image(tmp_path, cli_compile):
     from components.image import GPU_IMAGE
 
-    out = tmp_path / "out"
-    assert main(["pipeline", "compile", "--out", str(out), "--name", "training", "--images", str(_record(tmp_path, "resolve")),
-                 "--set", "gpu.enabled=true"]) == 0
+    out = cli_compile(tmp_path / "out", "--name", "training", "--images", str(_record(tmp_path, "resolve")), "--set", "gpu.enabled=true")
     images = _images(out / "training.yaml")
     assert images["exec-train-model"] == GPU_IMAGE
     assert images["exec-gate-model"] == "localhost/vsearch:0123456789abcdef"

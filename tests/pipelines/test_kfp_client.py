@@ -295,11 +295,10 @@ def test_multi_user_server_refuses_anonymous_calls_and_the_client_sends_credenti
 
 
 def test_schedule_is_idempotent_an_unchanged_schedule_is_neither_deleted_nor_recreated(kfp_server, capsys, tmp_path,
-                                                                                        default_package):
+                                                                                        default_package, cli_compile):
     """Issue 21 item 6: the daily scheduler CronJob deleted and recreated the recurring run every day."""
     build = tmp_path / "build"
-    assert main(["compile", "--out", str(build / "b"), "--name", "model-import", "--set", "image=registry.example/v:2"]) == 0
-    capsys.readouterr()
+    cli_compile(build / "b", "--name", "model-import", "--set", "image=registry.example/v:2")
     args = ["schedule", "--package", str(default_package("model-import")), "--host", kfp_server.url,
             "--schedule-name", "weekly", "--cron", "0 0 3 * * 1", "--param", "data_uri=s3://vsearch-data/latest",
             "--param", "train_overrides=[train.max_steps=2]", "--service-account", "pipeline-runner"]

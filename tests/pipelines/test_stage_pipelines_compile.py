@@ -4,8 +4,7 @@ with the GPU / toleration / secret / retry / caching wiring of the compile-time 
 
 import pytest
 
-from pipelines.compiler import check_package, compile_all, load_documents
-from pipelines.config import load_pipeline_config
+from pipelines.compiler import check_package, load_documents
 from pipelines.local import required_tasks
 
 MILVUS_SECRET = {
@@ -158,16 +157,15 @@ def test_monitoring_outputs_whether_retraining_is_due(compiled):
     assert set(spec["root"]["inputDefinitions"]["parameters"]) >= {"model_uri", "reference_uri", "data_uri", "since", "until"}
 
 
-def test_gpu_settings_come_from_the_compile_time_config(tmp_path):
-    cfg = load_pipeline_config(None, ["gpu.accelerator_type=nvidia.com/mig-1g.10gb", "gpu.accelerator_limit=2",
-                                      "gpu.steps=[embed_shard]"])
-    (path,) = compile_all(cfg, tmp_path, ["backfill"])
+def test_gpu_settings_come_from_the_compile_time_config(tmp_path, cli_compile):
+    out = cli_compile(tmp_path, "--name", "backfill", "--name", "training", "--set", "gpu.accelerator_type=nvidia.com/mig-1g.10gb",
+                      "--set", "gpu.accelerator_limit=2", "--set", "gpu.steps=[embed_shard]")
+    path = out / "backfill.yaml"
     check_package(path)
     spec, platform = load_documents(path)
     embed = spec["components"]["comp-embed-shard"]["executorLabel"]
     assert spec["deploymentSpec"]["executors"][embed]["container"]["resources"]["accelerator"]["resourceCount"] == "2"
-    (path,) = compile_all(cfg, tmp_path, ["training"])
-    spec, _ = load_documents(path)
+    spec, _ = load_documents(out / "training.yaml")
     train = spec["components"]["comp-train-model"]["executorLabel"]
     assert "accelerator" not in spec["deploymentSpec"]["executors"][train]["container"].get("resources", {})
 
