@@ -40,7 +40,8 @@ class BackboneConfig:
     kwargs: dict[str, Any] = field(default_factory=dict)
     pretrained: str | None = None
     pooling: str = "auto"  # auto | cls | mean | pooler
-    freeze: bool = False
+    freeze: bool = False  # weights not trained; the backbone runs in eval mode
+    eval_mode: bool = False  # trained, but in eval mode (no dropout, fixed batch-norm statistics)
     projection: str = ""  # "" = the model's `projection`; or linear | mlp | none (identity)
 
 

@@ -16,6 +16,10 @@ BEFORE = Path(__file__).with_name("product_presets_before.json")
 # The retired loss levers (experiments/levers.py) and the value that meant "off": a preset may
 # lose one of these keys only where it held that value.
 RETIRED_PAIR_KEYS = {"soft_form": "mix", "soft_exclude": "", "start_step": 0, "ramp_steps": 0, "logit_scale": None}
+# What the measured run's four_tower really trained, now said by its preset: its config said
+# the title encoder was frozen, but `--init` did not apply `freeze` to the loaded 3-tower until
+# 2026-12-04, so it was fine-tuned, in eval mode (tests/unit/test_frozen_backbones.py).
+AS_TRAINED = {"four_tower": {"freeze": False, "eval_mode": True}}
 RETIRED_REFERENCE_TEXT = {"type": "", "kwargs": {}, "pretrained": None, "pooling": "auto", "freeze": False, "projection": ""}
 
 
@@ -39,6 +43,7 @@ def test_default_presets_are_the_measured_final_recipe(model):
     run = json.loads(FINAL_RUN.read_text())
     preset = ROOT / "experiments" / "configs" / f"{run['configs'][model]}.yaml"
     measured = to_dict(load_config(preset, [*run["overrides"]["all"], *run["overrides"][model]]))
+    measured["model"]["text"].update(AS_TRAINED.get(model, {}))
     preset = to_dict(load_config(model))
     measured.pop("name"), preset.pop("name")
     assert preset == measured
@@ -59,6 +64,9 @@ def test_product_presets_resolve_as_before():
         for pair in want["loss"]["pairs"]:
             for key, off in RETIRED_PAIR_KEYS.items():
                 assert pair.pop(key) == off, (name, pair["name"], key)
+        for side in ("image", "text"):
+            want["model"][side].setdefault("eval_mode", False)  # a key added since (False: as before)
+        want["model"]["text"].update(AS_TRAINED.get(name, {}))
         assert to_dict(load_config(name)) == want, name
 
 

@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from vsearch import schema
-from vsearch.config import ModelConfig
+from vsearch.config import BackboneConfig, ModelConfig
 from vsearch.model_folder import CONFIG_FILE, IMAGE_BACKBONE_DIR, TEXT_BACKBONE_DIR, TOKENIZER_DIR, WEIGHTS_FILE
 from vsearch.models.towers import Encoder, build_backbone, register_backbones
 
@@ -60,11 +60,7 @@ class MultiTowerModel(nn.Module):
             if text_backbone is not None
             else None
         )
-        # A frozen backbone gets no gradient, however the model was made: built from a config or
-        # loaded (a 4-tower starts from a saved 3-tower, whose frozen MiniLM was loaded trainable).
-        for encoder, backbone_cfg in ((self.image_encoder, cfg.image), (self.text_encoder, cfg.text)):
-            if encoder is not None and backbone_cfg.freeze:
-                encoder.backbone.requires_grad_(False)
+        self.set_backbone_training(cfg.image, cfg.text)
         self.logit_scale = nn.Parameter(torch.tensor(float(cfg.init_logit_scale)))
         self.pad_token_id = pad_token_id
         self.towers = list(cfg.towers)
@@ -80,12 +76,25 @@ class MultiTowerModel(nn.Module):
         self.towers = list(towers)
         self.cfg = dataclasses.replace(self.cfg, towers=list(towers))
 
+    def set_backbone_training(self, image: BackboneConfig, text: BackboneConfig) -> None:
+        """Take ``freeze`` and ``eval_mode`` of each backbone from these configs (a training
+        choice, not architecture: a run started from a saved model decides them itself). A frozen
+        backbone gets no gradient however the model was made, built or loaded."""
+        self.cfg = dataclasses.replace(
+            self.cfg,
+            image=dataclasses.replace(self.cfg.image, freeze=image.freeze, eval_mode=image.eval_mode),
+            text=dataclasses.replace(self.cfg.text, freeze=text.freeze, eval_mode=text.eval_mode),
+        )
+        for encoder, backbone_cfg in ((self.image_encoder, image), (self.text_encoder, text)):
+            if encoder is not None:
+                encoder.backbone.requires_grad_(not backbone_cfg.freeze)
+
     def train(self, mode: bool = True):
         super().train(mode)
-        # Frozen backbones stay in eval mode (no dropout / batch-norm updates).
-        if self.cfg.image.freeze:
+        # Frozen and eval-mode backbones stay in eval mode (no dropout / batch-norm updates).
+        if self.cfg.image.freeze or self.cfg.image.eval_mode:
             self.image_encoder.backbone.eval()
-        if self.text_encoder is not None and self.cfg.text.freeze:
+        if self.text_encoder is not None and (self.cfg.text.freeze or self.cfg.text.eval_mode):
             self.text_encoder.backbone.eval()
         return self
 
@@ -146,8 +155,6 @@ class MultiTowerModel(nn.Module):
         """Load a model saved by ``save_pretrained``; reads only fixed names inside ``path``."""
         from safetensors.torch import load_model
         from transformers import AutoConfig, AutoModel
-
-        from vsearch.config import BackboneConfig
 
         path = Path(path)
         meta_path = path / CONFIG_FILE

@@ -184,6 +184,8 @@ def _model_for(cfg: RunConfig, init: str | None, tokenizer) -> tuple[MultiTowerM
         raise ConfigError(f"--init {init}: that model has no text encoder; towers {cfg.model.towers} need one")
     model.set_towers(cfg.model.towers)
     model.cfg = dataclasses.replace(model.cfg, fusion_text_weight=cfg.model.fusion_text_weight)
+    # What trains is this run's choice (the 4-tower fine-tunes the title encoder its 3-tower froze).
+    model.set_backbone_training(cfg.model.image, cfg.model.text)
     # The architecture is the init model's; record that in the run config.
     return model, dataclasses.replace(cfg, model=model.cfg)
 
