@@ -1,6 +1,8 @@
 import json
 import shutil
 
+import re
+
 import numpy as np
 import pytest
 import torch
@@ -38,7 +40,7 @@ def test_four_tower_starts_from_the_three_tower_weights(tiny_models):
     assert (p4 - p3).norm() < 0.5 * (p0 - p3).norm()
 
 
-def test_resume_after_a_crash_continues_the_same_loss_curve(tiny_data, tmp_path, monkeypatch):
+def test_resume_after_a_crash_continues_the_same_loss_curve(tiny_data, tmp_path, monkeypatch, caplog):
     overrides = ["train.max_steps=8", "train.checkpoint_every=3", "data.augment=light", "data.augment_product=strong"]
     # Dropout in the text tower and random augmentation: the RNG state must be restored too.
     cfg = load_config("tiny", overrides)
@@ -61,7 +63,11 @@ def test_resume_after_a_crash_continues_the_same_loss_curve(tiny_data, tmp_path,
     partial = tmp_path / "resumed.partial"
     assert (partial / "checkpoints").is_dir()
     monkeypatch.setattr(loop, "_to_device", real)
-    summary = train(cfg, tiny_data, tmp_path / "resumed", progress=False)
+    with caplog.at_level("WARNING", logger="vsearch.training.loop"):
+        summary = train(cfg, tiny_data, tmp_path / "resumed", progress=False)
+    # The user is told the run resumed, from where, and how to start over instead.
+    assert any(re.fullmatch(r"resuming .*resumed\.partial from its step-3 checkpoint \(5 of 8 steps left; --restart discards it\)",
+                            r.getMessage()) for r in caplog.records), [r.getMessage() for r in caplog.records]
     resumed = [r["loss"] for r in read_metrics_log(tmp_path / "resumed")]
     assert summary["steps"] == 8 and len(resumed) == 8
     np.testing.assert_allclose(resumed, straight, rtol=1e-5, atol=1e-6)

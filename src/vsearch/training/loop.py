@@ -369,6 +369,9 @@ def prepare(
     latest = checkpoint.latest_checkpoint(state.ckpt_root)
     if latest is not None:
         state.step = checkpoint.load_checkpoint(latest, model, optimizer, scheduler, device)
+        if env.is_main:
+            logger.warning("resuming %s from its step-%d checkpoint (%d of %d steps left; --restart discards it)",
+                           staging, state.step, total_steps - state.step, total_steps)
     if env.is_main:
         _truncate_log(state.log_path, state.step)
     state.train_task = _distributed_task(task, env, device, cfg.name)
