@@ -201,7 +201,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-monitoring", action="store_true", help="skip the monitoring pipeline")
     parser.add_argument("--precision", choices=("fast", "auto", "fp32", "bf16"), default="fast",
                         help="training precision: fast (default) = bf16 where it is native (GPU, or a CPU with "
-                             "avx512_bf16/AMX: about 2x faster, same figures: docs/model-quality.md), else the presets' auto")
+                             "avx512_bf16/AMX: training 1.4x faster here, same figures: docs/model-quality.md), else the presets' auto")
     args = parser.parse_args(argv)
     params = None
     if args.tiny:

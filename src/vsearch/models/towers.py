@@ -218,7 +218,9 @@ class Encoder(nn.Module):
         stamp = _weights_stamp(self.backbone)
         if stamp != self._cache_stamp or len(self._cache) > _TEXT_CACHE_MAX:
             self._cache, self._cache_stamp = {}, stamp
-        keys = [ids[mask.bool()].cpu().numpy().tobytes() for ids, mask in zip(input_ids, attention_mask)]
+        # One copy to the host per batch (not a device sync per row).
+        host_ids, host_mask = input_ids.cpu().numpy(), attention_mask.cpu().numpy().astype(bool)
+        keys = [ids[mask].tobytes() for ids, mask in zip(host_ids, host_mask)]
         missing = list({k: i for i, k in enumerate(keys) if k not in self._cache}.values())
         if missing:
             rows = torch.tensor(missing, device=input_ids.device)
