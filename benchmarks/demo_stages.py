@@ -39,6 +39,9 @@ LEVERS = {
     # bf16 autocast (the loss stays float32) with channels_last image towers (training/task.py).
     "bf16": {"text_cache": False, "set": ["train.precision=bf16"]},
     "all": {"text_cache": True, "set": ["train.precision=bf16"]},
+    # Recipe candidates (they change what is trained: quality.py decides): smaller images.
+    "bf16_img112": {"text_cache": False, "set": ["train.precision=bf16", "model.image_size=112"]},
+    "bf16_img96": {"text_cache": False, "set": ["train.precision=bf16", "model.image_size=96"]},
 }
 
 
