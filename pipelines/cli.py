@@ -6,6 +6,7 @@
     vsearch pipeline submit NAME|--package FILE [--host URL] [--namespace NS] [--experiment E]
                             [--run-name R] [--param k=v ...]
     vsearch pipeline schedule NAME|--package FILE --cron "0 0 3 * * 1" [--name N] [...]
+    vsearch pipeline schedule monitoring --champion-from s3://vsearch-models/registry --cron ... [...]
 
 ``--set key=value`` overrides and ``--config`` change the compile-time config (pipelines.config).
 ``--param`` values follow the pipeline's declared input types: submit and schedule check every
@@ -40,6 +41,33 @@ def _params(items: list[str], parse: bool = True) -> dict[str, Any]:
             raise ConfigError(f"--param '{item[:80]}' must look like name=value")
         params[key.strip()] = (yaml.safe_load(value) if value else "") if parse else value
     return params
+
+
+CHAMPION_PARAMS = ("model_uri", "reference_uri")  # what --champion-from sets: the monitor's inputs
+
+
+def champion_params(store: str, params: dict[str, Any]) -> dict[str, Any]:
+    """``params`` plus ``model_uri`` and ``reference_uri`` from the registry's champion entry, read now.
+
+    The monitor then checks the model that serves, against that model's own drift reference:
+    re-asserting the schedule (the daily CronJob) after a promote or rollback follows the champion.
+
+    Raises:
+        ConfigError: either parameter also given with ``--param``, no champion yet, or a champion
+            entry without a drift reference (promoted without ``--drift-reference``).
+    """
+    from vsearch.registry import Registry
+
+    given = [name for name in CHAMPION_PARAMS if name in params]
+    if given:
+        raise ConfigError(f"--param {given[0]}: --champion-from sets it from the registry's champion; give one or the other")
+    champion = Registry(store).current()
+    if champion is None:
+        raise ConfigError(f"--champion-from {store}: the registry has no champion yet (vsearch release promote makes one)")
+    if not champion.get("drift_reference"):
+        raise ConfigError(f"--champion-from {store}: champion {champion['model_version']} (registry version "
+                          f"{champion['registry_version']}) records no drift_reference; promote it with one")
+    return {**params, "model_uri": champion["model_uri"], "reference_uri": champion["drift_reference"]}
 
 
 def typed_params(spec, raw: dict[str, str]) -> dict[str, Any]:
@@ -134,6 +162,9 @@ def _add_connection_args(p: argparse.ArgumentParser) -> None:
                    help=f"environment variable holding the bearer token (default: {DEFAULT_TOKEN_ENV})")
     p.add_argument("--experiment", default="vsearch", help="experiment name (created if missing)")
     p.add_argument("--param", action="append", default=[], metavar="NAME=VALUE", help="pipeline parameter (repeatable)")
+    p.add_argument("--champion-from", metavar="REGISTRY",
+                   help="set model_uri and reference_uri from this registry's champion entry (its model_uri and "
+                        "drift_reference), read now: for the monitoring pipeline")
     p.add_argument("--pipeline-root", help="artifact root for the run (default: the deployment's)")
     p.add_argument("--service-account", help="Kubernetes service account of the run")
     _add_config_args(p)
@@ -252,6 +283,8 @@ def main(argv: list[str] | None = None) -> int:
     from pipelines import client as kfp_client
 
     params = _params(args.param, parse=False)  # typed by the pipeline's declared inputs in _remote
+    if args.champion_from:
+        params = champion_params(args.champion_from, params)
     if args.command == "schedule":
         kfp_client.validate_cron(args.cron)  # before any network call
     try:

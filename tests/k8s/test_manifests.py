@@ -669,8 +669,9 @@ def test_egress_names_its_destinations_and_object_storage_comes_from_the_overlay
             labelled += 1
             first = policy["spec"]["egress"][0]
             assert first == {"to": [{"ipBlock": {"cidr": cidr}}], "ports": [{"protocol": "TCP", "port": 443}]}, name
-    # search, query encoder, feature server, pipeline steps, trainjob pods (vsearch); milvus (vsearch-milvus)
-    assert labelled == 6
+    # search, query encoder, feature server, pipeline steps, trainjob pods, the scheduler (it reads the
+    # champion registry) (vsearch); milvus (vsearch-milvus)
+    assert labelled == 7
     assert "OBJECT_STORAGE_CIDR" not in _render_text(f"overlays/{overlay}")
     text = DOCS.read_text()
     assert "network-egress.yaml" in text and "objectStorageCIDR" in text, "docs/kubernetes.md must say where to set it"
@@ -681,7 +682,7 @@ def test_the_schedules_import_fresh_data_and_monitoring_is_scheduled_too(overlay
     """Issue 21 item 4: the shipped schedule ran `training` (it generates the synthetic benchmark)
     and nothing scheduled the monitoring pipeline. Each container's --params must type-check
     against its compiled pipeline's inputs (as `schedule` checks them before any request)."""
-    from pipelines.cli import _parser, typed_params
+    from pipelines.cli import CHAMPION_PARAMS, _parser, typed_params
     from pipelines.compiler import check_package
 
     docs = render(f"overlays/{overlay}")
@@ -692,13 +693,18 @@ def test_the_schedules_import_fresh_data_and_monitoring_is_scheduled_too(overlay
         settings = one(docs, "ConfigMap", ref["configMapRef"]["name"])["data"]
         args = _parser().parse_args([_expand(a, settings) for a in container["args"]][1:])
         spec, _ = check_package(default_package(args.name))  # compiled once per session (tests/conftest.py)
-        params = typed_params(spec, dict(p.split("=", 1) for p in args.param))
-        scheduled[args.name] = (args.schedule_name, params)
+        params = dict(p.split("=", 1) for p in args.param)
+        if args.champion_from:  # the champion's URIs are read from the registry when the job runs
+            params.update({name: f"{args.champion_from}#champion" for name in CHAMPION_PARAMS})
+        scheduled[args.name] = (args.schedule_name, typed_params(spec, params), args.champion_from)
     assert set(scheduled) == {"training-import", "monitoring"}
-    training_name, training = scheduled["training-import"]
+    training_name, training, _ = scheduled["training-import"]
     assert training["data_uri"].startswith("s3://")
-    _, monitoring = scheduled["monitoring"]
-    assert all(monitoring[p].startswith("s3://") for p in ("model_uri", "reference_uri", "data_uri"))
+    _, monitoring, champion_from = scheduled["monitoring"]
+    # The monitor checks the registry's champion (the registry the training schedule promotes
+    # into), not fixed paths that nothing writes (before: MONITORING_MODEL_URI/REFERENCE_URI).
+    assert champion_from == training["registry"] and champion_from.startswith("s3://")
+    assert monitoring["data_uri"].startswith("s3://")
     # Off as shipped (MONITORING_RETRAIN_SCHEDULE= in k8s/base); a site that turns it on names the
     # training schedule. (Was `in ("", training_name)`: either value passed, so the default went unchecked.)
     assert monitoring["retrain_schedule"] == "" and training_name

@@ -11,6 +11,8 @@
 """
 
 import json
+import sys
+from pathlib import Path
 
 import pytest
 from fake_kfp import FakeKFP
@@ -146,3 +148,64 @@ def test_a_due_retraining_starts_one_run_of_the_retraining_schedule(kfp_server, 
 
     with pytest.raises(Exception, match="no recurring run named 'absent'"):
         _trigger(tmp_path, kfp_server, True, "absent")
+
+
+def test_the_monitoring_schedule_follows_the_registry_champion(kfp_server, tmp_path, capsys, default_package):
+    """``--champion-from``: the monitor's model_uri/reference_uri are the champion entry's, read when the
+    schedule is asserted, so the daily re-assertion follows a promote and a rollback (before, the CronJob
+    passed fixed ConfigMap paths that nothing wrote)."""
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "unit"))  # the registry tests' real blessings
+    from test_registry import bless, make_model_dir
+
+    from vsearch.cli import main as vsearch_main
+    from vsearch.registry import Registry
+
+    store = str(tmp_path / "registry")
+    schedule = ["schedule", "--package", str(default_package("monitoring")), "--host", kfp_server.url, "--cron",
+                "0 0 6 * * *", "--schedule-name", "vsearch-monitoring-daily", "--champion-from", store,
+                "--param", "data_uri=s3://vsearch-data/recent"]
+
+    def assert_schedule(model, reference):
+        assert main(schedule) == 0
+        out = json.loads(capsys.readouterr().out)
+        (run,) = kfp_server.recurring_runs.values()  # a changed champion replaces the schedule, never adds one
+        assert run["recurring_run_id"] == out["recurring_run_id"]
+        assert run["runtime_config"]["parameters"] == {"model_uri": str(model), "reference_uri": str(reference),
+                                                       "data_uri": "s3://vsearch-data/recent"}
+        return out
+
+    # No champion yet: one line, exit 2, nothing scheduled.
+    assert vsearch_main(["pipeline", *schedule]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "has no champion yet" in err and store in err
+    assert kfp_server.recurring_runs == {}
+
+    reg = Registry(store)
+    m1, m2 = make_model_dir(tmp_path / "m1", 1), make_model_dir(tmp_path / "m2", 2)
+    reg.promote(bless(tmp_path, "first", m1), drift_reference="s3://refs/m1")
+    first = assert_schedule(m1, "s3://refs/m1")
+    reg.promote(bless(tmp_path, "second", m2, champion_dir=m1), drift_reference="s3://refs/m2")
+    second = assert_schedule(m2, "s3://refs/m2")
+    assert second["deleted_recurring_run_ids"] == [first["recurring_run_id"]]
+    reg.rollback(reason="guardrail")
+    assert_schedule(m1, "s3://refs/m1")
+
+    # Given twice (flag and --param): refused before any request.
+    n = len(kfp_server.requests)
+    assert vsearch_main(["pipeline", *schedule, "--param", "model_uri=s3://elsewhere"]) == 2
+    assert "--champion-from sets it" in capsys.readouterr().err and kfp_server.requests[n:] == []
+
+
+def test_a_champion_without_a_drift_reference_is_refused(tmp_path, capsys):
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "unit"))
+    from test_registry import bless, make_model_dir
+
+    from vsearch.cli import main as vsearch_main
+    from vsearch.registry import Registry
+
+    store = str(tmp_path / "registry")
+    Registry(store).promote(bless(tmp_path, "first", make_model_dir(tmp_path / "m1", 1)))
+    code = vsearch_main(["pipeline", "schedule", "monitoring", "--host", "http://127.0.0.1:9", "--cron", "0 0 6 * * *",
+                         "--champion-from", store])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and "\n" not in err and "records no drift_reference" in err
