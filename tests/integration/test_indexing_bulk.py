@@ -1,19 +1,18 @@
 """Milvus bulk import (vsearch.indexing.bulk): the Parquet writer, Lite refusal, and the sharded
 backfill through a real Milvus 2.3.5 standalone server (PyPI ``milvus``) on loopback only.
 
-The server scenario runs in its own network namespace (``unshare -n``, only ``lo``), like
-tests/integration/test_indexing_server.py: this file run as a script prints one JSON object.
+The server scenario runs in its own network namespace (``unshare -n``, only ``lo``), against one
+server start shared with tests/integration/test_indexing_server.py's scenario (milvus_netns.py):
+this file run as a script prints one JSON object.
 """
 
 from __future__ import annotations
 
-import re
-import subprocess
 from pathlib import Path
 
 import numpy as np
 import pytest
-from milvus_netns import run_scenario, scenario_main
+from milvus_netns import check_shared_run, part_main, part_result
 
 from vsearch.config import ConfigError
 from vsearch.schema import DataError
@@ -111,96 +110,82 @@ def test_sharded_index_with_bulk_on_lite_fails_before_creating_anything(tmp_path
 
 
 # ------------------------------------------------------------------ real server (in a network namespace)
-def _scenario(work: str, data: str, three: str, image_only: str) -> dict:
-    import milvus
-
+def _part(uri: str, storage_dir: str, work: str, data: str, three: str, image_only: str) -> dict:
+    """Runs inside the network namespace, against the shared server (milvus_netns.PARTS)."""
     from vsearch.artifacts import model_version
     from vsearch.indexing.bulk import bulk_import, write_import_files
     from vsearch.indexing.config import load_index_config
     from vsearch.indexing.shards import embed_shard, index_shards
     from vsearch.indexing.store import collection_name, connect, hit_id
 
-    root = Path(work)
-    template = Path(milvus.__file__).parent / "data" / "config.yaml.template"
-    text = re.sub(r"(?m)^(\s*)ip:[^\n]*$", r"\1ip: 127.0.0.1", template.read_text())
-    (root / "config.yaml.template").write_text(text)
-    config = milvus.MilvusServerConfig(template=str(root / "config.yaml.template"))
-    config.glog_conf_file = str(template.parent / "glog.conf")
-    server = milvus.MilvusServer(config, wait_for_started=False)
-    server.show_startup_banner = False
-    server.set_base_dir(str(root / "data"))
-    out: dict = {"interfaces": subprocess.run(["ip", "-o", "link"], capture_output=True, text=True).stdout.split("\n")}
-    server.start()
-    try:
+    root, storage = Path(work), Path(storage_dir)  # common.storageType: local -> import reads this fs
+    # Its own collections, registry, alias and import folders: the swap/rollback part of
+    # test_indexing_server.py runs at the same time on the same server with the defaults.
+    own = ["milvus.collection_prefix=vsbulk", "milvus.registry_collection=vsbulk_registry"]
+    alias = "bulk_live"
+    good = [*own, "backfill.num_workers=0", "backfill.method=bulk_import", f"backfill.import_dir={storage / 'imports'}", "backfill.import_poll_s=0.2"]
+    cfg = load_index_config(None, good)
+    out: dict = {}
+    shards = {}
+    for name, model in (("three", three), ("image_only", image_only)):
+        shards[name] = [str(root / f"{name}-{i}.parquet") for i in range(2)]
+        for i, f in enumerate(shards[name]):
+            embed_shard(model, data, i, 2, f, cfg)
+    c3, c1 = (collection_name(cfg.milvus.collection_prefix, model_version(m)) for m in (three, image_only))
+    out["collections"] = [c3, c1]
+    out["names"] = [c3, c1, cfg.milvus.registry_collection, alias]  # its own on the shared server
+    with connect(uri, cfg) as store:
+        report = index_shards(store, three, data, shards["three"], alias, cfg)
+        out["report"] = {"written": report.written, "alias_moved": report.alias_moved, "index_type": report.index_type}
+        out["count_c3"] = store.count(c3)
+        out["alias_1"] = store.alias_target(alias)
+        out["imports_left"] = sorted(str(p) for p in (storage / "imports").rglob("*.parquet"))
+        import pandas as pd
+
+        frame = pd.concat([pd.read_parquet(f) for f in shards["three"]], ignore_index=True)
+        picks = [0, 7, 20, 31]
+        hits = store.search(alias, [frame["embedding"][i] for i in picks], 3, cfg.search, "IP", consistency="Strong")
+        out["search_top1"] = [hit_id(h[0]) for h in hits]
+        out["search_want"] = [frame["product_id"][i] for i in picks]
+
+        # Import files Milvus cannot see (an import_dir that is not Milvus's storage): clear error, alias kept.
+        bad = load_index_config(None, [*good[:4], f"backfill.import_dir=memory://{root.name}/nowhere"])
         try:
-            server.wait_started(timeout=120_000)
-        except (TimeoutError, RuntimeError) as err:
-            return {"skip": f"Milvus 2.3.5 did not start: {err}"}
-        storage = Path(server.config.get("local_storage_dir"))  # common.storageType: local -> import reads this fs
-        uri = f"http://127.0.0.1:{server.listen_port}"
-        good = ["backfill.num_workers=0", "backfill.method=bulk_import", f"backfill.import_dir={storage / 'imports'}", "backfill.import_poll_s=0.2"]
-        cfg = load_index_config(None, good)
-        shards = {}
-        for name, model in (("three", three), ("image_only", image_only)):
-            shards[name] = [str(root / f"{name}-{i}.parquet") for i in range(2)]
-            for i, f in enumerate(shards[name]):
-                embed_shard(model, data, i, 2, f, cfg)
-        c3, c1 = (collection_name("vsearch", model_version(m)) for m in (three, image_only))
-        out["collections"] = [c3, c1]
-        with connect(uri, cfg) as store:
-            report = index_shards(store, three, data, shards["three"], "live", cfg)
-            out["report"] = {"written": report.written, "alias_moved": report.alias_moved, "index_type": report.index_type}
-            out["count_c3"] = store.count(c3)
-            out["alias_1"] = store.alias_target("live")
-            out["imports_left"] = sorted(str(p) for p in (storage / "imports").rglob("*.parquet"))
-            import pandas as pd
+            index_shards(store, image_only, data, shards["image_only"], alias, bad)
+            out["invisible_error"] = None
+        except DataError as err:
+            out["invisible_error"] = str(err)
+        out["alias_2"] = store.alias_target(alias)
+        out["status_c1_after_fail"] = (store.collection_record(c1) or {}).get("status")
 
-            frame = pd.concat([pd.read_parquet(f) for f in shards["three"]], ignore_index=True)
-            picks = [0, 7, 20, 31]
-            hits = store.search("live", [frame["embedding"][i] for i in picks], 3, cfg.search, "IP", consistency="Strong")
-            out["search_top1"] = [hit_id(h[0]) for h in hits]
-            out["search_want"] = [frame["product_id"][i] for i in picks]
+        # A corrupt file and a missing file submitted directly: the error names the file and Milvus's reason.
+        files = write_import_files(shards["image_only"], storage / "manual", dim=store.collection_dim(c1))
+        Path(files[1]).write_bytes(b"not parquet")
+        missing = str(storage / "manual" / "absent.parquet")
+        try:
+            bulk_import(store, c1, [files[0], files[1], missing], timeout_s=60, poll_s=0.2)
+            out["corrupt_error"] = None
+        except DataError as err:
+            out["corrupt_error"] = str(err)
+        out["count_c1_partial"] = store.client.get_collection_stats(c1)["row_count"]
+        out["alias_3"] = store.alias_target(alias)
 
-            # Import files Milvus cannot see (an import_dir that is not Milvus's storage): clear error, alias kept.
-            bad = load_index_config(None, [*good[:2], f"backfill.import_dir=memory://{root.name}/nowhere"])
-            try:
-                index_shards(store, image_only, data, shards["image_only"], "live", bad)
-                out["invisible_error"] = None
-            except DataError as err:
-                out["invisible_error"] = str(err)
-            out["alias_2"] = store.alias_target("live")
-            out["status_c1_after_fail"] = (store.collection_record(c1) or {}).get("status")
-
-            # A corrupt file and a missing file submitted directly: the error names the file and Milvus's reason.
-            files = write_import_files(shards["image_only"], storage / "manual", dim=store.collection_dim(c1))
-            Path(files[1]).write_bytes(b"not parquet")
-            missing = str(storage / "manual" / "absent.parquet")
-            try:
-                bulk_import(store, c1, [files[0], files[1], missing], timeout_s=60, poll_s=0.2)
-                out["corrupt_error"] = None
-            except DataError as err:
-                out["corrupt_error"] = str(err)
-            out["count_c1_partial"] = store.client.get_collection_stats(c1)["row_count"]
-            out["alias_3"] = store.alias_target("live")
-
-            # Rerun with the right import_dir: the unfinished collection is re-created, imported once, swapped.
-            report = index_shards(store, image_only, data, shards["image_only"], "live", cfg)
-            out["rerun"] = {"written": report.written, "alias_moved": report.alias_moved}
-            out["count_c1"] = store.count(c1)
-            out["alias_4"] = store.alias_target("live")
-            out["status_c1"] = (store.collection_record(c1) or {}).get("status")
-            # Same model again while served: re-verified, nothing imported (bulk import cannot dedupe).
-            report = index_shards(store, image_only, data, shards["image_only"], "live", cfg)
-            out["again"] = {"written": report.written, "count": store.count(c1)}
-        out["connections"] = subprocess.run(["ss", "-Htn"], capture_output=True, text=True).stdout.split("\n")
-        return out
-    finally:
-        server.stop()
+        # Rerun with the right import_dir: the unfinished collection is re-created, imported once, swapped.
+        report = index_shards(store, image_only, data, shards["image_only"], alias, cfg)
+        out["rerun"] = {"written": report.written, "alias_moved": report.alias_moved}
+        out["count_c1"] = store.count(c1)
+        out["alias_4"] = store.alias_target(alias)
+        out["status_c1"] = (store.collection_record(c1) or {}).get("status")
+        # Same model again while served: re-verified, nothing imported (bulk import cannot dedupe).
+        report = index_shards(store, image_only, data, shards["image_only"], alias, cfg)
+        out["again"] = {"written": report.written, "count": store.count(c1)}
+    return out
 
 
 @pytest.mark.slow
-def test_bulk_import_backfill_on_real_server(tmp_path, tiny_data, tiny_models):
-    r = run_scenario(__file__, tmp_path, tiny_data, tiny_models["three_tower"], tiny_models["image_only"])
+def test_bulk_import_backfill_on_real_server(real_milvus):
+    check_shared_run(real_milvus)
+    r = part_result(real_milvus, "bulk_import")
     c3, c1 = r["collections"]
     assert r["report"] == {"written": 32, "alias_moved": True, "index_type": "HNSW"}
     assert r["count_c3"] == 32 and r["alias_1"] == c3
@@ -219,5 +204,5 @@ def test_bulk_import_backfill_on_real_server(tmp_path, tiny_data, tiny_models):
     assert r["again"] == {"written": 0, "count": 32}
 
 
-if __name__ == "__main__":  # the scenario, run inside the network namespace by the test above
-    scenario_main(_scenario)
+if __name__ == "__main__":  # this file's part of the shared server run (milvus_netns.PARTS)
+    part_main(_part)

@@ -4,9 +4,10 @@
 Milvus 2.3.5 binds every component on all interfaces (``*:19530`` ...; its ``ip:`` settings only
 change the advertised address). So the scenario runs in its own network namespace
 (``unshare -n``) whose only interface is ``lo``: the server cannot listen or connect anywhere
-else. The scenario is this file run as a script inside the namespace; it prints one JSON
-object the test checks. Skipped, with the reason, where the server or the namespace cannot
-start here.
+else. The scenario is this file run as a script inside the namespace, against one server
+start shared with the bulk-import scenario of test_indexing_bulk.py (milvus_netns.py); it
+prints one JSON object the test checks. Skipped, with the reason, where the server or the
+namespace cannot start here.
 
 The cluster deploys another version (k8s/milvus/milvus.yaml); no server of that version can
 run here (docs/indexing.md "Milvus versions"). The same scenario runs against a scratch server
@@ -17,46 +18,21 @@ checks that the server is the version the manifest deploys.
 from __future__ import annotations
 
 import os
-import re
-import subprocess
 import time
 from pathlib import Path
 
 import pytest
-from milvus_netns import EXTERNAL_URI_ENV, deployed_version, run_scenario, scenario_main, pinned_server_version
+from milvus_netns import EXTERNAL_URI_ENV, check_shared_run, deployed_version, part_main, part_result, pinned_server_version
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 
-def _scenario(work: str, data: str, three: str, image_only: str) -> dict:
-    """Runs inside the network namespace: start Milvus, backfill twice, search, roll back."""
-    import milvus
-
-    out: dict = {"interfaces": subprocess.run(["ip", "-o", "link"], capture_output=True, text=True).stdout.split("\n")}
-    root = Path(work)
-    template = Path(milvus.__file__).parent / "data" / "config.yaml.template"
-    text, n = re.subn(r"(?m)^(\s*)ip:[^\n]*$", r"\1ip: 127.0.0.1", template.read_text())
-    (root / "config.yaml.template").write_text(text)
-    config = milvus.MilvusServerConfig(template=str(root / "config.yaml.template"))
-    config.glog_conf_file = str(template.parent / "glog.conf")  # only set for the default template
-    server = milvus.MilvusServer(config, wait_for_started=False)
-    server.show_startup_banner = False
-    server.set_base_dir(str(root / "data"))
-    server.start()
-    try:
-        try:
-            server.wait_started(timeout=120_000)
-        except (TimeoutError, RuntimeError) as err:
-            log = root / "data" / "logs" / "milvus-stderr.log"
-            return {"skip": f"Milvus {pinned_server_version()} did not start: {err} {log.read_text()[-800:] if log.exists() else ''}"}
-        out["ip_lines_rewritten"] = n
-        out["listening"] = subprocess.run(["ss", "-Htln"], capture_output=True, text=True).stdout.split("\n")
-        os.environ["VSEARCH_MILVUS_TOKEN"] = "root:Milvus"  # the token path is exercised (auth is off here)
-        out.update(_exercise(f"http://127.0.0.1:{server.listen_port}", data, three, image_only))
-        out["connections"] = subprocess.run(["ss", "-Htn"], capture_output=True, text=True).stdout.split("\n")
-        return out
-    finally:
-        server.stop()
+def _part(uri: str, storage: str, work: str, data: str, three: str, image_only: str) -> dict:
+    """Runs inside the network namespace, against the shared server (milvus_netns.PARTS)."""
+    os.environ["VSEARCH_MILVUS_TOKEN"] = "root:Milvus"  # the token path is exercised (auth is off here)
+    out = _exercise(uri, data, three, image_only)
+    out["names"] = [*out["collections"].values(), "vsearch_registry", "live"]  # its own on the shared server
+    return out
 
 
 def _exercise(uri: str, data: str, three: str, image_only: str) -> dict:
@@ -99,11 +75,12 @@ def _check_scenario(result: dict) -> None:
     assert result["alias_after_rollback_and_failed_verify"] == c["three_tower"]
 
 
-def test_backfill_search_swap_rollback_on_real_server(tmp_path, tiny_data, tiny_models):
-    result = run_scenario(__file__, tmp_path, tiny_data, tiny_models["three_tower"], tiny_models["image_only"])
-    listening = [line.split()[3] for line in result["listening"] if line.strip()]
+def test_backfill_search_swap_rollback_on_real_server(real_milvus):
+    check_shared_run(real_milvus)
+    result = part_result(real_milvus, "swap_rollback")
+    listening = [line.split()[3] for line in real_milvus["listening"] if line.strip()]
     assert any(addr.endswith(":19530") or addr.endswith(":19531") for addr in listening)
-    assert result["ip_lines_rewritten"] >= 7
+    assert real_milvus["ip_lines_rewritten"] >= 7
     # The server that ran is the pinned one (the embedded build calls itself "v2.3.5-lite").
     assert result["server_version"].removesuffix("-lite") == f"v{pinned_server_version()}"
     _check_scenario(result)
@@ -119,5 +96,5 @@ def test_backfill_search_swap_rollback_on_the_deployed_version(tiny_data, tiny_m
     _check_scenario(result)
 
 
-if __name__ == "__main__":  # the scenario, run inside the network namespace by the test above
-    scenario_main(_scenario)
+if __name__ == "__main__":  # this file's part of the shared server run (milvus_netns.PARTS)
+    part_main(_part)
