@@ -71,8 +71,9 @@ def run_on_one_server(work: Path, data: Path, three: Path, image_only: Path, tim
 
 
 def check_shared_run(result: dict) -> None:
-    """Nothing but loopback existed where the server ran, every connection stayed on it, and no two
-    parts used the same collection, registry or alias (each part lists its own under ``names``)."""
+    """Nothing but loopback existed where the server ran, every connection seen while the parts ran
+    stayed on it, and no two parts used the same collection, registry or alias (each part lists
+    its own under ``names``)."""
     interfaces = [line.split(":")[1].strip() for line in result["interfaces"] if line.strip()]
     assert interfaces == ["lo"]
     peers = [line.split()[4] for line in result["connections"] if line.strip()]
@@ -120,25 +121,30 @@ def _start_server(root: Path):
     return server, n
 
 
-def _run_parts(uri: str, storage: Path, root: Path, data: str, three: str, image_only: str) -> dict:
-    """Every part at once, each in its own interpreter and work folder; name -> its result or error."""
+def _run_parts(uri: str, storage: Path, root: Path, data: str, three: str, image_only: str) -> tuple[dict, list[str]]:
+    """Every part at once, each in its own interpreter and work folder: ({name: its result or
+    error}, every TCP connection seen while they ran, sampled each second, and at the end)."""
     procs = {}
     for name, test_file in PARTS.items():
-        (root / name).mkdir()
-        args = [uri, storage, root / name, data, three, image_only]
-        cmd = [sys.executable, str(Path(__file__).with_name(test_file)), *map(str, args)]
-        procs[name] = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        work = root / name
+        work.mkdir()
+        cmd = [sys.executable, str(Path(__file__).with_name(test_file)), *map(str, [uri, storage, work, data, three, image_only])]
+        with (work / "stdout").open("w") as out, (work / "stderr").open("w") as err:
+            procs[name] = subprocess.Popen(cmd, stdout=out, stderr=err, text=True)
+    deadline, seen = time.monotonic() + 240, {}
+    while True:
+        seen.update(dict.fromkeys(subprocess.run(["ss", "-Htn"], capture_output=True, text=True).stdout.split("\n")))
+        if all(proc.poll() is not None for proc in procs.values()) or time.monotonic() > deadline:
+            break
+        time.sleep(1)
     parts = {}
-    deadline = time.monotonic() + 240
     for name, proc in procs.items():
-        try:
-            stdout, stderr = proc.communicate(timeout=max(1.0, deadline - time.monotonic()))
-        except subprocess.TimeoutExpired:
+        if proc.poll() is None:
             proc.kill()
-            stdout, stderr = proc.communicate()
-            stderr += "\n(killed after 240 s)"
+            proc.wait()
+        stdout, stderr = ((root / name / f).read_text() for f in ("stdout", "stderr"))
         parts[name] = _last_json(stdout) if proc.returncode == 0 else {"error": f"exit {proc.returncode}: {stderr[-3000:]}"}
-    return parts
+    return parts, list(seen)
 
 
 def _serve(work: str, data: str, three: str, image_only: str) -> dict:
@@ -157,9 +163,8 @@ def _serve(work: str, data: str, three: str, image_only: str) -> dict:
         out["listening"] = subprocess.run(["ss", "-Htln"], capture_output=True, text=True).stdout.split("\n")
         storage = Path(server.config.get("local_storage_dir"))  # common.storageType: local -> bulk import reads this fs
         t0 = time.perf_counter()
-        out["parts"] = _run_parts(f"http://127.0.0.1:{server.listen_port}", storage, root, data, three, image_only)
+        out["parts"], out["connections"] = _run_parts(f"http://127.0.0.1:{server.listen_port}", storage, root, data, three, image_only)
         out["parts_s"] = round(time.perf_counter() - t0, 2)
-        out["connections"] = subprocess.run(["ss", "-Htn"], capture_output=True, text=True).stdout.split("\n")
         return out
     finally:
         t0 = time.perf_counter()
