@@ -53,15 +53,23 @@ def champion_params(store: str, params: dict[str, Any]) -> dict[str, Any]:
     re-asserting the schedule (the daily CronJob) after a promote or rollback follows the champion.
 
     Raises:
-        ConfigError: either parameter also given with ``--param``, no champion yet, or a champion
-            entry without a drift reference (promoted without ``--drift-reference``).
+        ConfigError: either parameter also given with ``--param``, a registry that cannot be read
+            (unknown scheme, no credentials, ...), no champion yet, or a champion entry without a
+            drift reference (promoted without ``--drift-reference``).
+        DataError: an unreadable registry record.
     """
     from vsearch.registry import Registry
+    from vsearch.schema import DataError
 
     given = [name for name in CHAMPION_PARAMS if name in params]
     if given:
         raise ConfigError(f"--param {given[0]}: --champion-from sets it from the registry's champion; give one or the other")
-    champion = Registry(store).current()
+    try:
+        champion = Registry(store).current()
+    except (ConfigError, DataError):
+        raise  # (already one line naming the record)
+    except Exception as err:  # noqa: BLE001 - fsspec backends raise their own (botocore's NoCredentialsError, ...)
+        raise ConfigError(f"--champion-from {store}: cannot read the registry: {type(err).__name__}: {err}") from err
     if champion is None:
         raise ConfigError(f"--champion-from {store}: the registry has no champion yet (vsearch release promote makes one)")
     if not champion.get("drift_reference"):

@@ -209,3 +209,20 @@ def test_a_champion_without_a_drift_reference_is_refused(tmp_path, capsys):
                          "--champion-from", store])
     err = capsys.readouterr().err.strip()
     assert code == 2 and "\n" not in err and "records no drift_reference" in err
+
+
+@pytest.mark.parametrize("store", ["nosuch://bucket/registry", "s3://vsearch-no-credentials/registry"])
+def test_a_registry_that_cannot_be_read_is_one_line(store, monkeypatch, capsys):
+    """A mistyped scheme or a store without credentials: one line naming the registry, exit 2, no request
+    (was a botocore traceback, exit 1)."""
+    from vsearch.cli import main as vsearch_main
+
+    for var in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE", "AWS_ENDPOINT_URL"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent/credentials")
+    monkeypatch.setenv("AWS_CONFIG_FILE", "/nonexistent/config")
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    code = vsearch_main(["pipeline", "schedule", "monitoring", "--host", "http://127.0.0.1:9", "--cron", "0 0 6 * * *",
+                         "--champion-from", store])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and "\n" not in err and f"--champion-from {store}: cannot read the registry" in err
