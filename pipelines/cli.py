@@ -291,10 +291,10 @@ def main(argv: list[str] | None = None) -> int:
     from pipelines import client as kfp_client
 
     params = _params(args.param, parse=False)  # typed by the pipeline's declared inputs in _remote
-    if args.champion_from:
-        params = champion_params(args.champion_from, params)
     if args.command == "schedule":
         kfp_client.validate_cron(args.cron)  # before any network call
+    if args.champion_from:
+        params = champion_params(args.champion_from, params)
     try:
         result, pipeline_name = _remote(args, params, kfp_client)
     except Exception as err:

@@ -25,6 +25,9 @@ from pipelines.compiler import load_documents
 from vsearch.monitoring.retrain import decide_retraining
 from vsearch.schema import DataError
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "unit"))  # the registry tests' real blessings
+from test_registry import bless, make_model_dir  # noqa: E402
+
 
 @pytest.fixture(scope="module")
 def compiled(default_package):
@@ -154,9 +157,6 @@ def test_the_monitoring_schedule_follows_the_registry_champion(kfp_server, tmp_p
     """``--champion-from``: the monitor's model_uri/reference_uri are the champion entry's, read when the
     schedule is asserted, so the daily re-assertion follows a promote and a rollback (before, the CronJob
     passed fixed ConfigMap paths that nothing wrote)."""
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "unit"))  # the registry tests' real blessings
-    from test_registry import bless, make_model_dir
-
     from vsearch.cli import main as vsearch_main
     from vsearch.registry import Registry
 
@@ -197,9 +197,6 @@ def test_the_monitoring_schedule_follows_the_registry_champion(kfp_server, tmp_p
 
 
 def test_a_champion_without_a_drift_reference_is_refused(tmp_path, capsys):
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "unit"))
-    from test_registry import bless, make_model_dir
-
     from vsearch.cli import main as vsearch_main
     from vsearch.registry import Registry
 
