@@ -197,6 +197,13 @@ def test_release_lifecycle_review_ab_promote_second_candidate_rollback(world, ti
         assert store.alias_target(LIVE) == cand_coll
     assert Registry(world["registry"]).current()["model_version"] == v["four_tower"]
     assert Registry(world["registry"]).current()["model_uri"] == str(Path(tiny_models["four_tower"]).resolve())
+    # The promoted plan serves the treatment to everyone, anonymous users too (they got the control).
+    with _serving(world, tiny_data, rollout_path=str(plan)) as (client, _):
+        ready = client.get("/readyz")
+        assert ready.status_code == 200 and ready.json()["variants"]["control"]["traffic"] is False, ready.json()
+        r = client.post("/search", files={"image": ("q.png", photos[0], "image/png")})
+        assert r.status_code == 200 and r.json()["variant"] == "treatment", r.text
+        assert r.json()["model_version"] == v["four_tower"]
 
     # A second candidate (the 3-tower model) against the new champion; promoted by an override, then rolled back.
     plan2 = _release(world, "three_tower", tiny_data, tiny_models)
@@ -213,6 +220,16 @@ def test_release_lifecycle_review_ab_promote_second_candidate_rollback(world, ti
     with _store(world) as store:
         assert store.alias_target(LIVE) == second_coll
     assert Registry(world["registry"]).current()["model_version"] == v["three_tower"]
+    # This control served the live alias, which is now on the candidate's vectors: the control model
+    # no longer matches it, yet the service stays ready on the treatment (it reported 503, and
+    # Kubernetes would have taken every replica out of the Service).
+    with _serving(world, tiny_data, rollout_path=str(plan2)) as (client, _):
+        ready = client.get("/readyz")
+        assert ready.status_code == 200, ready.json()
+        control = ready.json()["variants"]["control"]
+        assert control["traffic"] is False and control["ready"] is False and v["three_tower"] in control["detail"]
+        r = client.post("/search", files={"image": ("q.png", photos[0], "image/png")})
+        assert r.status_code == 200 and r.json()["model_version"] == v["three_tower"], r.text
     assert main(["release", "rollback", "--rollout", str(plan2), "--reason", "guardrail"]) == 0
     with _store(world) as store:
         assert store.alias_target(LIVE) == cand_coll  # restored...

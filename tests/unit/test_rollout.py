@@ -192,3 +192,47 @@ def test_each_arm_names_its_drift_reference_the_champions_from_the_registry(tmp_
     # Without a registry (or a reference recorded) the plan says nothing rather than guessing.
     bare = load_rollout(write_rollout(bless(tmp_path, "cand2", cand, champion_dir=champ), tmp_path / "r3")["rollout"])
     assert bare.treatment.model.drift_reference is None and bare.control.model.drift_reference is None
+
+
+class _Arm:
+    """A searcher's readiness surface (the real one checks the arm's alias against its model)."""
+
+    def __init__(self, version: str, ready: bool):
+        self.version, self._ready = version, ready
+
+    def ready(self) -> tuple[bool, str]:
+        return self._ready, "ok" if self._ready else "alias now on a collection another model built"
+
+
+def test_a_promoted_plan_serves_the_treatment_to_everyone_and_stays_ready(tmp_path, blessed):
+    """After `vsearch release promote` the plan gives the treatment 100% and the live alias (the
+    control's) is on the treatment's collection: the control model no longer matches it. The
+    service must not then send anonymous users to the control (503) nor report itself not ready
+    (Kubernetes would take every replica out of the Service)."""
+    from fastapi.testclient import TestClient
+
+    from vsearch.rollout.schema import dump_rollout, with_traffic
+    from vsearch.serving.app import ServiceState, create_app
+
+    blessing, _, _ = blessed
+    plan = write_rollout(blessing, tmp_path / "r")["rollout"]
+    cfg = load_rollout(plan)
+    arms = {"control": _Arm("control-v", ready=False), "treatment": _Arm("treatment-v", ready=True)}
+    state = ServiceState(searchers=arms, hydrator=None, data_dir=str(tmp_path), rollout=cfg, rollout_path=str(plan))
+    client = TestClient(create_app(state))
+    # During the A/B test both arms serve: a control that does not match its alias holds readiness back.
+    assert state.route(None) == "control"
+    assert client.get("/readyz").status_code == 503
+    dump_rollout(with_traffic(cfg, 100.0), plan)  # what promote writes
+    state._checked_at = float("-inf")
+    assert state.route(None) == "treatment" and state.route("anyone") == "treatment"
+    ready = client.get("/readyz")
+    assert ready.status_code == 200, ready.json()
+    assert state.serving_arms() == ["treatment"]
+    assert ready.json()["variants"]["control"] == {"ready": False, "detail": "alias now on a collection another model built",
+                                                   "model_version": "control-v", "traffic": False}
+    # Rolled back before promotion (0%): only the control serves, and must be ready.
+    dump_rollout(with_traffic(cfg, 0.0), plan)
+    state._checked_at = float("-inf")
+    assert state.serving_arms() == ["control"] and state.route("anyone") == "control"
+    assert client.get("/readyz").status_code == 503

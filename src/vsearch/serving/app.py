@@ -3,7 +3,7 @@
 ``vsearch serve --model DIR --alias NAME --data DIR`` serves one model; ``--rollout FILE``
 serves both arms of a release's A/B test, each with its own model and its own alias: users
 are assigned by the rollout's sticky hash of the user id (form field ``user_id`` or header
-``X-User-Id``; anonymous users get the control). The file is re-read when it changes (a
+``X-User-Id``; anonymous users get the control, or the treatment once it has 100%). The file is re-read when it changes (a
 ``vsearch release ramp`` takes effect without a restart; a change of arms needs one).
 Encoders are loaded once per variant. With a rollout (or ``--events DIR``) every answered
 search is logged as an impression and ``POST /click`` takes click events
@@ -96,12 +96,22 @@ class ServiceState:
         else:
             print("vsearch serve: the rollout file now names other arms: restart to serve them", flush=True)
 
+    def serving_arms(self) -> list[str]:
+        """The variants that can receive a request now: both during an A/B test, only the
+        treatment once the plan gives it 100% (promoted: the control's alias has moved to the
+        treatment's collection, so the control model no longer matches it), only the control at 0%."""
+        if self.rollout is None:
+            return list(self.searchers)
+        self.refresh_rollout()
+        share = self.rollout.traffic.treatment_percent
+        return [n for n in self.searchers if (n == "treatment" and share > 0) or (n == "control" and share < 100)]
+
     def route(self, user_id: str | None) -> str:
         if self.rollout is None:
             return next(iter(self.searchers))
         self.refresh_rollout()
-        if not user_id:
-            return "control"
+        if not user_id:  # no user to bucket: the arm everyone gets outside the test
+            return "treatment" if self.rollout.traffic.treatment_percent >= 100 else "control"
         from vsearch.rollout.schema import assign_variant
 
         return assign_variant(self.rollout, user_id).name
@@ -328,10 +338,12 @@ def create_app(state: ServiceState):
     @app.get("/readyz")
     def readyz():
         checks = {}
+        serving = state.serving_arms()
         for name, searcher in state.searchers.items():
             ok, detail = searcher.ready()
-            checks[name] = {"ready": ok, "detail": detail, "model_version": searcher.version}
-        ready = all(c["ready"] for c in checks.values())
+            checks[name] = {"ready": ok, "detail": detail, "model_version": searcher.version, "traffic": name in serving}
+        # An arm the plan sends no traffic to (the control after a promotion) does not hold the service back.
+        ready = bool(serving) and all(checks[name]["ready"] for name in serving)
         return JSONResponse({"ready": ready, "variants": checks}, status_code=200 if ready else 503)
 
     @app.get("/", response_class=HTMLResponse)
