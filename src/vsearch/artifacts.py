@@ -222,3 +222,48 @@ def is_model_dir(uri: str | os.PathLike) -> bool:
     root = str(uri).rstrip("/")
     fs, path = fsspec.core.url_to_fs(root)
     return fs.isfile(f"{path}/{CONFIG_FILE}") and fs.isfile(f"{path}/{WEIGHTS_FILE}")
+
+
+def fetch_model(uri: str | os.PathLike, out: str | os.PathLike, *, expected_version: str | None = None) -> tuple[Path, bool]:
+    """Copy the model folder at ``uri`` (a folder or fsspec URI) to the local folder ``out``.
+
+    The copy is published whole (``staged``): a kill mid-download leaves the previous ``out``.
+    With ``expected_version`` the copy must have that content id (`model_version`): a folder
+    changed after it was recorded is refused, and an ``out`` that already holds that version
+    is kept as it is (nothing downloaded).
+
+    Returns:
+        (``out``, whether anything was downloaded).
+
+    Raises:
+        DataError: ``uri`` is not a model folder, a listed file lies outside it, or its content
+            is not ``expected_version``.
+    """
+    import posixpath
+
+    import fsspec
+
+    from vsearch.schema import DataError
+
+    out = Path(out)
+    if expected_version is not None and is_model_dir(out) and model_version(out) == expected_version:
+        return out, False
+    if not is_model_dir(uri):
+        raise DataError(uri, f"not a vsearch model folder ({CONFIG_FILE} + {WEIGHTS_FILE})")
+    fs, root = fsspec.core.url_to_fs(str(uri).rstrip("/"))
+    root = root.rstrip("/")
+    with staged(out) as staging:
+        for path in fs.find(root):
+            rel = posixpath.relpath(str(path), root)
+            if rel == MARKER:
+                continue
+            if rel.startswith("../") or rel == ".." or posixpath.isabs(rel):
+                raise DataError(uri, "a listed file lies outside the model folder", detail=str(path))
+            dest = staging / rel
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            fs.get_file(path, str(dest))
+        got = model_version(staging)
+        if expected_version is not None and got != expected_version:
+            raise DataError(uri, "the model folder is not the one recorded: its weights changed after it was promoted",
+                            detail=f"content {got}, recorded {expected_version}")
+    return out, True

@@ -25,7 +25,7 @@ COMMANDS = {
     ("search",): ("vsearch.serving.search", "search the index with a photo (+ reformulation text)"),
     ("serve",): ("vsearch.serving.app", "HTTP search service (FastAPI) with A/B routing and a web page"),
     ("gate",): ("vsearch.evaluation.gate", "bless or reject a candidate vs baseline and champion"),
-    ("registry",): ("vsearch.registry", "champion registry: show | promote | rollback | history"),
+    ("registry",): ("vsearch.registry", "champion registry: show | history | fetch | promote | rollback"),
     ("rollout",): ("vsearch.rollout.writer", "write rollout.yaml + the per-arm KServe manifests from a blessing"),
     ("rollout", "analyze"): ("vsearch.rollout.analyze", "A/B evidence: per-arm CTR + CI, guardrails, recommendation, HTML"),
     ("release",): ("vsearch.release.cli", "release lifecycle: status | approve | ramp | promote | rollback"),

@@ -235,8 +235,23 @@ def _print_record(record: dict | None) -> None:
     print(json.dumps(record, indent=2))
 
 
+def _fetch(registry: "Registry", out: str) -> int:
+    """The champion's model folder at ``out``, checked against the content id the registry recorded."""
+    from vsearch.artifacts import check_out, fetch_model
+    from vsearch.schema import DataError
+
+    current = registry.current()
+    if current is None:
+        raise DataError(registry.store, "the registry has no champion: nothing to serve yet (promote a blessed model first)")
+    check_out(out)
+    path, downloaded = fetch_model(current["model_uri"], out, expected_version=current["model_version"])
+    how = "fetched from" if downloaded else "already here, from"
+    print(f"champion {current['model_version']} (registry v{current['registry_version']}) {how} {current['model_uri']} -> {path}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
-    """``vsearch registry [--store URI] show | history | promote --blessing PATH [--model DIR] [--reference SNAPSHOT]
+    """``vsearch registry [--store URI] show | history | fetch --out DIR | promote --blessing PATH [--model DIR] [--reference SNAPSHOT]
     [--expected-version N] | rollback [--reason TEXT] [--expected-version N]``."""
     import argparse
 
@@ -251,6 +266,8 @@ def main(argv: list[str] | None = None) -> int:
     promote.add_argument("--model", help="candidate model folder (default: the one the blessing names)")
     promote.add_argument("--reference", help="the candidate's drift reference (snapshot folder or URI), recorded with it")
     promote.add_argument("--expected-version", type=int, help="fail unless the registry is at this version")
+    fetch = sub.add_parser("fetch", help="copy the champion's model folder here (what the search service serves)")
+    fetch.add_argument("--out", required=True, help="local folder to publish the champion's model folder at")
     rollback = sub.add_parser("rollback", help="restore the previous champion")
     rollback.add_argument("--expected-version", type=int)
     rollback.add_argument("--reason", default="")
@@ -266,6 +283,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"v{record['registry_version']:<4} {record['at']}  {record['action']:<8} -> "
                   f"{champ.get('model_version', '-')} ({champ.get('name', '-')})")
         return 0
+    if args.action == "fetch":
+        return _fetch(registry, args.out)
     if args.action == "promote":
         record = registry.promote(args.blessing, args.model, expected_version=args.expected_version,
                                   drift_reference=args.reference)

@@ -95,3 +95,26 @@ def test_catalog_images_on_s3_validate_and_a_missing_one_is_named(s3, tiny_data,
     assert main(["data", "validate", "--data", str(data), "--out", str(tmp_path / "report2"), "--workers", "1", "--no-data-docs"]) == 2
     report = (tmp_path / "report2" / "validation.json").read_text()
     assert gone in report
+
+
+def test_the_search_service_fetches_the_champion_a_registry_on_s3_names(s3, tmp_path, capsys):
+    """The search Deployment's init container (`vsearch registry fetch`, k8s/base/search.yaml):
+    registry and model folder on S3, the copy checked against the recorded content id."""
+    import fsspec
+
+    m1 = make_model_dir(tmp_path / "m1", 1)
+    (m1 / "tokenizer").mkdir()
+    (m1 / "tokenizer" / "tokenizer.json").write_text("{}")
+    fs = fsspec.filesystem("s3")
+    fs.put(str(m1), f"{BUCKET}/models/m1", recursive=True)
+    store = f"s3://{BUCKET}/serving-registry"
+    Registry(store).promote(bless(tmp_path, "a", m1), f"s3://{BUCKET}/models/m1")
+    out = tmp_path / "mnt" / "champion"
+    assert main(["registry", "--store", store, "fetch", "--out", str(out)]) == 0
+    assert f"fetched from s3://{BUCKET}/models/m1" in capsys.readouterr().out
+    assert model_version(out) == model_version(m1) and (out / "tokenizer" / "tokenizer.json").read_text() == "{}"
+    # The object behind the record was replaced: refused, the served copy stays.
+    fs.pipe(f"{BUCKET}/models/m1/model.safetensors", (m1 / "model.safetensors").read_bytes()[:-4] + b"\0\0\0\0")
+    shutil.rmtree(out)
+    assert main(["registry", "--store", store, "fetch", "--out", str(out)]) == 2
+    assert "weights changed after it was promoted" in capsys.readouterr().err and not out.exists()

@@ -14,6 +14,7 @@ from __future__ import annotations
 import copy
 import functools
 import json
+import posixpath
 import re
 import shutil
 import subprocess
@@ -234,6 +235,34 @@ def test_serving_command_lines_parse_with_the_real_cli(overlay, monkeypatch):
     _argv_ok(serve_main, encoder["args"][2:], monkeypatch)
     with pytest.raises(SystemExit):
         serve_main([*search["args"][1:], "--no-such-flag"])  # the parse above can fail
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_the_search_service_serves_the_champion_the_registry_names(overlay, tmp_path, capsys):
+    """The search pods fetch the registry's champion (`vsearch registry fetch`) from the registry
+    the release commands promote into and the schedule job reads, and serve that folder. Before,
+    they downloaded a fixed s3://.../champion that nothing ever wrote."""
+    from vsearch.cli import main
+
+    docs = render(f"overlays/{overlay}")
+    spec = one(docs, "Deployment", "vsearch-search")["spec"]["template"]["spec"]
+    [fetch] = [c for c in spec["initContainers"] if c["name"] == "fetch-model"]
+    search = spec["containers"][0]
+    settings = one(docs, "ConfigMap", fetch["envFrom"][0]["configMapRef"]["name"])["data"]
+    cron = pod_spec(one(docs, "CronJob", "vsearch-schedule"))["containers"][0]
+    schedule = one(docs, "ConfigMap", cron["envFrom"][0]["configMapRef"]["name"])["data"]
+    assert fetch["command"] == ["vsearch"] and fetch["args"][:2] == ["registry", "fetch"]
+    assert settings["VSEARCH_REGISTRY"] == schedule["PARAM_REGISTRY"]  # $VSEARCH_REGISTRY is the CLI's --store default
+    assert not [k for k in settings if k.endswith("MODEL_URI")], "a fixed model path that nothing writes"
+    out = fetch["args"][fetch["args"].index("--out") + 1]
+    assert search["args"][search["args"].index("--model") + 1] == out
+    # The real CLI takes the command line: an empty registry is one line, exit 2 (no champion yet).
+    assert main([fetch["args"][0], "--store", str(tmp_path / "registry"), *fetch["args"][1:]]) == 2
+    assert "no champion" in capsys.readouterr().err
+    # The copy is published by a rename inside the mounted volume, never over the mount point itself.
+    [mount] = [m for m in fetch["volumeMounts"] if out.startswith(m["mountPath"] + "/")]
+    assert not mount.get("readOnly") and posixpath.dirname(out) == mount["mountPath"]
+    assert fetch["image"] == search["image"]
 
 
 def _expand(value: str, env: dict[str, str]) -> str:

@@ -181,6 +181,48 @@ def test_cli_show_promote_history_rollback(tmp_path, capsys):
     assert "blessing file is missing" in capsys.readouterr().err
 
 
+def test_fetch_publishes_the_champions_folder_checked_against_its_recorded_content(tmp_path, capsys):
+    """`vsearch registry fetch --out DIR`: what the search service's init container runs. The
+    copy is the recorded champion's (content id checked), published whole; a rerun downloads
+    nothing; a promote or rollback changes what the next fetch brings."""
+    from vsearch.cli import main
+
+    store = str(tmp_path / "registry")
+    m1, m2 = make_model_dir(tmp_path / "m1", 1), make_model_dir(tmp_path / "m2", 2)
+    (m1 / "tokenizer").mkdir()
+    (m1 / "tokenizer" / "tokenizer.json").write_text("{}")
+    out = tmp_path / "serve" / "champion"
+    # No champion yet: one line, exit 2, nothing written.
+    assert main(["registry", "--store", store, "fetch", "--out", str(out)]) == 2
+    assert "no champion" in capsys.readouterr().err and not out.exists()
+    Registry(store).promote(bless(tmp_path, "a", m1))
+    assert main(["registry", "--store", store, "fetch", "--out", str(out)]) == 0
+    assert f"champion {model_version(m1)} (registry v1) fetched from" in capsys.readouterr().out
+    assert model_version(out) == model_version(m1) and (out / "tokenizer" / "tokenizer.json").read_text() == "{}"
+    assert main(["registry", "--store", store, "fetch", "--out", str(out)]) == 0
+    assert "already here" in capsys.readouterr().out
+    Registry(store).promote(bless(tmp_path, "b", m2, champion_dir=m1))
+    assert main(["registry", "--store", store, "fetch", "--out", str(out)]) == 0
+    assert model_version(out) == model_version(m2) and not (out / "tokenizer").exists()
+    # The champion's folder was overwritten after promotion: refused, the served copy stays.
+    from safetensors.numpy import save_file
+
+    save_file({"w": np.zeros((8, 8), np.float32)}, str(m1 / "model.safetensors"))
+    Registry(store).rollback()
+    capsys.readouterr()
+    assert main(["registry", "--store", store, "fetch", "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "weights changed after it was promoted" in err and model_version(m1) in err
+    assert model_version(out) == model_version(m2) and not list(out.parent.glob("champion.partial*"))
+    # A folder somebody else owns is never replaced.
+    foreign = tmp_path / "foreign"
+    foreign.mkdir()
+    (foreign / "notes.txt").write_text("mine")
+    save_file({"w": np.random.default_rng(1).standard_normal((8, 8)).astype(np.float32)}, str(m1 / "model.safetensors"))
+    assert main(["registry", "--store", store, "fetch", "--out", str(foreign)]) == 2
+    assert (foreign / "notes.txt").read_text() == "mine"
+
+
 def test_any_fsspec_store_works_sequentially(tmp_path):
     """A non-local store (fsspec memory://) through the same code path as s3:// or gs://."""
     reg = Registry(f"memory://vsearch-test-{tmp_path.name}/registry")
