@@ -102,6 +102,32 @@ def test_catalog_image_is_exact_top1(client, tiny_data):
     assert resp.status_code == 200 and resp.json()["results"][0]["product_id"] == row["product_id"]
 
 
+def test_an_alias_moved_under_a_running_searcher_never_meets_its_query_vectors(backend, tiny_models, query_photo):
+    """Between two checks of its alias (every 5 s) a searcher searches the collection the last
+    check verified: right after a promotion moves the alias to another model's collection, this
+    model's query vectors still search its own collection, and the next check refuses the move.
+    Before, for up to 5 s they searched the other model's vectors through the alias."""
+    from vsearch.indexing.store import EmbeddingSpaceMismatch
+    from vsearch.serving.search import Searcher, decode_query_image
+
+    store, cfg, _ = backend
+    own, other = store.alias_target("a"), store.alias_target("b")  # built by the 3-tower / the image-only model
+    store.move_alias("moving", own)
+    try:
+        searcher = Searcher(tiny_models["three_tower"], "moving", store, cfg)
+        searcher.prepare()
+        image = decode_query_image(query_photo[0])
+        before, _ = searcher.query(image, "", 5)
+        store.move_alias("moving", other)  # a promotion, while the last check is fresh
+        after, _ = searcher.query(image, "", 5)
+        assert after == before
+        searcher._checked = None  # the next re-check (5 s later)
+        with pytest.raises(EmbeddingSpaceMismatch):
+            searcher.query(image, "", 5)
+    finally:
+        store.drop_alias("moving")
+
+
 def test_ab_routing_follows_the_rollout(client, backend, query_photo):
     from vsearch.rollout.schema import assign_variant, load_rollout
 

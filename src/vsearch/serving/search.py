@@ -211,18 +211,22 @@ class Searcher:
             raise RuntimeError("query embedding is NaN/inf")
         return vector, use_text
 
-    def search(self, vector: np.ndarray, k: int) -> list[Hit]:
+    def search(self, vector: np.ndarray, k: int, collection: str | None = None) -> list[Hit]:
+        """Top ``k`` hits of a (D,) unit query vector in ``collection`` (default: the alias)."""
         from vsearch.indexing.store import CATEGORY, hit_id
 
-        res = self.store.search(self.alias, [vector], k, self.cfg.search, self.cfg.index.metric, output_fields=[CATEGORY])
+        res = self.store.search(collection or self.alias, [vector], k, self.cfg.search, self.cfg.index.metric,
+                                output_fields=[CATEGORY])
         return [Hit(str(hit_id(h)), float(h["distance"]), h.get(CATEGORY) or "") for h in res[0]]
 
     def query(self, image, text: str, k: int) -> tuple[list[Hit], bool]:
-        # Re-checked every few seconds: an alias moved under a running service must not serve
-        # this model's query vectors against another model's collection.
-        self.check(max_age_s=5.0)
+        # The alias is re-checked every few seconds, and the search goes to the collection that
+        # check verified, not through the alias: an alias moved under a running service (a
+        # promotion) reaches this model only through a new check (which refuses another model's
+        # collection), so its query vectors never meet another model's vectors in between.
+        target = self.check(max_age_s=5.0)
         vector, used = self.encode(image, text)
-        return self.search(vector, k), used
+        return self.search(vector, k, collection=target), used
 
 
 def hydrate(hits: list[Hit], hydrator) -> list[dict]:
