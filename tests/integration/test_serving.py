@@ -232,3 +232,76 @@ def test_search_cli(tmp_path, tiny_data, tiny_models, query_photo, capsys):
     assert cli(["search", "--image", str(bad), "--model", str(tiny_models["four_tower"]), "--alias", "live",
                 "--data", str(tiny_data), "--milvus-uri", uri]) == 2
     assert "not an image" in capsys.readouterr().err
+
+
+def test_a_service_following_the_champion_swaps_models_with_a_promotion_and_a_rollback(backend, tiny_data, tiny_models,
+                                                                                      query_photo, tmp_path):
+    """`vsearch serve --champion-from REGISTRY`: a promotion (alias, then registry) and a rollback
+    are followed with no 503 and no mixed pair; a state the registry does not back is waited out,
+    answered from the last verified pair for at most the grace period, then refused."""
+    import sys
+    from pathlib import Path
+
+    from fastapi.testclient import TestClient
+
+    from vsearch.artifacts import fetch_model
+    from vsearch.registry import Registry
+    from vsearch.serving.app import build_state, create_app
+    from vsearch.serving.follow import ChampionFollower
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "unit"))
+    from test_registry import bless
+
+    store, cfg, _ = backend
+    three, image_only = tiny_models["three_tower"], tiny_models["image_only"]
+    v3, v_io = model_version(three), model_version(image_only)
+    coll3, coll_io = store.alias_target("a"), store.alias_target("b")
+    registry = Registry(tmp_path / "registry")
+    registry.promote(bless(tmp_path, "three_tower", three))
+    store.move_alias("live", coll3)
+    served, _ = fetch_model(three, tmp_path / "mnt" / "champion")  # what the init container does
+    state = build_state(data_dir=str(tiny_data), store=store, index_cfg=cfg, model=str(served), alias="live")
+    follower = ChampionFollower(state, registry.store, tmp_path / "mnt" / ".champions")
+    client = TestClient(create_app(state))
+
+    def search() -> dict:
+        r = client.post("/search", files={"image": ("q.png", query_photo[0], "image/png")})
+        assert r.status_code == 200, r.text
+        return r.json()
+
+    def recheck_due() -> None:
+        state.searchers["default"]._checked = (state.searchers["default"]._checked[0], float("-inf"))
+
+    try:
+        assert search()["model_version"] == v3 and "serving" in follower.poll()
+        # A promotion, as `vsearch release promote` does it: the alias first, then the registry.
+        store.move_alias("live", coll_io)
+        recheck_due()
+        assert search()["model_version"] == v3  # the last verified pair, not the 3-tower's vectors against the other's
+        ready = client.get("/readyz")
+        assert ready.status_code == 200 and "has moved" in ready.json()["variants"]["default"]["detail"]
+        assert follower.poll().startswith("waiting")  # the registry has not moved yet: nothing is loaded
+        registry.promote(bless(tmp_path, "second", image_only, champion_dir=three))
+        assert follower.poll() == f"followed the champion: {v3} -> {v_io} (registry v2)"
+        body = search()
+        assert body["model_version"] == v_io and client.get("/readyz").status_code == 200
+        assert (tmp_path / "mnt" / ".champions" / v_io / "model.safetensors").is_file() and served.is_dir()
+        # A rollback: registry and alias back; followed the same way, the fetched folder removed.
+        registry.rollback(reason="test")
+        store.move_alias("live", coll3)
+        recheck_due()
+        assert search()["model_version"] == v_io
+        assert follower.poll().startswith("followed the champion") and search()["model_version"] == v3
+        assert not (tmp_path / "mnt" / ".champions" / v_io).exists()
+        # The alias moved by hand to a collection the registry does not name: waited out, answered
+        # from the last verified pair for the grace period, then refused (fail closed).
+        store.move_alias("live", coll_io)
+        recheck_due()
+        assert search()["model_version"] == v3 and follower.poll().startswith("waiting")
+        state.searchers["default"].moved_since -= 301  # the grace period (300 s) has passed
+        recheck_due()
+        r = client.post("/search", files={"image": ("q.png", query_photo[0], "image/png")})
+        assert r.status_code == 503 and "another embedding space" in r.json()["error"]
+        assert client.get("/readyz").status_code == 503
+    finally:
+        store.drop_alias("live")

@@ -256,6 +256,8 @@ def test_the_search_service_serves_the_champion_the_registry_names(overlay, tmp_
     assert not [k for k in settings if k.endswith("MODEL_URI")], "a fixed model path that nothing writes"
     out = fetch["args"][fetch["args"].index("--out") + 1]
     assert search["args"][search["args"].index("--model") + 1] == out
+    # ...and follows the same registry's promotions and rollbacks while it runs.
+    assert _expand(search["args"][search["args"].index("--champion-from") + 1], settings) == settings["VSEARCH_REGISTRY"]
     # The real CLI takes the command line: an empty registry is one line, exit 2 (no champion yet).
     assert main([fetch["args"][0], "--store", str(tmp_path / "registry"), *fetch["args"][1:]]) == 2
     assert "no champion" in capsys.readouterr().err

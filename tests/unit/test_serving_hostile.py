@@ -123,3 +123,12 @@ def test_serve_refuses_an_invalid_plan_with_one_line(tmp_path, capsys):
     assert main(["serve", "--rollout", str(plan), "--data", str(tmp_path)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "rollout.yaml" in err[0] and "not a valid rollout" in err[0] and len(err[0]) <= 300
+
+
+def test_champion_from_is_refused_with_a_rollout(capsys):
+    """A release's A/B arms are the plan's to move: following the registry is for one model's alias."""
+    from vsearch.serving.app import main
+
+    with pytest.raises(SystemExit) as exit_:
+        main(["--rollout", "rollout.yaml", "--champion-from", "registry", "--data", "data"])
+    assert exit_.value.code == 2 and "--champion-from follows one model's alias" in capsys.readouterr().err

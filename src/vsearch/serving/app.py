@@ -391,10 +391,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--port", type=int, default=8000)
     parser.add_argument("--max-upload-bytes", type=int, default=DEFAULT_MAX_UPLOAD_BYTES)
     parser.add_argument("--max-k", type=int, default=DEFAULT_MAX_K)
+    parser.add_argument("--champion-from", metavar="REGISTRY", default=None,
+                        help="follow this registry's champion: when a promotion or rollback moves --alias to the "
+                             "champion's collection, load the champion (into .champions/ beside --model) and swap it in")
+    parser.add_argument("--follow-every", type=float, default=10.0, metavar="S", help="seconds between looks (--champion-from)")
+    parser.add_argument("--follow-grace", type=float, default=300.0, metavar="S",
+                        help="seconds to keep answering from the last verified collection after the alias moved (--champion-from)")
     add_backend_args(parser)
     args = parser.parse_args(argv)
     if not args.rollout and not (args.model and args.alias):
         parser.error("give --model and --alias, or --rollout FILE")
+    if args.champion_from and args.rollout:
+        parser.error("--champion-from follows one model's alias: not with --rollout (the release moves its arms)")
 
     import uvicorn
 
@@ -415,13 +423,22 @@ def main(argv: list[str] | None = None) -> int:
     # Then the catalog: bad data stops the start with one line before Milvus or a model is touched.
     hydrator = make_hydrator(args.hydrate, args.data)
     store = connect(milvus_uri, cfg)
+    stop = None
     try:
         state = build_state(
             data_dir=args.data, store=store, index_cfg=cfg, model=args.model, alias=args.alias, rollout_path=args.rollout,
             hydrate_spec=args.hydrate, limits=Limits(max_upload_bytes=args.max_upload_bytes, max_k=args.max_k), device=args.device,
             events_dir=args.events, hydrator=hydrator,
         )
+        if args.champion_from:
+            from vsearch.serving.follow import ChampionFollower
+
+            follower = ChampionFollower(state, args.champion_from, Path(args.model).resolve().parent / ".champions",
+                                        grace_s=args.follow_grace, device=args.device)
+            stop = follower.start(args.follow_every)
         uvicorn.run(create_app(state), host=args.host, port=args.port, log_level=os.environ.get("VSEARCH_LOG_LEVEL", "info"))
     finally:
+        if stop is not None:
+            stop.set()
         store.close()
     return 0

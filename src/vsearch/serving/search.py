@@ -147,6 +147,9 @@ class Searcher:
         self._images = Collator([], mean=self.model.cfg.image_mean, std=self.model.cfg.image_std)
         self._texts = Collator([], self.tokenizer, self.model.cfg.max_text_length) if self.tokenizer is not None else None
         self._lock = threading.Lock()  # one forward at a time: the CPU threads are already all busy
+        # Seconds this searcher may keep its last verified collection after the alias moved to
+        # another model's (0: refuse at once); set by a champion follower. moved_since: when it saw that.
+        self.pin_grace_s, self.moved_since = 0.0, None
 
     @property
     def uses_text(self) -> bool:
@@ -163,11 +166,26 @@ class Searcher:
             EmbeddingSpaceMismatch: the collection was built by another model (an alias moved
             under a running service, e.g. by a promotion): its vectors are in another space.
         """
+        from vsearch.indexing.store import EmbeddingSpaceMismatch
+
         now = time.monotonic()
         checked = getattr(self, "_checked", None)
         if checked is not None and now - checked[1] < max_age_s:
             return checked[0]
-        target = self.store.check_embedding_space(self.alias, self.version, int(self.model.cfg.embed_dim))
+        dim = int(self.model.cfg.embed_dim)
+        try:
+            target = self.store.check_embedding_space(self.alias, self.version, dim)
+            self.moved_since = None
+        except EmbeddingSpaceMismatch:
+            # Following the champion (vsearch.serving.follow): the alias moved to another model's
+            # collection; until the new champion is loaded, answer with the pair last verified
+            # (this model on its own collection, checked again here), for at most pin_grace_s.
+            if not self.pin_grace_s or checked is None:
+                raise
+            self.moved_since = self.moved_since or now
+            if now - self.moved_since > self.pin_grace_s:
+                raise
+            target = self.store.check_embedding_space(checked[0], self.version, dim)
         self._checked = (target, now)
         return target
 
@@ -179,7 +197,8 @@ class Searcher:
         try:
             target = self.check()
             state = str(self.store.client.get_load_state(target).get("state"))
-            return state.endswith("Loaded"), f"alias '{self.alias}' -> {target}, built by {self.version} ({state.split('.')[-1]})"
+            pinned = f" (the alias has moved: serving {target} until the champion follows)" if self.moved_since else ""
+            return state.endswith("Loaded"), f"alias '{self.alias}' -> {target}, built by {self.version} ({state.split('.')[-1]}){pinned}"
         except Exception as err:  # noqa: BLE001 - readiness reports, never raises
             from vsearch.indexing.store import IndexError_
 
