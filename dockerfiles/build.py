@@ -240,42 +240,49 @@ def build_image(kind: str, base: str, pip_conf: str, volumes: list[str], build_a
     repo = REPOS["gpu-resolve"] if target == "resolve" else REPOS[kind]
     ref = f"{repo}:{digest[:16]}"
     revision = git_revision()
-    if image_exists(ref):
+    # The builder stage is tagged too (``<repo>-builder:<hash>``): untagged, each source change's
+    # builder layers (about 35 MB) would stay in podman's storage for good; tagged, `prune_older`
+    # removes the earlier ones like the earlier images (the shared dependency layers stay).
+    has_builder = re.search(r"^FROM\s+\S+\s+AS\s+builder\s*$", dockerfile.read_text(), re.M | re.I)
+    builder = f"{repo}-builder:{digest[:16]}" if target is None and has_builder else None
+    if image_exists(ref) and (builder is None or image_exists(builder)):
         print(f"{kind}: {ref} (cached: same content hash)", flush=True)
     else:
         with tempfile.TemporaryDirectory(prefix="pip-", dir=BUILD) as tmp:
             conf = Path(tmp) / "pip.conf"
             conf.write_text(pip_conf)
-            args = ["build", "--network", "host", "-f", str(dockerfile), "-t", ref,
+            args = ["build", "--network", "host", "-f", str(dockerfile),
                     "--label", f"vsearch.content-hash={digest}", "--volume", f"{tmp}:{Path(PIP_CONF).parent}:ro", *volumes,
                     "--build-arg", f"PIP_CONFIG_FILE={PIP_CONF}",
                     "--build-arg", f"BASE={base}", "--build-arg", f"VCS_REF={revision}"]
             for key, value in sorted(build_args.items()):
                 args += ["--build-arg", f"{key}={value}"]
-            if target:
-                args += ["--target", target]
             print(f"{kind}: building {ref} ...", flush=True)
-            podman(*args, str(ROOT))
+            if builder is not None:  # then the whole build below reuses every builder layer
+                podman(*args, "-t", builder, "--target", "builder", str(ROOT))
+            podman(*args, "-t", ref, *(["--target", target] if target else []), str(ROOT))
     info = inspect(ref)
-    return {"ref": ref, "id": info["Id"], "digest": info.get("Digest"), "content_hash": digest, "base": base,
-            "code_version": info.get("Labels", {}).get("org.opencontainers.image.revision", revision),
-            "target": target or "runtime", "size_bytes": info.get("Size")}
+    entry = {"ref": ref, "id": info["Id"], "digest": info.get("Digest"), "content_hash": digest, "base": base,
+             "code_version": info.get("Labels", {}).get("org.opencontainers.image.revision", revision),
+             "target": target or "runtime", "size_bytes": info.get("Size")}
+    return entry | ({"builder": builder} if builder else {})
 
 
 def prune_older(built: dict) -> list[str]:
-    """Untag the earlier content-hash tags of the repositories just built (about 3 GB each).
+    """Untag the earlier content-hash tags of the repositories just built, and of their builder
+    stages (podman then removes the layers nothing else uses).
 
-    Only tags this script made (``vsearch.content-hash`` label) and not the one just built go;
-    layers the new image shares stay, and so do untagged build layers (podman's layer cache,
-    which lets a source-only change rebuild only the package layer).
+    Only tags this script made (``vsearch.content-hash`` label) and not the ones just built go;
+    layers the new images share stay (the dependency venv: podman's layer cache, which lets a
+    source-only change rebuild only the package layers).
     """
     removed = []
-    for entry in built.values():
-        repo = entry["ref"].rsplit(":", 1)[0]
+    for current in [ref for entry in built.values() for ref in (entry["ref"], entry.get("builder")) if ref]:
+        repo = current.rsplit(":", 1)[0]
         listing = podman("images", "--filter", f"reference={repo}", "--filter", "label=vsearch.content-hash",
                          "--format", "{{.Repository}}:{{.Tag}}", capture=True)
         for ref in sorted(set(listing.split())):
-            if ref != entry["ref"] and not ref.endswith(":<none>"):
+            if ref != current and not ref.endswith(":<none>"):
                 try:
                     podman("rmi", ref, capture=True)
                 except BuildError as err:  # e.g. in use by a container: it stays, the build still stands

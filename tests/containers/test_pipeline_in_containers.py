@@ -122,13 +122,17 @@ def test_a_build_untags_the_earlier_builds_of_its_repositories(images, tmp_path)
     """Each build is ~3 GB under a new content-hash tag: the earlier tags go, the one built stays."""
     import sys
 
-    ref = images["cpu"]["ref"]
+    ref, builder = images["cpu"]["ref"], images["cpu"]["builder"]
     repo = ref.rsplit(":", 1)[0]
+    assert builder.startswith(f"{repo}-builder:")  # its builder stage is tagged, so its earlier ones can go too
     earlier = f"{repo}:0000000000000000"  # what an earlier tree's build left behind
+    earlier_builder = f"{repo}-builder:0000000000000000"
     _podman("tag", ref, earlier)
+    _podman("tag", builder, earlier_builder)
     proc = subprocess.run([sys.executable, str(Path(__file__).parents[2] / "dockerfiles" / "build.py"), "--gpu", "skip",
                            "--record", str(tmp_path / "images.json")], capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-2000:]
-    assert f"removed the earlier build {earlier}" in proc.stdout
-    tags = _podman("images", "--filter", f"reference={repo}", "--format", "{{.Repository}}:{{.Tag}}").split()
-    assert ref in tags and earlier not in tags
+    assert f"removed the earlier build {earlier}" in proc.stdout and f"removed the earlier build {earlier_builder}" in proc.stdout
+    for current, old in ((ref, earlier), (builder, earlier_builder)):
+        tags = _podman("images", "--filter", f"reference={current.rsplit(':', 1)[0]}", "--format", "{{.Repository}}:{{.Tag}}").split()
+        assert current in tags and old not in tags
