@@ -230,12 +230,11 @@ class Searcher:
             raise RuntimeError("query embedding is NaN/inf")
         return vector, use_text
 
-    def search(self, vector: np.ndarray, k: int, collection: str | None = None) -> list[Hit]:
-        """Top ``k`` hits of a (D,) unit query vector in ``collection`` (default: the alias)."""
+    def search(self, vector: np.ndarray, k: int, collection: str) -> list[Hit]:
+        """Top ``k`` hits of a (D,) unit query vector in ``collection`` (the one `check` verified)."""
         from vsearch.indexing.store import CATEGORY, hit_id
 
-        res = self.store.search(collection or self.alias, [vector], k, self.cfg.search, self.cfg.index.metric,
-                                output_fields=[CATEGORY])
+        res = self.store.search(collection, [vector], k, self.cfg.search, self.cfg.index.metric, output_fields=[CATEGORY])
         return [Hit(str(hit_id(h)), float(h["distance"]), h.get(CATEGORY) or "") for h in res[0]]
 
     def query(self, image, text: str, k: int) -> tuple[list[Hit], bool]:
