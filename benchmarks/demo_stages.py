@@ -4,14 +4,21 @@ Runs image_only, three_tower and four_tower (init from three_tower) on the demo'
 (synth preset ``default``, seed 0, as vsearch.demo) once per lever setting, and prints JSON:
 per stage seconds, samples/s, seconds inside the image tower and the text tower (forward),
 in dataset item loading (decode/resize/augment/tokenize), the rest (loss, backward, optimizer),
-and the machine's load before and after.
+each lever's peak memory and page faults, and the machine's load before and after.
 
     .venv/bin/python benchmarks/demo_stages.py --steps 20 --levers none,text_cache
     .venv/bin/python benchmarks/demo_stages.py --full --levers none,all
 
 Levers: ``none`` (all off), ``text_cache`` (frozen text tower output cached per distinct
 text), ``bf16`` (``train.precision=bf16``: bf16 autocast with channels_last image towers; the
-loss stays float32), ``all``.
+loss stays float32), ``all``. Two levers are always on and ``all_before`` turns them
+off for a side-by-side: each text tower in its own pass (``before``: titles and query texts in
+one pass, the queries padded to the titles' length) and the fused AdamW (``before``: looped).
+
+    .venv/bin/python benchmarks/demo_stages.py --steps 20 --levers all_before,all_default_heap,all --rounds 2
+
+``all_default_heap`` is the demo's setting with glibc's default allocator behaviour
+(`vsearch.training.device.keep_freed_memory` off). Each lever runs in its own process.
 """
 
 from __future__ import annotations
@@ -19,19 +26,30 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
+import shutil
+import statistics
+import subprocess
+import sys
 import tempfile
 import time
 from collections import defaultdict
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 
+from vsearch import schema
 from vsearch.config import load_config
 from vsearch.data import dataset as dataset_module
 from vsearch.data.synth import generate
 from vsearch.demo import MODELS as STAGES  # (name, preset, init): the demo's three trainings
 from vsearch.models import towers
+from vsearch.models.multitower import MultiTowerModel
+from vsearch.training import device, loop
 from vsearch.training.loop import train
+
+_FORWARD, _BUILD_OPTIMIZER = MultiTowerModel.forward, loop.build_optimizer
 
 LEVERS = {
     "none": {"text_cache": False, "set": []},
@@ -39,6 +57,10 @@ LEVERS = {
     # bf16 autocast (the loss stays float32) with channels_last image towers (training/task.py).
     "bf16": {"text_cache": False, "set": ["train.precision=bf16"]},
     "all": {"text_cache": True, "set": ["train.precision=bf16"]},
+    # The demo's setting (all) before the per-tower text passes and the fused AdamW.
+    "all_before": {"text_cache": True, "set": ["train.precision=bf16"], "before": True, "keep_freed": False},
+    # The demo's setting with glibc's default allocator (vsearch.training.device.keep_freed_memory off).
+    "all_default_heap": {"text_cache": True, "set": ["train.precision=bf16"], "keep_freed": False},
     # Recipe candidates (they change what is trained: quality.py decides): smaller images.
     "bf16_img112": {"text_cache": False, "set": ["train.precision=bf16", "model.image_size=112"]},
     "bf16_img96": {"text_cache": False, "set": ["train.precision=bf16", "model.image_size=96"]},
@@ -65,8 +87,44 @@ class _Clock:
         return original
 
 
+def _one_padded_text_pass(forward):
+    """``MultiTowerModel.forward`` as before: every text tower in one pass, padded to the longest."""
+
+    def wrapped(self, batch):
+        text = [t for t in schema.TEXT_TOWERS if t in self.towers and t in batch]
+        if len(text) < 2:
+            return forward(self, batch)
+        width = max(batch[t]["input_ids"].shape[1] for t in text)
+        tokens = {key: torch.cat([F.pad(batch[t][key], (0, width - batch[t][key].shape[1]),
+                                        value=self.pad_token_id if key == "input_ids" else 0) for t in text])
+                  for key in ("input_ids", "attention_mask")}
+        features = dict(zip(text, self.encode_text(**tokens).split([batch[t]["input_ids"].shape[0] for t in text])))
+        self.encode_text = lambda input_ids, attention_mask: next(f for t, f in features.items() if batch[t]["input_ids"] is input_ids)
+        try:
+            return forward(self, batch)
+        finally:
+            del self.encode_text
+
+    return wrapped
+
+
+def _looped_adamw(build):
+    def wrapped(model, cfg):
+        optimizer = build(model, cfg)
+        for group in optimizer.param_groups:
+            group["fused"] = False
+        return optimizer
+
+    return wrapped
+
+
 def _run_stages(data: Path, work: Path, steps: int | None, lever: dict, clock: _Clock) -> dict:
     towers.Encoder.cache_frozen = lever["text_cache"]
+    device.KEEP_FREED_MEMORY = lever.get("keep_freed", True)
+    if lever.get("before"):
+        MultiTowerModel.forward, loop.build_optimizer = _one_padded_text_pass(_FORWARD), _looped_adamw(_BUILD_OPTIMIZER)
+    else:
+        MultiTowerModel.forward, loop.build_optimizer = _FORWARD, _BUILD_OPTIMIZER
     results, model_dirs = {}, {}
     for name, preset, init in STAGES:
         overrides = ["train.seed=0", *lever["set"]] + ([f"train.max_steps={steps}"] if steps else [])
@@ -89,6 +147,19 @@ def _run_stages(data: Path, work: Path, steps: int | None, lever: dict, clock: _
     return results
 
 
+def _one_lever(args) -> None:
+    """Child process: one lever's stages, as JSON on the last line of stdout."""
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    clock = _Clock()
+    clock.wrap(towers.Encoder, "forward", lambda a, kw: "text_tower_s" if "input_ids" in kw else "image_tower_s")
+    clock.wrap(dataset_module.EngagementDataset, "__getitem__", lambda a, kw: "dataset_items_s")
+    result = _run_stages(Path(args.data), Path(args.work), None if args.full else args.steps, LEVERS[args.one], clock)
+    result["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+    result["page_faults"] = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    print(json.dumps(result))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=20, help="time N steps per stage")
@@ -96,24 +167,42 @@ def main() -> None:
     parser.add_argument("--levers", default="none,all", help=f"comma list of {sorted(LEVERS)}")
     parser.add_argument("--data", default=None, help="existing demo dataset (default: generate into a temp dir)")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    parser.add_argument("--rounds", type=int, default=1,
+                        help="run the lever list this many times, alternating; each lever keeps every "
+                        "round's stages and reports the median total")
+    parser.add_argument("--one", help=argparse.SUPPRESS)  # child process: this lever only
+    parser.add_argument("--work", help=argparse.SUPPRESS)
     args = parser.parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    clock = _Clock()
-    clock.wrap(towers.Encoder, "forward", lambda a, kw: "text_tower_s" if "input_ids" in kw else "image_tower_s")
-    clock.wrap(dataset_module.EngagementDataset, "__getitem__", lambda a, kw: "dataset_items_s")
+    if args.one:
+        return _one_lever(args)
     with tempfile.TemporaryDirectory() as tmp:
         data = Path(args.data) if args.data else Path(tmp) / "data"
         if not args.data:
             generate(data, "default", seed=0, overwrite=True)
         report = {"load_before": os.getloadavg(), "cpus": os.cpu_count(), "torch_threads": torch.get_num_threads()}
         report["steps_per_stage"] = "full" if args.full else args.steps
-        for name in args.levers.split(","):
-            report[name] = _run_stages(data, Path(tmp) / name, None if args.full else args.steps, LEVERS[name], clock)
+        names = list(dict.fromkeys(args.levers.split(",")))
+        rounds: dict[str, list[dict]] = {name: [] for name in names}
+        for r in range(args.rounds):
+            for name in names:
+                # Each lever in its own process: the allocator lever cannot be undone in-process,
+                # and no lever inherits another's warm caches.
+                work = Path(tmp) / f"{name}-{r}"
+                child = [sys.executable, __file__, "--one", name, "--data", str(data), "--work", str(work),
+                         "--steps", str(args.steps), "--threads", str(args.threads)] + (["--full"] if args.full else [])
+                done = subprocess.run(child, check=True, stdout=subprocess.PIPE, text=True)
+                rounds[name].append(json.loads(done.stdout.strip().splitlines()[-1]))
+                shutil.rmtree(work, ignore_errors=True)
+        for name, runs in rounds.items():
+            report[name] = runs[0] if len(runs) == 1 else {
+                "rounds": runs, "total_seconds": statistics.median(run["total_seconds"] for run in runs)}
         base = report.get("none")
-        for name in args.levers.split(","):
+        for name in names:
             if base and name != "none":
                 report[name]["speedup_vs_none"] = round(base["total_seconds"] / report[name]["total_seconds"], 3)
+        for name in ("all_before", "all_default_heap"):
+            if name in report and "all" in report:
+                report[f"all_speedup_vs_{name}"] = round(report[name]["total_seconds"] / report["all"]["total_seconds"], 3)
         report["load_after"] = os.getloadavg()
     print(json.dumps(report, indent=2))
 

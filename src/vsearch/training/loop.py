@@ -33,7 +33,7 @@ from vsearch.models.multitower import MultiTowerModel, build_model, load_model
 from vsearch.models.tokenizer import load_tokenizer, train_title_tokenizer
 from vsearch.schema import DataError
 from vsearch.training import checkpoint, distributed
-from vsearch.training.device import require_cuda
+from vsearch.training.device import keep_freed_memory, require_cuda
 from vsearch.training.task import TrainingTask
 
 FINGERPRINT_FILE = "fingerprint.json"
@@ -90,7 +90,11 @@ def build_optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.Opt
         for (group, decays), params in buckets.items()
         if params or not group  # keep the two plain groups even when empty (as before)
     ]
-    return torch.optim.AdamW(groups, lr=cfg.lr, betas=(0.9, 0.98), eps=1e-6)
+    # The fused kernel (CPU and CUDA): one pass over all tensors, where the default loops over
+    # them one at a time; the same update up to float rounding. For the 4-tower's 25M
+    # parameters on 2 cores it took 0.011 s a step instead of 0.082 s (benchmarks/demo_stages.py).
+    fused = all(p.device.type in ("cpu", "cuda") for group in groups for p in group["params"])
+    return torch.optim.AdamW(groups, lr=cfg.lr, betas=(0.9, 0.98), eps=1e-6, fused=fused)
 
 
 def _fingerprint(cfg: RunConfig, data_dir: str, init: str | None) -> str:
@@ -301,6 +305,8 @@ def train(
     init = str(init) if init is not None else None
     env = distributed.detect()
     device = pick_device(cfg.train.device, env)
+    if device.type == "cpu":
+        keep_freed_memory()  # a third less time a step on 2 cores (its docstring)
     distributed.init(env, device)
     torch.manual_seed(cfg.train.seed)
     fingerprint = _fingerprint(cfg, data_dir, init)
