@@ -11,14 +11,10 @@ each lever's peak memory and page faults, and the machine's load before and afte
 
 Levers: ``none`` (all off), ``text_cache`` (frozen text tower output cached per distinct
 text), ``bf16`` (``train.precision=bf16``: bf16 autocast with channels_last image towers; the
-loss stays float32), ``all``. Two levers are always on and ``all_before`` turns them
-off for a side-by-side: each text tower in its own pass (``before``: titles and query texts in
-one pass, the queries padded to the titles' length) and the fused AdamW (``before``: looped).
+loss stays float32), ``all``; ``all_default_heap`` is ``all`` with glibc's default allocator
+behaviour (`vsearch.memory.keep_freed_memory` off). Each lever runs in its own process.
 
-    .venv/bin/python benchmarks/demo_stages.py --steps 20 --levers all_before,all_default_heap,all --rounds 2
-
-``all_default_heap`` is the demo's setting with glibc's default allocator behaviour
-(`vsearch.training.device.keep_freed_memory` off). Each lever runs in its own process.
+    .venv/bin/python benchmarks/demo_stages.py --steps 20 --levers all_default_heap,all --rounds 3
 """
 
 from __future__ import annotations
@@ -37,19 +33,14 @@ from collections import defaultdict
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 
-from vsearch import schema
 from vsearch.config import load_config
 from vsearch.data import dataset as dataset_module
 from vsearch.data.synth import generate
 from vsearch.demo import MODELS as STAGES  # (name, preset, init): the demo's three trainings
 from vsearch.models import towers
-from vsearch.models.multitower import MultiTowerModel
-from vsearch.training import device, loop
+from vsearch import memory
 from vsearch.training.loop import train
-
-_FORWARD, _BUILD_OPTIMIZER = MultiTowerModel.forward, loop.build_optimizer
 
 LEVERS = {
     "none": {"text_cache": False, "set": []},
@@ -57,9 +48,7 @@ LEVERS = {
     # bf16 autocast (the loss stays float32) with channels_last image towers (training/task.py).
     "bf16": {"text_cache": False, "set": ["train.precision=bf16"]},
     "all": {"text_cache": True, "set": ["train.precision=bf16"]},
-    # The demo's setting (all) before the per-tower text passes and the fused AdamW.
-    "all_before": {"text_cache": True, "set": ["train.precision=bf16"], "before": True, "keep_freed": False},
-    # The demo's setting with glibc's default allocator (vsearch.training.device.keep_freed_memory off).
+    # The demo's setting with glibc's default allocator (vsearch.memory.keep_freed_memory off).
     "all_default_heap": {"text_cache": True, "set": ["train.precision=bf16"], "keep_freed": False},
     # Recipe candidates (they change what is trained: quality.py decides): smaller images.
     "bf16_img112": {"text_cache": False, "set": ["train.precision=bf16", "model.image_size=112"]},
@@ -87,44 +76,9 @@ class _Clock:
         return original
 
 
-def _one_padded_text_pass(forward):
-    """``MultiTowerModel.forward`` as before: every text tower in one pass, padded to the longest."""
-
-    def wrapped(self, batch):
-        text = [t for t in schema.TEXT_TOWERS if t in self.towers and t in batch]
-        if len(text) < 2:
-            return forward(self, batch)
-        width = max(batch[t]["input_ids"].shape[1] for t in text)
-        tokens = {key: torch.cat([F.pad(batch[t][key], (0, width - batch[t][key].shape[1]),
-                                        value=self.pad_token_id if key == "input_ids" else 0) for t in text])
-                  for key in ("input_ids", "attention_mask")}
-        features = dict(zip(text, self.encode_text(**tokens).split([batch[t]["input_ids"].shape[0] for t in text])))
-        self.encode_text = lambda input_ids, attention_mask: next(f for t, f in features.items() if batch[t]["input_ids"] is input_ids)
-        try:
-            return forward(self, batch)
-        finally:
-            del self.encode_text
-
-    return wrapped
-
-
-def _looped_adamw(build):
-    def wrapped(model, cfg):
-        optimizer = build(model, cfg)
-        for group in optimizer.param_groups:
-            group["fused"] = False
-        return optimizer
-
-    return wrapped
-
-
 def _run_stages(data: Path, work: Path, steps: int | None, lever: dict, clock: _Clock) -> dict:
     towers.Encoder.cache_frozen = lever["text_cache"]
-    device.KEEP_FREED_MEMORY = lever.get("keep_freed", True)
-    if lever.get("before"):
-        MultiTowerModel.forward, loop.build_optimizer = _one_padded_text_pass(_FORWARD), _looped_adamw(_BUILD_OPTIMIZER)
-    else:
-        MultiTowerModel.forward, loop.build_optimizer = _FORWARD, _BUILD_OPTIMIZER
+    memory.KEEP_FREED_MEMORY = lever.get("keep_freed", True)
     results, model_dirs = {}, {}
     for name, preset, init in STAGES:
         overrides = ["train.seed=0", *lever["set"]] + ([f"train.max_steps={steps}"] if steps else [])
@@ -200,9 +154,9 @@ def main() -> None:
         for name in names:
             if base and name != "none":
                 report[name]["speedup_vs_none"] = round(base["total_seconds"] / report[name]["total_seconds"], 3)
-        for name in ("all_before", "all_default_heap"):
-            if name in report and "all" in report:
-                report[f"all_speedup_vs_{name}"] = round(report[name]["total_seconds"] / report["all"]["total_seconds"], 3)
+        if "all_default_heap" in report and "all" in report:
+            report["all_speedup_vs_default_heap"] = round(
+                report["all_default_heap"]["total_seconds"] / report["all"]["total_seconds"], 3)
         report["load_after"] = os.getloadavg()
     print(json.dumps(report, indent=2))
 

@@ -1,4 +1,4 @@
-"""`vsearch.training.device.keep_freed_memory`: CPU training reuses the memory it frees."""
+"""`vsearch.memory.keep_freed_memory`: batch steps on the CPU reuse the memory they free."""
 
 import platform
 import subprocess
@@ -13,8 +13,8 @@ pytestmark = pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="a gli
 # second round (the first one may fault its pages in either way).
 _PROBE = textwrap.dedent("""
     import ctypes, resource, sys
-    from vsearch.training import device
-    applied = device.keep_freed_memory() if sys.argv[1] == "keep" else False
+    from vsearch import memory
+    applied = memory.keep_freed_memory() if sys.argv[1] == "keep" else False
     libc = ctypes.CDLL("libc.so.6")
     libc.malloc.restype = ctypes.c_void_p
     size = 64 << 20
@@ -47,7 +47,24 @@ def test_a_freed_block_is_reused_instead_of_being_faulted_in_again():
 
 
 def test_it_can_be_turned_off_for_a_side_by_side(monkeypatch):
-    from vsearch.training import device
+    from vsearch import memory
 
-    monkeypatch.setattr(device, "KEEP_FREED_MEMORY", False)
-    assert device.keep_freed_memory() is False
+    monkeypatch.setattr(memory, "KEEP_FREED_MEMORY", False)
+    assert memory.keep_freed_memory() is False
+
+
+def test_training_evaluation_and_drift_snapshots_on_the_cpu_ask_for_it(tiny_data, tiny_models, tmp_path, monkeypatch):
+    import importlib
+
+    from vsearch.config import load_config
+
+    loop, evaluate, reference = (importlib.import_module(f"vsearch.{name}") for name in
+                                 ("training.loop", "evaluation.evaluate", "monitoring.reference"))
+
+    calls = []
+    for module in (loop, evaluate, reference):
+        monkeypatch.setattr(module, "keep_freed_memory", lambda module=module: calls.append(module.__name__) or True)
+    loop.train(load_config("tiny", ["train.max_steps=1"]), tiny_data, tmp_path / "m", progress=False)
+    evaluate.evaluate({"image_only": tiny_models["image_only"]}, tiny_data, tmp_path / "eval", load_config("tiny").eval)
+    reference.build_reference(tiny_models["image_only"], tiny_data, tmp_path / "ref")
+    assert calls == ["vsearch.training.loop", "vsearch.evaluation.evaluate", "vsearch.monitoring.reference"]

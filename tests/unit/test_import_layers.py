@@ -18,7 +18,7 @@ PACKAGE = Path(__file__).resolve().parents[2] / "src" / "vsearch"
 # The layering the code has, lowest first. A unit (a subpackage or a top-level module of
 # vsearch) imports only units of lower layers.
 LAYERS: list[set[str]] = [
-    {"schema", "faults", "images", "collectives", "configs", "model_folder", "html_page"},
+    {"schema", "faults", "images", "collectives", "configs", "model_folder", "html_page", "memory"},
     {"config", "artifacts", "lineage"},
     # blessing writes through artifacts.staged_file; the registry reads blessings.
     {"data", "blessing", "errors", "run_status"},

@@ -157,23 +157,3 @@ def test_projection_none_keeps_the_backbone_geometry_and_checks_width(tokenizer)
     bad = load_config("tiny", ["model.text.projection=none", "model.embed_dim=16"])
     with pytest.raises(ValueError, match="projection 'none' needs embed_dim"):
         build_model(bad.model, tokenizer)
-
-
-def test_text_towers_pass_separately_yet_give_what_one_padded_pass_gives(tokenizer):
-    """Titles and query texts go through the shared text encoder one tower at a time (the
-    queries are not padded to the titles' length); masked attention makes that the same."""
-    cfg = load_config("tiny_four_tower")
-    model = build_model(cfg.model, tokenizer).eval()
-    batch = _batch(cfg, tokenizer)
-    titles, queries = batch[schema.PRODUCT_TEXT], batch[schema.QUERY_TEXT]
-    assert queries["input_ids"].shape[1] < titles["input_ids"].shape[1]  # the case that matters
-    width = titles["input_ids"].shape[1]
-    padded = {
-        "input_ids": torch.cat([titles["input_ids"], torch.nn.functional.pad(queries["input_ids"], (0, width - queries["input_ids"].shape[1]), value=model.pad_token_id)]),
-        "attention_mask": torch.cat([titles["attention_mask"], torch.nn.functional.pad(queries["attention_mask"], (0, width - queries["attention_mask"].shape[1]))]),
-    }
-    with torch.no_grad():
-        out = model(batch)
-        one_pass = model.encode_text(**padded)
-    assert torch.allclose(out["product_text_features"], one_pass[:4], atol=1e-5)
-    assert torch.allclose(out["query_text_features"], one_pass[4:], atol=1e-5)

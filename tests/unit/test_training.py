@@ -172,28 +172,3 @@ def test_hard_negative_batches_group_by_a_catalog_column(tiny_data, tmp_path):
     summary = train(load_config("tiny", ["train.max_steps=3", "data.group_by=pattern", "data.groups_per_batch=2"]),
                     tiny_data, tmp_path / "m", progress=False)
     assert summary["steps"] == 3
-
-
-def test_the_optimizer_is_fused_and_updates_as_the_looped_adamw_does():
-    import copy
-
-    from vsearch.models.tokenizer import train_title_tokenizer
-    from vsearch.training.loop import build_optimizer
-
-    cfg = load_config("tiny_four_tower")
-    tokenizer = train_title_tokenizer(["red striped mug", "blue dotted bag"] * 5, vocab_size=300, max_length=24)
-    fused_model = build_model(cfg.model, tokenizer)
-    looped_model = copy.deepcopy(fused_model)
-    fused, looped = build_optimizer(fused_model, cfg.train), build_optimizer(looped_model, cfg.train)
-    assert all(group["fused"] for group in fused.param_groups)
-    for group in looped.param_groups:
-        group["fused"] = False
-    g = torch.Generator().manual_seed(0)
-    for _ in range(3):
-        for a, b in zip(fused_model.parameters(), looped_model.parameters()):
-            a.grad = torch.randn(a.shape, generator=g)
-            b.grad = a.grad.clone()
-        fused.step()
-        looped.step()
-    for (name, a), b in zip(fused_model.named_parameters(), looped_model.parameters()):
-        assert torch.allclose(a, b, atol=1e-6), name

@@ -24,6 +24,7 @@ from vsearch.config import EvalConfig
 from vsearch.data.dataset import Collator, ImageStore
 from vsearch.evaluation import metrics as M
 from vsearch.evaluation.report import RetrievalExample, RetrievedItem, write_report
+from vsearch.memory import keep_freed_memory
 from vsearch.models.multitower import MultiTowerModel, fuse, load_model
 from vsearch.schema import DataError
 
@@ -229,6 +230,8 @@ def evaluate(
     from vsearch.lineage import data_fingerprint
 
     cfg = cfg or EvalConfig()
+    if torch.device(device).type == "cpu":
+        keep_freed_memory()  # 1.7x on the demo's evaluation (vsearch.memory)
     for name, path in models.items():
         if not (Path(path) / model_folder.CONFIG_FILE).is_file():
             raise DataError(path, f"model '{name}' is not a vsearch model folder (missing {model_folder.CONFIG_FILE})")

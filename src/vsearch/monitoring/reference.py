@@ -30,6 +30,7 @@ import numpy as np
 import pandas as pd
 
 from vsearch import artifacts, schema
+from vsearch.memory import keep_freed_memory
 from vsearch.model_folder import REFERENCE_DIR, WEIGHTS_FILE
 
 QUERIES_FILE = "queries.parquet"
@@ -148,6 +149,7 @@ def _measure(model, data_dir: str, q_rows: pd.DataFrame, p_rows: pd.DataFrame, c
         (queries DataFrame with ``HEALTH_COLUMN``, products DataFrame, (Q, D) query
         embeddings, (P, D) product embeddings, gallery size).
     """
+    keep_freed_memory()  # a batch step: 15 s -> 9 s for the demo's reference (vsearch.memory)
     was_training = model.training
     model.eval()
     try:
