@@ -53,18 +53,22 @@ def test_it_can_be_turned_off_for_a_side_by_side(monkeypatch):
     assert memory.keep_freed_memory() is False
 
 
-def test_training_evaluation_and_drift_snapshots_on_the_cpu_ask_for_it(tiny_data, tiny_models, tmp_path, monkeypatch):
+def test_training_evaluation_drift_snapshots_and_embedding_on_the_cpu_ask_for_it(tiny_data, tiny_models, tmp_path, monkeypatch):
     import importlib
 
     from vsearch.config import load_config
 
-    loop, evaluate, reference = (importlib.import_module(f"vsearch.{name}") for name in
-                                 ("training.loop", "evaluation.evaluate", "monitoring.reference"))
+    from vsearch.indexing.config import IndexConfig
+
+    loop, evaluate, reference, shards = (importlib.import_module(f"vsearch.{name}") for name in
+                                         ("training.loop", "evaluation.evaluate", "monitoring.reference", "indexing.shards"))
 
     calls = []
-    for module in (loop, evaluate, reference):
+    for module in (loop, evaluate, reference, shards):
         monkeypatch.setattr(module, "keep_freed_memory", lambda module=module: calls.append(module.__name__) or True)
     loop.train(load_config("tiny", ["train.max_steps=1"]), tiny_data, tmp_path / "m", progress=False)
     evaluate.evaluate({"image_only": tiny_models["image_only"]}, tiny_data, tmp_path / "eval", load_config("tiny").eval)
     reference.build_reference(tiny_models["image_only"], tiny_data, tmp_path / "ref")
-    assert calls == ["vsearch.training.loop", "vsearch.evaluation.evaluate", "vsearch.monitoring.reference"]
+    shards.embed_shard(tiny_models["image_only"], tiny_data, 0, 2, tmp_path / "shard.parquet", IndexConfig())
+    assert calls == ["vsearch.training.loop", "vsearch.evaluation.evaluate", "vsearch.monitoring.reference",
+                     "vsearch.indexing.shards"]

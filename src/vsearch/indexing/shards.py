@@ -29,6 +29,7 @@ from vsearch.indexing.backfill import (
 )
 from vsearch.indexing.config import IndexConfig
 from vsearch.indexing.store import CATEGORY, PRIMARY, VECTOR, Store
+from vsearch.memory import keep_freed_memory
 from vsearch.schema import DataError
 
 SHARD_COLUMNS = ("product_id", "category", "embedding")
@@ -63,6 +64,8 @@ def embed_shard(model_dir: str | os.PathLike, data_dir: str | os.PathLike, shard
     catalog = schema.read_manifest(data_dir, schema.CATALOG_FILE)
     rows = list(shard_rows(len(catalog), shard, num_shards))
     device = device or cfg.backfill.device
+    if torch.device(device).type == "cpu":
+        keep_freed_memory()  # a batch step: 7.4 s -> 4.9 s for the demo's catalog (vsearch.memory)
     model, _ = load_model(model_dir, device=device)
     model.eval()
     collator = Collator([], mean=model.cfg.image_mean, std=model.cfg.image_std)
