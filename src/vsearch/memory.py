@@ -14,9 +14,10 @@ KEEP_FREED_MEMORY = True
 _M_TRIM_THRESHOLD, _M_TOP_PAD, _M_MMAP_MAX = -1, -2, -4
 
 
-def keep_freed_memory() -> bool:
+def keep_freed_memory(device="cpu") -> bool:
     """Have glibc keep the memory this process frees for its next allocations, instead of
-    handing it back to the kernel; True when it did (False: not glibc, or turned off).
+    handing it back to the kernel, when the step computes on the CPU (``device``: a torch
+    device or its name); True when it did (False: another device, not glibc, or turned off).
 
     A CPU training step allocates and frees the same large activations every step. glibc maps
     each large block afresh and unmaps it on free, so every step page-faults and zero-fills
@@ -28,7 +29,7 @@ def keep_freed_memory() -> bool:
     losses to the bit, peak memory 3.6 -> 3.9 GB (``benchmarks/demo_stages.py --full --levers
     all_default_heap,all``); its evaluation 51-53 s -> 28-32 s, the same figures.
     """
-    if not KEEP_FREED_MEMORY:
+    if not KEEP_FREED_MEMORY or str(device).split(":")[0] != "cpu":
         return False
     import ctypes
     import platform

@@ -57,7 +57,6 @@ def test_training_evaluation_drift_snapshots_and_embedding_on_the_cpu_ask_for_it
     import importlib
 
     from vsearch.config import load_config
-
     from vsearch.indexing.config import IndexConfig
 
     loop, evaluate, reference, shards = (importlib.import_module(f"vsearch.{name}") for name in
@@ -65,10 +64,17 @@ def test_training_evaluation_drift_snapshots_and_embedding_on_the_cpu_ask_for_it
 
     calls = []
     for module in (loop, evaluate, reference, shards):
-        monkeypatch.setattr(module, "keep_freed_memory", lambda module=module: calls.append(module.__name__) or True)
+        monkeypatch.setattr(module, "keep_freed_memory", lambda device, module=module: calls.append(module.__name__) or True)
     loop.train(load_config("tiny", ["train.max_steps=1"]), tiny_data, tmp_path / "m", progress=False)
     evaluate.evaluate({"image_only": tiny_models["image_only"]}, tiny_data, tmp_path / "eval", load_config("tiny").eval)
     reference.build_reference(tiny_models["image_only"], tiny_data, tmp_path / "ref")
     shards.embed_shard(tiny_models["image_only"], tiny_data, 0, 2, tmp_path / "shard.parquet", IndexConfig())
     assert calls == ["vsearch.training.loop", "vsearch.evaluation.evaluate", "vsearch.monitoring.reference",
                      "vsearch.indexing.shards"]
+
+
+def test_a_step_on_another_device_leaves_the_allocator_alone():
+    from vsearch import memory
+
+    assert memory.keep_freed_memory("cuda") is False
+    assert memory.keep_freed_memory("cuda:1") is False

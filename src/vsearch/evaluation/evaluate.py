@@ -230,8 +230,7 @@ def evaluate(
     from vsearch.lineage import data_fingerprint
 
     cfg = cfg or EvalConfig()
-    if torch.device(device).type == "cpu":
-        keep_freed_memory()  # 1.7x on the demo's evaluation (vsearch.memory)
+    keep_freed_memory(device)  # 1.7x on the demo's evaluation (vsearch.memory)
     for name, path in models.items():
         if not (Path(path) / model_folder.CONFIG_FILE).is_file():
             raise DataError(path, f"model '{name}' is not a vsearch model folder (missing {model_folder.CONFIG_FILE})")

@@ -387,8 +387,7 @@ def write_catalog(
     categories = catalog["category"].tolist()
     collator = Collator([], mean=model.cfg.image_mean, std=model.cfg.image_std)
     device = torch.device(bf.device)
-    if device.type == "cpu":
-        keep_freed_memory()  # a batch step: 1.5x on the encoder (vsearch.memory)
+    keep_freed_memory(device)  # a batch step: 1.5x on the encoder (vsearch.memory)
     writer = _Writer(store, collection, bf.queue_size, progress, total=len(ids), done=report.skipped)
     writer.start()
     start = time.perf_counter()
