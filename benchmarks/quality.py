@@ -21,6 +21,7 @@ requested one (else it stops, naming the keys); the JSON records every resolved 
     python benchmarks/quality.py --preset default --seeds 0 1 2
     python benchmarks/quality.py --preset default --seeds 0 --split val --set train.epochs=20
     python benchmarks/quality.py --three-set loss.pairs=[...]   # per-model overrides
+    python benchmarks/quality.py --set train.precision=bf16 [--aten-depthwise-grad]  # CPU, as the demo
 """
 
 from __future__ import annotations
@@ -168,7 +169,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--reuse", nargs="*", default=[], help="models to reuse from --work if already trained (same seed)")
     parser.add_argument("--n-boot", type=int, default=2000)
     parser.add_argument("--label", default="", help="free text recorded in the output")
+    parser.add_argument("--aten-depthwise-grad", action="store_true",
+                        help="ATen's own bf16 CPU input gradient for MobileNetV2's stride-2 depthwise convolutions "
+                        "(vsearch.models.mobilenet.FAST_STRIDED_DEPTHWISE_GRAD off): the side-by-side of that kernel")
     args = parser.parse_args(argv)
+    from vsearch.models import mobilenet
+
+    mobilenet.FAST_STRIDED_DEPTHWISE_GRAD = not args.aten_depthwise_grad
     if "four_tower" in args.models and "three_tower" not in args.models:
         parser.error("four_tower starts from three_tower: include both")
 
@@ -205,6 +212,7 @@ def main(argv: list[str] | None = None) -> int:
                 "split": args.split,
                 "seeds": args.seeds,
                 "data_seeds": args.data_seeds,
+                "aten_depthwise_grad": args.aten_depthwise_grad,
                 "configs": {"image_only": args.image_only, "three_tower": args.three, "four_tower": args.four},
                 "overrides": {"all": args.set, "image_only": args.image_only_set, "three_tower": args.three_set, "four_tower": args.four_set},
                 # each model's full config as trained (train.seed is the first seed's; each seed sets its own)

@@ -38,6 +38,7 @@ def test_quality_json_and_reuse_check(quality, capsys, tmp_path):
     assert xcat["relative_required"] == -0.20
     # The resolved configs say what was trained, not just which preset was named.
     assert first["resolved_configs"]["three_tower"]["name"] == "tiny"
+    assert first["aten_depthwise_grad"] is False  # the shipped kernel unless asked
     assert first["resolved_configs"]["three_tower"]["train"]["seed"] == 0
     assert "product_text" in first["resolved_configs"]["three_tower"]["model"]["towers"]
 
