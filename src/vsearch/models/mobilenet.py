@@ -83,7 +83,7 @@ class _StridedDepthwiseGrad(torch.autograd.Function):
     of a stride-2 correlation is the stride-1 correlation, with the kernel flipped, of the output
     gradient spread onto the input grid (zeros between its pixels): the same products, summed by
     the fast stride-1 kernel (63 ms and 3 ms). In the demo's MobileNetV2 step (128 images at
-    128 px, forward + backward) the four such layers took 40% of the step: 1.47 s -> 1.01 s.
+    128 px, forward + backward) the four such layers took more than a third of the step: 1.47 s -> 1.01 s.
     The forward pass and the weight gradient are ATen's own; the input gradient equals ATen's
     except for the rare last-bit difference of a bf16 sum taken in another order
     (tests/unit/test_depthwise_grad.py)."""
