@@ -70,8 +70,8 @@ class MobileNetV2Config(PreTrainedConfig):
 CONFIG_KEYS = {"num_channels", "hidden_size", "freeze_bn", "dropout"}
 
 
-# The bf16 CPU training path of the stride-2 depthwise convolutions (below); a switch for
-# `benchmarks/demo_stages.py`'s side-by-side.
+# The bf16 CPU training path of the stride-2 depthwise convolutions (below); a switch for the
+# side-by-sides of `benchmarks/demo_stages.py` and `benchmarks/quality.py --aten-depthwise-grad`.
 FAST_STRIDED_DEPTHWISE_GRAD = True
 
 
@@ -113,7 +113,9 @@ class DepthwiseConv2d(nn.Conv2d):
     2 and trains in bf16 on the CPU, takes its input gradient through ``_StridedDepthwiseGrad``."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if FAST_STRIDED_DEPTHWISE_GRAD and self.stride == (2, 2) and x.device.type == "cpu" and torch.is_grad_enabled():
+        # _StridedDepthwiseGrad's own geometry (3x3 comes from ConvBNReLU): stride 2, padding 1, no dilation
+        geometry = self.stride == (2, 2) and self.padding == (1, 1) and self.dilation == (1, 1)
+        if FAST_STRIDED_DEPTHWISE_GRAD and geometry and x.device.type == "cpu" and torch.is_grad_enabled():
             autocast = torch.is_autocast_enabled("cpu") and torch.get_autocast_dtype("cpu") == torch.bfloat16
             if autocast or x.dtype == torch.bfloat16:
                 return _StridedDepthwiseGrad.apply(x.to(torch.bfloat16), self.weight.to(torch.bfloat16))
